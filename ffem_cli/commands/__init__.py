@@ -1,0 +1,1 @@
+"""One module per ``ffem`` command; ``ffem_cli.cli`` registers them."""

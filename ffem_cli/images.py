@@ -1,0 +1,105 @@
+"""Finding and reading face photos, shared by detect, pack, eval and embed.
+
+An *identity folder* is ``ROOT/<identity>/<image>``: one sub-folder per
+person, images directly inside it. Labels are ``0..N-1`` in sorted order of
+the identity names. Files nested deeper than one level are an error (the
+layout would be ambiguous); other files (``.txt``, hidden files) are ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ffem_cli.errors import FfemError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def is_image_file(path: Path) -> bool:
+    """True for a visible file whose suffix is an image extension (any case)."""
+    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+@dataclass(frozen=True)
+class IdentityFolder:
+    """The images of an identity folder.
+
+    ``paths`` are POSIX paths relative to ``root`` (``"<identity>/<file>"``),
+    sorted; ``labels[i]`` is the label of ``paths[i]``; ``label_map`` maps
+    identity name to label.
+    """
+
+    root: Path
+    paths: list[str]
+    labels: list[int]
+    label_map: dict[str, int]
+
+
+def scan_identity_folder(root: str | Path) -> IdentityFolder:
+    """List ``root/<identity>/<image>``; raise ``FfemError`` on a bad layout.
+
+    Errors: ``root`` missing or not a folder, no identity sub-folders, no
+    images at all, or an image nested deeper than ``<identity>/<image>``.
+    Identity folders without images are skipped (they get no label).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FfemError(f"{root}: not a folder")
+    identities: dict[str, list[str]] = {}
+    for ident_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = []
+        for item in sorted(ident_dir.iterdir()):
+            if item.is_dir() and not item.name.startswith("."):
+                nested = next((p for p in item.rglob("*") if is_image_file(p)), None)
+                if nested is not None:
+                    raise FfemError(
+                        f"{nested.relative_to(root).as_posix()}: images must sit directly in "
+                        "ROOT/<identity>/, not deeper"
+                    )
+            elif is_image_file(item):
+                files.append(f"{ident_dir.name}/{item.name}")
+        if files:
+            identities[ident_dir.name] = files
+    if not identities:
+        loose = next((p for p in root.iterdir() if is_image_file(p)), None)
+        hint = f" (found {loose.name} at the top level: put each person's images in ROOT/<identity>/)" if loose else ""
+        raise FfemError(f"{root}: no images found in ROOT/<identity>/<image> layout{hint}")
+    label_map = {name: label for label, name in enumerate(sorted(identities))}
+    paths, labels = [], []
+    for name, files in sorted(identities.items()):
+        paths.extend(files)
+        labels.extend([label_map[name]] * len(files))
+    return IdentityFolder(root=root, paths=paths, labels=labels, label_map=label_map)
+
+
+class ImageReadError(Exception):
+    """An image that cannot be decoded; ``reason`` is a short tag for reports."""
+
+    def __init__(self, path: Path, reason: str, detail: str):
+        super().__init__(f"{path}: {reason} ({detail})")
+        self.path = path
+        self.reason = reason
+        self.detail = detail
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Decode an image file to an RGB ``uint8`` array of shape ``(H, W, 3)``.
+
+    Grayscale, palette and RGBA images are converted to RGB (alpha dropped);
+    EXIF orientation is applied. Raises ``ImageReadError`` with reason
+    ``missing`` or ``corrupt``.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except FileNotFoundError as exc:
+        raise ImageReadError(path, "missing", "no such file") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageReadError(path, "corrupt", str(exc).split("\n")[0]) from exc
