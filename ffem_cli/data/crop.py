@@ -1,0 +1,164 @@
+"""Cutting a face out of a photo: the one face-preparation function.
+
+``crop_face`` is used by ``ffem pack`` (training data), eval, embed and
+export, so that every model sees faces prepared exactly as in training.
+
+Coordinates follow the ``image_list.json`` convention: ``box = (x1, y1, x2, y2)``
+in pixels, left/top inclusive and right/bottom exclusive, so the box covers
+the continuous region ``[x1, x2) x [y1, y2)`` and pixel ``(i, j)`` covers
+``[i, i+1) x [j, j+1)``. Landmarks are ``(x, y)`` pixel positions in the
+MTCNN / OpenCV convention (the centre of pixel ``i`` is at ``i``).
+
+Two modes:
+
+* **margin** (default): a square centred on the box centre with side
+  ``max(w, h) * (1 + 2 * margin)``; the parts of the square outside the photo
+  are filled with black (zeros, like the border of the aligned mode), then the
+  square is resized to ``size x size`` with antialiased bilinear filtering.
+* **align**: the similarity transform (rotation, uniform scale, translation)
+  that best maps the five landmarks onto the standard ArcFace 112x112
+  template in the least-squares sense (Umeyama, 1991) is applied with
+  bilinear sampling; outside the photo is black. For ``size != 112`` the
+  template is scaled by ``size / 112``.
+
+With ``box=None`` (and ``align=False``) the whole photo is taken as the face
+and resized to ``size x size`` (for already-cropped faces).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image
+
+# Left eye, right eye, nose tip, left and right mouth corner on a 112x112 crop
+# (InsightFace / ArcFace, Deng et al., CVPR 2019), pixel-centre coordinates.
+ARCFACE_TEMPLATE = np.array(
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ],
+    dtype=np.float64,
+)
+
+
+def crop_face(
+    image: np.ndarray,
+    box: tuple[float, float, float, float] | None,
+    landmarks: np.ndarray | None = None,
+    size: int = 112,
+    margin: float = 0.2,
+    align: bool = False,
+) -> np.ndarray:
+    """Cut the face out of ``image`` and return it as a ``(size, size, 3)`` uint8 array.
+
+    ``image``: RGB uint8 ``(H, W, 3)``. ``box``: ``(x1, y1, x2, y2)`` pixels or
+    ``None`` for the whole image. ``landmarks``: ``(5, 2)`` float ``(x, y)``
+    pixels, required when ``align`` is true. ``margin``: fraction of the box's
+    longer side added on every side (margin mode only). Raises ``ValueError``
+    on an empty box or missing landmarks (callers validate user input first
+    and turn problems into ``FfemError`` naming the entry).
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
+    if size < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    if align:
+        if landmarks is None:
+            raise ValueError("align=True needs the 5 landmarks")
+        return _align(image, np.asarray(landmarks, dtype=np.float64), size)
+    if box is None:
+        return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR, reducing_gap=None))
+    return _margin_crop(image, box, size, margin)
+
+
+def square_around_box(box: tuple[float, float, float, float], margin: float) -> tuple[float, float, float, float]:
+    """The margin-mode square ``(left, top, right, bottom)`` in continuous pixel coordinates."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    width, height = x2 - x1, y2 - y1
+    if width <= 0 or height <= 0:
+        raise ValueError(f"empty box {box}")
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    half = max(width, height) * (1 + 2 * margin) / 2
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    return cx - half, cy - half, cx + half, cy + half
+
+
+def _margin_crop(image: np.ndarray, box, size: int, margin: float) -> np.ndarray:
+    left, top, right, bottom = square_around_box(box, margin)
+    height, width = image.shape[:2]
+    # Pad with zeros just enough that the square lies inside, then let PIL
+    # resize the (fractional) region with an antialiasing filter.
+    pad_left = max(0, math.ceil(-left))
+    pad_top = max(0, math.ceil(-top))
+    pad_right = max(0, math.ceil(right - width))
+    pad_bottom = max(0, math.ceil(bottom - height))
+    if pad_left or pad_top or pad_right or pad_bottom:
+        image = np.pad(image, ((pad_top, pad_bottom), (pad_left, pad_right), (0, 0)))
+    region = (left + pad_left, top + pad_top, right + pad_left, bottom + pad_top)
+    resized = Image.fromarray(image).resize((size, size), Image.BILINEAR, box=region)
+    return np.asarray(resized)
+
+
+def umeyama(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Least-squares similarity transform mapping ``source`` points onto ``target``.
+
+    ``source``, ``target``: ``(N, 2)`` point sets. Returns the ``(2, 3)`` matrix
+    ``[s*R | t]`` with ``target ≈ s*R @ source + t`` (R a proper rotation).
+    Umeyama, "Least-squares estimation of transformation parameters between
+    two point patterns", IEEE TPAMI 13(4), 1991.
+    """
+    source = np.asarray(source, dtype=np.float64)
+    target = np.asarray(target, dtype=np.float64)
+    src_mean, dst_mean = source.mean(axis=0), target.mean(axis=0)
+    src_c, dst_c = source - src_mean, target - dst_mean
+    covariance = dst_c.T @ src_c / len(source)
+    u, singular, vt = np.linalg.svd(covariance)
+    sign = np.ones(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[-1] = -1.0
+    rotation = u @ np.diag(sign) @ vt
+    src_var = (src_c**2).sum() / len(source)
+    scale = float((singular * sign).sum() / src_var) if src_var > 0 else 1.0
+    translation = dst_mean - scale * rotation @ src_mean
+    return np.hstack([scale * rotation, translation[:, None]])
+
+
+def alignment_matrix(landmarks: np.ndarray, size: int = 112) -> np.ndarray:
+    """The ``(2, 3)`` similarity transform from photo landmarks to the template for ``size``."""
+    landmarks = np.asarray(landmarks, dtype=np.float64)
+    if landmarks.shape != (5, 2) or not np.all(np.isfinite(landmarks)):
+        raise ValueError(f"expected 5 finite (x, y) landmarks, got shape {landmarks.shape}")
+    return umeyama(landmarks, ARCFACE_TEMPLATE * (size / 112.0))
+
+
+def _align(image: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
+    matrix = alignment_matrix(landmarks, size)
+    scale = math.sqrt(abs(np.linalg.det(matrix[:, :2])))
+    if scale <= 0:
+        raise ValueError("degenerate landmarks (all points coincide)")
+    picture = Image.fromarray(image)
+    # Bilinear sampling aliases when shrinking a lot: first reduce the photo by
+    # an integer factor (box filter) so that the remaining scale is >= 0.5.
+    factor = int(1 / scale) if scale < 0.5 else 1
+    if factor > 1:
+        picture = picture.reduce(factor)
+        # Pixel-centre coordinates: continuous x_c = x + 0.5 shrinks by factor.
+        landmarks = (landmarks + 0.5) / factor - 0.5
+        matrix = alignment_matrix(landmarks, size)
+    # PIL wants the inverse map (output -> input) in continuous coordinates,
+    # where a pixel centre sits at i + 0.5; the matrix is in pixel-centre ones.
+    linear_inv = np.linalg.inv(matrix[:, :2])
+    offset_inv = -linear_inv @ matrix[:, 2]
+    offset_pil = offset_inv - linear_inv @ np.array([0.5, 0.5]) + 0.5
+    coefficients = (
+        linear_inv[0, 0], linear_inv[0, 1], offset_pil[0],
+        linear_inv[1, 0], linear_inv[1, 1], offset_pil[1],
+    )  # fmt: skip
+    warped = picture.transform((size, size), Image.AFFINE, coefficients, resample=Image.BILINEAR, fillcolor=(0, 0, 0))
+    return np.asarray(warped)
