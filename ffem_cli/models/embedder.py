@@ -1,0 +1,54 @@
+"""``build_embedder``: backbone + embedding head + L2 normalisation.
+
+The model follows the contract in docs/architecture.md: a ``keras.Model``
+named ``embedder``; input float32 (N, S, S, 3) raw RGB pixels in [0, 255];
+first layer (x - 127.5) / 128; output the L2-normalised embedding
+(N, embedding_size) in float32, also under a mixed precision policy.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from ffem_cli.errors import FfemError
+from ffem_cli.models.backbones import BACKBONES
+from ffem_cli.models.pooling import POOLINGS
+
+
+def build_embedder(
+    backbone: str = "mobilefacenet",
+    pooling: str = "gdc",
+    embedding_size: int = 512,
+    input_size: int = 112,
+    dropout: float = 0.0,
+) -> keras.Model:
+    """Build the embedding model.
+
+    backbone: a ``BACKBONES`` name; pooling: a ``POOLINGS`` name;
+    embedding_size: D, the output width; input_size: S, the side of the square
+    face crop in pixels; dropout: rate before the head's FC layer (0 = none).
+    Returns a model (N, S, S, 3) float32 pixels → (N, D) float32, unit L2 norm.
+    Raises ``FfemError`` for an unknown name or an out-of-range value.
+    """
+    if backbone not in BACKBONES:
+        raise FfemError(f"unknown backbone {backbone!r}; choose one of: {', '.join(BACKBONES)}")
+    if pooling not in POOLINGS:
+        raise FfemError(f"unknown pooling {pooling!r}; choose one of: {', '.join(POOLINGS)}")
+    spec = BACKBONES[backbone]
+    if input_size < spec.min_input_size:
+        raise FfemError(
+            f"input size {input_size} is too small for backbone {backbone!r} "
+            f"(at least {spec.min_input_size} pixels)"
+        )
+    if embedding_size < 1:
+        raise FfemError(f"embedding size must be a positive integer, got {embedding_size}")
+    if not 0.0 <= dropout < 1.0:
+        raise FfemError(f"dropout must be in [0, 1), got {dropout}")
+
+    pixels = keras.Input((input_size, input_size, 3), dtype="float32", name="pixels")
+    x = layers.Rescaling(1.0 / 128.0, offset=-127.5 / 128.0, name="normalize_pixels")(pixels)
+    features = spec.build(x)
+    embedding = POOLINGS[pooling].build(features, embedding_size, dropout)
+    unit = layers.UnitNormalization(axis=-1, dtype="float32", name="l2_normalize")(embedding)
+    return keras.Model(pixels, unit, name="embedder")
