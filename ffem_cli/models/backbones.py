@@ -7,9 +7,18 @@ head (``pooling.POOLINGS``) turns that into the embedding.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ffem_cli.models.applications import (
+    build_mobilenetv3_large,
+    build_mobilenetv3_small,
+    build_resnet50,
+)
+from ffem_cli.models.iresnet import IRESNET_DEPTHS, build_iresnet
+from ffem_cli.models.mobilefacenet import build_mobilefacenet
+from ffem_cli.models.thin_resnet import build_thin_resnet34
 from ffem_cli.models.tiny import build_tiny
 
 
@@ -28,6 +37,27 @@ class BackboneSpec:
     paper: str
 
 
+IRESNET_PAPER = "Deng et al. 2019, ArcFace (CVPR); insightface arcface_torch"
+
 BACKBONES: dict[str, BackboneSpec] = {
+    "mobilefacenet": BackboneSpec(
+        build_mobilefacenet, "gdc", 96, "Chen et al. 2018, MobileFaceNets (CCBR)"
+    ),
+    "mobilenetv3-small": BackboneSpec(
+        build_mobilenetv3_small, "gdc", 96, "Howard et al. 2019, MobileNetV3 (ICCV)"
+    ),
+    "mobilenetv3-large": BackboneSpec(
+        build_mobilenetv3_large, "gdc", 96, "Howard et al. 2019, MobileNetV3 (ICCV)"
+    ),
+    **{
+        name: BackboneSpec(
+            functools.partial(build_iresnet, depths=depths), "flatten-fc", 96, IRESNET_PAPER
+        )
+        for name, depths in IRESNET_DEPTHS.items()
+    },
+    "resnet50": BackboneSpec(build_resnet50, "gnap", 96, "He et al. 2016, ResNet (CVPR)"),
+    "thin-resnet34": BackboneSpec(
+        build_thin_resnet34, "gap", 96, "EE488B trainer; Chung et al. 2020 (ResNetSE34V2)"
+    ),
     "tiny": BackboneSpec(build_tiny, "gap", 32, "— (4 conv blocks, for tests)"),
 }
