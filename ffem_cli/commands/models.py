@@ -1,8 +1,69 @@
 """`ffem models`: the backbones, poolings and losses ffem knows."""
 
-from ffem_cli.errors import FfemError
+from __future__ import annotations
+
+import typer
+
+from ffem_cli.console import out, progress_bar
 
 
-def models() -> None:
-    """List backbones, poolings and losses (not built yet)."""
-    raise FfemError("ffem models is not built yet", exit_code=2)
+def models(
+    embedding_size: int = typer.Option(
+        512, "--embedding-size", min=1, help="Embedding width D the counts are made with."
+    ),
+    input_size: int = typer.Option(
+        112, "--input-size", min=32, help="Side of the square face crop, pixels."
+    ),
+) -> None:
+    """List backbones (parameters, GMACs and GFLOPs per image), poolings, losses and miners."""
+    from rich.table import Table
+
+    from ffem_cli import losses
+    from ffem_cli.models import BACKBONES, POOLINGS
+    from ffem_cli.models.catalog import backbone_rows, registry_rows
+
+    table = Table(
+        title=f"Backbones at {input_size}×{input_size}, {embedding_size}-d embedding",
+        caption="params exclude BN moving statistics; GMACs = conv+FC multiply-accumulates "
+        "per forward image; GFLOPs = 2·GMACs (a training step ≈ 3× that)",
+    )
+    for column in ("backbone", "params (M)", "GMACs", "GFLOPs", "default head", "paper"):
+        numeric = column in ("params (M)", "GMACs", "GFLOPs")
+        table.add_column(
+            column,
+            justify="right" if numeric else "left",
+            no_wrap=column != "paper",
+        )
+    with progress_bar(transient=True) as bar:
+        task = bar.add_task("measure backbones", total=len(BACKBONES), unit="model")
+        for row in backbone_rows(embedding_size, input_size):
+            table.add_row(
+                row.name,
+                f"{row.parameters / 1e6:.2f}",
+                f"{row.macs / 1e9:.3f}",
+                f"{2 * row.macs / 1e9:.3f}",
+                row.pooling,
+                row.paper,
+            )
+            bar.advance(task)
+    out.print(table)
+
+    poolings = Table(title="Poolings / embedding heads (--pooling)")
+    poolings.add_column("pooling", no_wrap=True)
+    poolings.add_column("layers")
+    poolings.add_column("paper")
+    for name, spec in POOLINGS.items():
+        poolings.add_row(name, spec.summary, spec.paper)
+    out.print(poolings)
+
+    for title, attribute in (("Losses (--loss)", "LOSSES"), ("Miners (--miner)", "MINERS")):
+        registry = getattr(losses, attribute, None)
+        if not registry:
+            continue
+        listing = Table(title=title)
+        listing.add_column("name", no_wrap=True)
+        listing.add_column("defaults")
+        listing.add_column("paper")
+        for row in registry_rows(registry):
+            listing.add_row(*row)
+        out.print(listing)

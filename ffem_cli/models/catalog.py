@@ -1,0 +1,84 @@
+"""What ``ffem models`` lists: every backbone measured, every head, every loss.
+
+``backbone_rows`` builds each registered backbone with its default head and
+counts parameters and MACs (see ``flops`` for the conventions).
+``registry_rows`` describes the entries of a loss or miner registry from the
+attributes they carry (``summary``/``defaults``/``paper``) or, failing that,
+from the builder's signature defaults and docstring.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import keras
+
+from ffem_cli.models.backbones import BACKBONES
+from ffem_cli.models.embedder import build_embedder
+from ffem_cli.models.flops import count_macs, count_parameters
+
+# Builder arguments that are sizes of the problem, not options of the method.
+PROBLEM_ARGUMENTS = {"self", "name", "num_classes", "embedding_size", "kwargs", "args"}
+
+
+@dataclass(frozen=True)
+class BackboneRow:
+    """One measured backbone: parameters and forward MACs per image incl. its head."""
+
+    name: str
+    pooling: str
+    embedding_size: int
+    input_size: int
+    parameters: int
+    macs: int
+    paper: str
+
+
+def backbone_rows(embedding_size: int = 512, input_size: int = 112) -> Iterator[BackboneRow]:
+    """Build each backbone with its default head in turn and yield its counts."""
+    for name, spec in BACKBONES.items():
+        model = build_embedder(name, spec.default_pooling, embedding_size, input_size)
+        yield BackboneRow(
+            name,
+            spec.default_pooling,
+            embedding_size,
+            input_size,
+            count_parameters(model),
+            count_macs(model),
+            spec.paper,
+        )
+        del model
+        keras.backend.clear_session()
+
+
+def first_doc_line(obj: object) -> str:
+    """The first line of ``obj``'s docstring, or an empty string."""
+    doc = inspect.getdoc(obj) or ""
+    return doc.splitlines()[0] if doc else ""
+
+
+def signature_defaults(builder: Callable) -> str:
+    """``"m=0.5, s=64.0"``: the builder's keyword defaults that are method options."""
+    try:
+        parameters = inspect.signature(builder).parameters.values()
+    except (TypeError, ValueError):
+        return ""
+    return ", ".join(
+        f"{p.name}={p.default!r}"
+        for p in parameters
+        if p.default is not inspect.Parameter.empty and p.name not in PROBLEM_ARGUMENTS
+    )
+
+
+def registry_rows(registry: dict) -> Iterator[tuple[str, str, str]]:
+    """(name, defaults, paper or summary) for each entry of a loss/miner registry."""
+    for name, entry in registry.items():
+        defaults = getattr(entry, "defaults", None)
+        if isinstance(defaults, dict):
+            defaults = ", ".join(f"{key}={value!r}" for key, value in defaults.items())
+        if defaults is None:
+            defaults = signature_defaults(getattr(entry, "build", entry))
+        paper = getattr(entry, "paper", None) or getattr(entry, "summary", None)
+        yield name, defaults, paper or first_doc_line(getattr(entry, "build", entry))
