@@ -1,0 +1,277 @@
+"""``ffem export``'s core: load the embedder, convert, check parity, write atomically.
+
+Flow: the Keras embedder embeds a set of parity faces (the reference); a
+SavedModel is staged once in a hidden folder of the output directory (the
+TFLite converter reads it); each requested export is built, its parity
+measured, and only then moved under its final name with
+``atomic.atomic_directory`` / ``atomic.atomic_open``. An unquantized export
+whose minimum cosine is below ``UNQUANTIZED_MIN_COSINE`` raises ``FfemError``
+and leaves nothing under its name. ``parity.json`` (merged with an earlier
+one) and a ``<name>.json`` metadata file per export are written last.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ffem_cli import atomic
+from ffem_cli.errors import FfemError
+from ffem_cli.export import converters, metadata, runtimes
+from ffem_cli.export.converters import FORMATS, QUANTIZATIONS, export_name
+from ffem_cli.export.faces import FaceCrop, folder_faces, pack_faces, synthetic_faces
+from ffem_cli.export.parity import UNQUANTIZED_MIN_COSINE, Parity, cosine_parity
+from ffem_cli.export.quiet import captured_output
+from ffem_cli.rundir import RunDir, load_model_file
+
+PARITY_NAME = "parity.json"
+
+
+@dataclass(frozen=True)
+class ExportSource:
+    """The embedder to export and what is known about it.
+
+    ``crop``: how faces were cut in training (``run.toml`` ``[data]``);
+    ``pack``: the pack the run trained on when it still exists;
+    ``provenance``: run path, model file, backbone … for the metadata.
+    """
+
+    model: object
+    image_size: int
+    embedding_size: int
+    crop: FaceCrop
+    pack: Path | None
+    provenance: dict
+    default_output: Path | None
+
+
+@dataclass(frozen=True)
+class ExportFaces:
+    """uint8 ``(N, S, S, 3)`` faces: ``parity`` (with a description) and optional ``calibration``."""
+
+    parity: np.ndarray
+    parity_source: str
+    calibration: np.ndarray | None = None
+    calibration_source: str | None = None
+
+
+@dataclass(frozen=True)
+class ExportedFile:
+    """One export: its final path, format, quantization and parity figures."""
+
+    path: Path
+    format: str
+    quantization: str
+    parity: Parity
+
+    @property
+    def threshold(self) -> float | None:
+        """The minimum cosine it had to reach (``None``: quantized, reported only)."""
+        return UNQUANTIZED_MIN_COSINE if self.quantization == "none" else None
+
+
+def load_source(run: Path | None = None, model_file: Path | None = None, image_size: int | None = None) -> ExportSource:
+    """The embedder of a run directory or of a ``.keras`` file; ``FfemError`` on bad input."""
+    if (run is None) == (model_file is None):
+        raise FfemError("give exactly one of --run RUN_DIR or --model FILE.keras")
+    data: dict = {}
+    model_table: dict = {}
+    if run is not None:
+        run_dir = RunDir(run)
+        if not run_dir.path.is_dir():
+            raise FfemError(f"{run}: no such run directory")
+        config = run_dir.read_config()
+        data, model_table = config.get("data", {}), config.get("model", {})
+        model = run_dir.load_embedder()
+        model_path = run_dir.embedder_path
+    else:
+        model = load_model_file(model_file)
+        model_path = Path(model_file)
+    size = _input_size(model, model_path, data.get("image_size"), image_size)
+    embedding_size = int(model.output_shape[-1])
+    crop = FaceCrop(size, str(data.get("crop", "margin")), float(data.get("margin", 0.2)))
+    pack = Path(data["pack"]) if data.get("pack") and Path(data["pack"]).is_dir() else None
+    provenance = {
+        "run": str(Path(run).resolve()) if run is not None else None,
+        "model_file": str(model_path.resolve()),
+        "model_sha256": metadata.sha256_of(model_path),
+        "backbone": model_table.get("backbone"),
+        "pooling": model_table.get("pooling"),
+        "embedding_size": embedding_size,
+        "face_crop": {"image_size": size, "crop": crop.crop, "margin": crop.margin},
+    }
+    default_output = RunDir(run).export_dir if run is not None else None
+    return ExportSource(model, size, embedding_size, crop, pack, provenance, default_output)
+
+
+def _input_size(model, model_path: Path, run_size, option_size: int | None) -> int:
+    shape = tuple(model.input_shape)
+    if len(shape) != 4 or shape[-1] != 3 or shape[1] != shape[2]:
+        raise FfemError(f"{model_path}: expected an embedder taking (N, S, S, 3) faces, got input shape {shape}")
+    candidates = {int(v) for v in (shape[1], run_size, option_size) if v is not None}
+    if len(candidates) > 1:
+        raise FfemError(
+            f"{model_path}: conflicting input sizes {sorted(candidates)} "
+            "(model input, run.toml [data] image_size, --image-size)"
+        )
+    if not candidates:
+        raise FfemError(f"{model_path}: the model's input size is not fixed; give --image-size")
+    return candidates.pop()
+
+
+def gather_faces(
+    source: ExportSource,
+    calibration: Path | None = None,
+    calibration_count: int = 200,
+    parity_images: Path | None = None,
+    parity_count: int = 64,
+) -> ExportFaces:
+    """Calibration faces from ``calibration`` (a pack) and parity faces.
+
+    Parity faces come from ``parity_images`` when given, else from the
+    calibration pack (the faces after the calibration ones, when it has
+    enough), else from the pack the run trained on, else synthetic faces.
+    """
+    calibration_faces = None
+    if calibration is not None:
+        _check_pack_dir(calibration, "--calibration")
+        read = pack_faces(calibration, source.image_size, calibration_count + parity_count)
+        calibration_faces = read[:calibration_count]
+    if parity_images is not None:
+        parity, described = folder_faces(parity_images, source.crop, parity_count), f"images in {parity_images}"
+    elif calibration_faces is not None:
+        if len(read) > calibration_count:
+            parity, described = read[calibration_count:], f"pack {calibration}, faces after the calibration ones"
+        else:
+            parity, described = read[:parity_count], f"pack {calibration}, the calibration faces themselves"
+    elif source.pack is not None:
+        parity, described = pack_faces(source.pack, source.image_size, parity_count), f"pack {source.pack} (the run's training pack)"
+    else:
+        parity, described = synthetic_faces(source.crop, parity_count), "synthetic drawn faces (no pack or images given)"
+    calibration_source = None if calibration is None else f"pack {calibration}, {len(calibration_faces)} faces"
+    return ExportFaces(parity, f"{described}: {len(parity)} faces", calibration_faces, calibration_source)
+
+
+def _check_pack_dir(path: Path, option: str) -> None:
+    if not Path(path).is_dir():
+        raise FfemError(f"{path}: {option} must be a pack directory (ffem pack output); no such folder")
+
+
+def check_request(formats: list[str], quantizations: list[str], has_calibration: bool) -> list[tuple[str, str]]:
+    """The ``(format, quantization)`` jobs of a request; ``FfemError`` on a bad combination."""
+    if not formats:
+        raise FfemError(f"no --format given; choose from: {', '.join(FORMATS)}")
+    for fmt in formats:
+        if fmt not in FORMATS:
+            raise FfemError(f"unknown format {fmt!r}; choose from: {', '.join(FORMATS)}")
+    for quantization in quantizations:
+        if quantization not in QUANTIZATIONS:
+            raise FfemError(f"unknown quantization {quantization!r}; choose from: {', '.join(QUANTIZATIONS)}")
+    quantized = [q for q in quantizations if q != "none"]
+    if quantized and "tflite" not in formats:
+        raise FfemError(f"--quantize {quantized[0]} applies to --format tflite only")
+    if "int8-full" in quantizations and not has_calibration:
+        raise FfemError("--quantize int8-full needs --calibration PACK_DIR (faces to calibrate activation ranges)")
+    jobs = []
+    for fmt in dict.fromkeys(formats):
+        for quantization in dict.fromkeys(quantizations or ["none"]) if fmt == "tflite" else ["none"]:
+            jobs.append((fmt, quantization))
+    return jobs
+
+
+def export(
+    source: ExportSource,
+    jobs: list[tuple[str, str]],
+    faces: ExportFaces,
+    output: Path,
+    announce: Callable[[str], None] = lambda message: None,
+) -> list[ExportedFile]:
+    """Build every ``(format, quantization)`` job into ``output``; return what was written.
+
+    Raises ``FfemError`` at the first unquantized export that fails parity
+    (earlier exports stay written and recorded in ``parity.json``).
+    """
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    announce(f"embedding {len(faces.parity)} parity faces with the Keras model")
+    reference = runtimes.embed_in_batches(keras_runtime(source.model), faces.parity)
+    written: list[ExportedFile] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix=f"{atomic.TMP_PREFIX}staging.", dir=output) as staging:
+            saved_model = Path(staging) / "saved_model"
+            announce("tracing the serving function (uint8 faces → embeddings) into a SavedModel")
+            with captured_output():
+                converters.write_savedmodel(source.model, saved_model, source.image_size)
+            for fmt, quantization in jobs:
+                announce(f"exporting {export_name(fmt, quantization)}")
+                written.append(_export_one(source, fmt, quantization, saved_model, faces, reference, output))
+    finally:
+        if written:
+            _update_parity_file(output / PARITY_NAME, written, faces)
+    return written
+
+
+def keras_runtime(model) -> runtimes.Embed:
+    """The Keras embedder as an ``embed(uint8 faces)`` callable (the parity reference)."""
+    return lambda faces: np.asarray(model(faces.astype(np.float32), training=False))
+
+
+def _export_one(source, fmt, quantization, saved_model, faces, reference, output) -> ExportedFile:
+    final = output / export_name(fmt, quantization)
+    if fmt == "savedmodel":
+        with atomic.atomic_directory(final) as staged:
+            shutil.copytree(saved_model, staged, dirs_exist_ok=True)
+            with captured_output():
+                parity = _measure(runtimes.savedmodel_runtime(staged), faces, reference, final.name, quantization)
+    else:
+        with captured_output():
+            if fmt == "tflite":
+                content = converters.tflite_bytes(saved_model, quantization, faces.calibration)
+                embed = runtimes.tflite_runtime(content)
+            else:
+                content = converters.onnx_bytes(source.model, source.image_size)
+                embed = runtimes.onnx_runtime(content)
+            parity = _measure(embed, faces, reference, final.name, quantization)
+        atomic.write_bytes(final, content)
+    parity_record = {**parity.to_json(), "faces_source": faces.parity_source}
+    if quantization == "int8-full":
+        parity_record["calibration"] = faces.calibration_source
+    atomic.write_json(
+        final.with_name(final.name + ".json"),
+        metadata.describe(final, fmt, quantization, source.image_size, source.embedding_size, source.provenance, parity_record),
+    )
+    return ExportedFile(final, fmt, quantization, parity)
+
+
+def _measure(embed, faces: ExportFaces, reference: np.ndarray, name: str, quantization: str) -> Parity:
+    parity = cosine_parity(reference, runtimes.embed_in_batches(embed, faces.parity))
+    if quantization == "none" and not parity.passes(UNQUANTIZED_MIN_COSINE):
+        raise FfemError(
+            f"{name}: parity check failed: min cosine {parity.min_cosine:.6f} < {UNQUANTIZED_MIN_COSINE} "
+            f"against the Keras model on {faces.parity_source}; nothing was written under that name"
+        )
+    return parity
+
+
+def _update_parity_file(path: Path, written: list[ExportedFile], faces: ExportFaces) -> None:
+    """Merge this call's figures into ``parity.json`` (keyed by file name)."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        record = {}
+    exports = record.get("exports", {}) if isinstance(record, dict) else {}
+    for item in written:
+        exports[item.path.name] = {
+            "format": item.format,
+            "quantization": item.quantization,
+            **item.parity.to_json(),
+            "threshold": item.threshold,
+            "faces_source": faces.parity_source,
+        }
+    atomic.write_json(path, {"metric": "cosine(exported, keras) per face", "exports": dict(sorted(exports.items()))})

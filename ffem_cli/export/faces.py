@@ -1,0 +1,96 @@
+"""Faces for the parity check and int8 calibration, prepared as in training.
+
+Three sources, each giving uint8 ``(N, S, S, 3)`` RGB crops:
+
+* a pack directory (``ffem pack`` output): the faces as training saw them;
+* a folder of images: with an ``image_list.json`` the listed boxes are cut
+  with ``crop_face`` using the run's crop settings, otherwise every image is
+  taken as an already-cropped face and resized;
+* synthetic drawn faces (``data.synthetic``), cut with ``crop_face``: the
+  fallback when no real faces are given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ffem_cli.data.crop import crop_face
+from ffem_cli.data.image_list import load_image_list
+from ffem_cli.errors import FfemError
+from ffem_cli.images import ImageReadError, is_image_file, read_rgb
+
+
+@dataclass(frozen=True)
+class FaceCrop:
+    """How faces are cut: the run's ``[data]`` table (``image_size``, ``crop``, ``margin``)."""
+
+    image_size: int
+    crop: str = "margin"
+    margin: float = 0.2
+
+    def cut(self, image: np.ndarray, box=None, landmarks=None) -> np.ndarray:
+        """``crop_face`` with these settings; ``box=None`` takes the whole image as the face."""
+        if box is None:
+            return crop_face(image, None, size=self.image_size)
+        return crop_face(image, box, landmarks, size=self.image_size, margin=self.margin, align=self.crop == "align")
+
+
+def pack_faces(pack_dir: Path, image_size: int, count: int) -> np.ndarray:
+    """The first ``count`` faces of a pack (file order), uint8; ``FfemError`` on a size mismatch."""
+    from ffem_cli.data.pipeline import eval_dataset, read_manifest
+
+    manifest = read_manifest(pack_dir)
+    pack_size = int(manifest.get("image_size", image_size))
+    if pack_size != image_size:
+        raise FfemError(f"{pack_dir}: pack faces are {pack_size}x{pack_size} but the model takes {image_size}x{image_size}")
+    batches, total = [], 0
+    for images, _labels, _paths in eval_dataset(pack_dir, batch_size=64):
+        batch = np.clip(np.rint(np.asarray(images)), 0, 255).astype(np.uint8)
+        batches.append(batch[: count - total])
+        total += len(batches[-1])
+        if total >= count:
+            break
+    if total == 0:
+        raise FfemError(f"{pack_dir}: the pack holds no faces")
+    return np.concatenate(batches)
+
+
+def folder_faces(folder: Path, crop: FaceCrop, count: int) -> np.ndarray:
+    """Up to ``count`` faces from a folder of images (see the module docstring)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FfemError(f"{folder}: not a folder")
+    list_path = folder / "image_list.json"
+    if list_path.is_file():
+        entries = load_image_list(list_path)
+        items = [(folder / key, entry.box, entry.landmarks) for key, entry in entries.items()]
+    else:
+        items = [(path, None, None) for path in sorted(folder.rglob("*")) if is_image_file(path)]
+    faces = []
+    for path, box, landmarks in items[:count]:
+        try:
+            faces.append(crop.cut(read_rgb(path), box, landmarks))
+        except ImageReadError as exc:
+            raise FfemError(str(exc)) from exc
+        except ValueError as exc:  # e.g. crop = "align" but the list has no landmarks
+            raise FfemError(f"{list_path}: {path.relative_to(folder).as_posix()}: cannot cut the face ({exc})") from exc
+    if not faces:
+        raise FfemError(f"{folder}: no face images found")
+    return np.stack(faces)
+
+
+def synthetic_faces(crop: FaceCrop, count: int, seed: int = 0) -> np.ndarray:
+    """``count`` drawn faces of ``max(2, count // 4)`` synthetic identities, cut with ``crop_face``."""
+    from ffem_cli.data import synthetic
+
+    rng = np.random.default_rng(seed)
+    people = [synthetic.make_identity(rng) for _ in range(max(2, count // 4))]
+    faces = []
+    for index in range(count):
+        pixels, entry = synthetic.render(people[index % len(people)], rng)
+        box = (entry["x1"], entry["y1"], entry["x2"], entry["y2"])
+        faces.append(crop.cut(pixels, box, np.asarray(entry["landmarks"])))
+    return np.stack(faces)
