@@ -33,8 +33,9 @@ class NormAwareReweight(layers.Layer):
 
     Input and output (N, h, w, C). With n_ij = ‖x_ij‖₂ the L2 norm over channels
     at position (i, j) and n̄ the mean of n_ij over the h·w positions *of the
-    same image*, returns x_ij · n̄ / (n_ij + epsilon): positions with a small
-    feature norm are boosted, large ones damped. (insightface's MXNet code took
+    same image*, returns x_ij · n̄ / n_ij: positions with a small feature norm
+    are boosted, large ones damped. n_ij is taken as sqrt(‖x_ij‖² + epsilon)
+    so that an all-zero position stays 0 and has a finite gradient. (insightface's MXNet code took
     n̄ over the whole batch; the per-image mean keeps inference independent of
     the batch.) Computed in float32 whatever the layer's dtype policy.
     """
@@ -45,9 +46,10 @@ class NormAwareReweight(layers.Layer):
 
     def call(self, inputs):
         features = ops.cast(inputs, "float32")
-        norms = ops.sqrt(ops.sum(ops.square(features), axis=-1, keepdims=True))
+        squared = ops.sum(ops.square(features), axis=-1, keepdims=True)
+        norms = ops.sqrt(squared + self.epsilon)
         mean_norm = ops.mean(norms, axis=(1, 2), keepdims=True)
-        weights = mean_norm / (norms + self.epsilon)
+        weights = mean_norm / norms
         return ops.cast(features * weights, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
