@@ -1,0 +1,61 @@
+"""`ffem models` and the registry descriptions it prints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from typer.testing import CliRunner
+
+from ffem_cli import losses
+from ffem_cli.cli import app
+from ffem_cli.models import backbones
+from ffem_cli.models.catalog import registry_rows
+
+
+@pytest.fixture
+def two_backbones(monkeypatch):
+    for name in list(backbones.BACKBONES):
+        if name not in ("mobilefacenet", "tiny"):
+            monkeypatch.delitem(backbones.BACKBONES, name)
+
+
+def test_models_lists_measured_backbones_and_poolings(two_backbones):
+    result = CliRunner().invoke(app, ["models", "--embedding-size", "128"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    mobilefacenet = next(line for line in lines if "mobilefacenet" in line and "gdc" in line)
+    assert "1.00" in mobilefacenet  # M parameters with a 128-d embedding
+    assert "0.221" in mobilefacenet and "0.442" in mobilefacenet  # GMACs, GFLOPs
+    assert any(line.split("│")[1].strip() == "tiny" for line in lines if "│" in line)
+    for pooling in ("gap", "gnap", "gdc", "flatten-fc"):
+        assert any(line.split("│")[1].strip() == pooling for line in lines if "│" in line)
+    if getattr(losses, "LOSSES", None):
+        assert "Losses (--loss)" in result.output
+
+
+def test_models_rejects_a_tiny_input_size():
+    result = CliRunner().invoke(app, ["models", "--input-size", "8"])
+    assert result.exit_code == 2
+
+
+@dataclass(frozen=True)
+class FakeSpec:
+    build: object
+    defaults: dict
+    paper: str
+
+
+def arcface_builder(num_classes, embedding_size, margin=0.5, scale=64.0):
+    """Additive angular margin (Deng et al. 2019)."""
+
+
+def test_registry_rows_use_attributes_then_signature_and_docstring():
+    registry = {
+        "cosface": FakeSpec(None, {"margin": 0.35, "scale": 64.0}, "Wang et al. 2018"),
+        "arcface": arcface_builder,
+    }
+    assert list(registry_rows(registry)) == [
+        ("cosface", "margin=0.35, scale=64.0", "Wang et al. 2018"),
+        ("arcface", "margin=0.5, scale=64.0", "Additive angular margin (Deng et al. 2019)."),
+    ]
