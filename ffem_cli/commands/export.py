@@ -35,15 +35,16 @@ def export(
     source = core.load_source(run=run, model_file=model, image_size=image_size)
     output = output if output is not None else source.default_output
     faces = core.gather_faces(source, calibration, calibration_faces, parity_images, parity_faces)
-    err.print(f"parity faces: {faces.parity_source}", highlight=False)
-    written = core.export(source, jobs, faces, output, announce=lambda text: err.print(f"[dim]{text}…[/]", highlight=False))
+    err.print(f"parity faces: {faces.parity_source}", markup=False, highlight=False)
+    written = core.export(source, jobs, faces, output, announce=lambda text: err.print(f"{text}…", style="dim", markup=False, highlight=False))
     _show(written, output / core.PARITY_NAME)
 
 
 def _show(written, parity_path: Path) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"{parity_path.parent}: cosine with the Keras model per face")
+    table = Table(title=escape(f"{parity_path.parent}: cosine with the Keras model per face"))
     for column in ("file", "format", "quant.", "faces", "min cos", "mean cos", "check"):
         table.add_column(column, justify="right" if "cos" in column or column == "faces" else "left", no_wrap=column == "file")
     for item in written:
@@ -58,4 +59,4 @@ def _show(written, parity_path: Path) -> None:
             check,
         )
     out.print(table)
-    out.print(f"unquantized exports must reach min cos ≥ 0.9999; figures in {parity_path}", highlight=False)
+    out.print(f"unquantized exports must reach min cos ≥ 0.9999; figures in {parity_path}", markup=False, highlight=False)

@@ -118,7 +118,7 @@ def _input_size(model, model_path: Path, run_size, option_size: int | None) -> i
     if len(candidates) > 1:
         raise FfemError(
             f"{model_path}: conflicting input sizes {sorted(candidates)} "
-            "(model input, run.toml [data] image_size, --image-size)"
+            "(model input, run.toml data.image_size, --image-size)"
         )
     if not candidates:
         raise FfemError(f"{model_path}: the model's input size is not fixed; give --image-size")
