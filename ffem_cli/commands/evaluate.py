@@ -1,26 +1,130 @@
-"""`ffem eval rfw|lfw|pairs|folder`: evaluation protocols."""
+"""`ffem eval rfw|lfw|pairs|folder`: evaluation protocols.
 
-from ffem_cli.errors import FfemError
+Every command takes the model as ``--run RUN_DIR`` (its ``embedder.keras`` and
+the face preparation of its ``run.toml``) or ``--model FILE.keras``, writes
+``report.json`` + CSV + PNG into ``RUN_DIR/eval/<protocol>/`` (or
+``--output-dir``; ``eval/<model name>/<protocol>/`` for ``--model``) and
+shows the results as a table. Embeddings are cached beside that folder in
+``cache/`` so that other protocols over the same images reuse them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ffem_cli.console import err
+
+RUN = typer.Option(None, "--run", help="Run directory with embedder.keras and run.toml (faces prepared as in training).")
+MODEL = typer.Option(None, "--model", help="A .keras embedding model that is not a run (crop defaults: margin 0.2).")
+IMAGE_SIZE = typer.Option(None, "--image-size", help="Face side in pixels for --model (default: the model's input size, else 112).")
+DETECT = typer.Option(False, "--detect", help="Find faces with MTCNN first (for photos that are not face crops).")
+FLIP = typer.Option(False, "--flip", help="Add the embedding of the mirrored face, then re-normalise.")
+OUTPUT_DIR = typer.Option(None, "--output-dir", help="Where report.json, CSVs and PNGs go (default RUN/eval/<protocol>).")
+BATCH_SIZE = typer.Option(64, "--batch-size", min=1, help="Faces per model call.")
+NO_CACHE = typer.Option(False, "--no-cache", help="Neither read nor write the embedding cache.")
 
 
-def rfw() -> None:
-    """RFW per-race Recall@1 and verification (not built yet)."""
-    raise FfemError("ffem eval rfw is not built yet", exit_code=2)
+def _prepare(protocol: str, run, model, image_size, detect, flip, output_dir, no_cache):
+    from ffem_cli.evaluate.embedding import load_embedder
+    from ffem_cli.rundir import RunDir
+
+    embedder = load_embedder(run, model, image_size=image_size, detect=detect, flip=flip)
+    if output_dir is None:
+        output_dir = RunDir(run).eval_dir(protocol) if run is not None else Path("eval") / Path(model).stem / protocol
+    cache_dir = None if no_cache else Path(output_dir).parent / "cache"
+    return embedder, Path(output_dir), cache_dir
 
 
-def lfw() -> None:
-    """LFW verification (not built yet)."""
-    raise FfemError("ffem eval lfw is not built yet", exit_code=2)
+def _show(rows_of, report: dict, output_dir: Path) -> None:
+    from ffem_cli.evaluate.report import print_table
+
+    title, columns, rows = rows_of(report)
+    print_table(title, columns, rows)
+    err.print(f"wrote {output_dir}/report.json", highlight=False)
 
 
-def pairs() -> None:
-    """Any pair list (not built yet)."""
-    raise FfemError("ffem eval pairs is not built yet", exit_code=2)
+def rfw(
+    root: Path = typer.Option(..., "--root", help="RFW root: holds images/test/data/<Race>/ and images/test/txts/<Race>/."),
+    races: list[str] = typer.Option(None, "--race", help="Evaluate only this race (repeatable; default all four)."),
+    run: Path | None = RUN,
+    model: Path | None = MODEL,
+    image_size: int | None = IMAGE_SIZE,
+    detect: bool = DETECT,
+    flip: bool = FLIP,
+    output_dir: Path | None = OUTPUT_DIR,
+    batch_size: int = BATCH_SIZE,
+    no_cache: bool = NO_CACHE,
+) -> None:
+    """RFW: per-race Recall@1 and 10-fold verification accuracy, with a fairness summary and bar chart."""
+    from ffem_cli.evaluate import rfw as protocol
+
+    embedder, output_dir, cache_dir = _prepare("rfw", run, model, image_size, detect, flip, output_dir, no_cache)
+    report = protocol.evaluate_rfw(embedder, root, output_dir, cache_dir, tuple(races or protocol.RACES), batch_size)
+    _show(protocol.console_rows, report, output_dir)
 
 
-def folder() -> None:
-    """Retrieval on a labelled folder (not built yet)."""
-    raise FfemError("ffem eval folder is not built yet", exit_code=2)
+def lfw(
+    root: Path = typer.Option(..., "--root", help="LFW root: pairs.txt (+ people.txt) and images/<Name>/ or <Name>/."),
+    view: int = typer.Option(2, "--view", min=1, max=2, help="2: pairs.txt, 10 folds; 1: pairsDevTest.txt, threshold from pairsDevTrain.txt."),
+    run: Path | None = RUN,
+    model: Path | None = MODEL,
+    image_size: int | None = IMAGE_SIZE,
+    detect: bool = DETECT,
+    flip: bool = FLIP,
+    output_dir: Path | None = OUTPUT_DIR,
+    batch_size: int = BATCH_SIZE,
+    no_cache: bool = NO_CACHE,
+) -> None:
+    """LFW verification: 10-fold accuracy ± std, VAL@FAR=1e-3 (facenet), AUC, EER and ROC curve."""
+    from ffem_cli.evaluate import lfw as protocol
+
+    embedder, output_dir, cache_dir = _prepare("lfw", run, model, image_size, detect, flip, output_dir, no_cache)
+    report = protocol.evaluate_lfw(embedder, root, view, output_dir, cache_dir, batch_size)
+    _show(protocol.console_rows, report, output_dir)
+
+
+def pairs(
+    list_path: Path = typer.Option(..., "--list", help="Pair list, one 'label,path1,path2' per line (1 target, 0 imposter)."),
+    root: Path = typer.Option(..., "--root", help="Folder the list's paths are relative to."),
+    output: Path | None = typer.Option(None, "--output", help="Also write every pair's similarity to this CSV."),
+    run: Path | None = RUN,
+    model: Path | None = MODEL,
+    image_size: int | None = IMAGE_SIZE,
+    detect: bool = DETECT,
+    flip: bool = FLIP,
+    output_dir: Path | None = OUTPUT_DIR,
+    batch_size: int = BATCH_SIZE,
+    no_cache: bool = NO_CACHE,
+) -> None:
+    """Any pair list (EE488B format): EER, AUC and TAR@FAR 1e-1..1e-4 where the list is large enough."""
+    from ffem_cli.evaluate import pairlist as protocol
+
+    embedder, output_dir, cache_dir = _prepare("pairs", run, model, image_size, detect, flip, output_dir, no_cache)
+    report = protocol.evaluate_pair_list(embedder, list_path, root, output_dir, cache_dir, output, batch_size)
+    _show(protocol.console_rows, report, output_dir)
+    if output is not None:
+        err.print(f"wrote {output}", highlight=False)
+
+
+def folder(
+    root: Path = typer.Option(..., "--root", help="Labelled folder: ROOT/<identity>/<image>."),
+    run: Path | None = RUN,
+    model: Path | None = MODEL,
+    image_size: int | None = IMAGE_SIZE,
+    detect: bool = DETECT,
+    flip: bool = FLIP,
+    output_dir: Path | None = OUTPUT_DIR,
+    batch_size: int = BATCH_SIZE,
+    no_cache: bool = NO_CACHE,
+) -> None:
+    """Retrieval on a labelled folder: Recall@1/5/10, R-precision and MAP@R."""
+    from ffem_cli.evaluate import folder as protocol
+
+    embedder, output_dir, cache_dir = _prepare("folder", run, model, image_size, detect, flip, output_dir, no_cache)
+    report = protocol.evaluate_folder(embedder, root, output_dir, cache_dir, batch_size)
+    _show(protocol.console_rows, report, output_dir)
 
 
 COMMANDS = [rfw, lfw, pairs, folder]

@@ -170,21 +170,28 @@ def facenet_val_at_far(scores, labels, folds, far_target: float = 1e-3) -> tuple
     FAR are then measured on the held-out fold.
     """
     scores, labels = _as_scores_labels(scores, labels)
-    distances = 2.0 - 2.0 * scores
     folds = np.asarray(folds).ravel()
-    grid = np.arange(0, 4, 0.001)
     vals, fars = [], []
     for fold in np.unique(folds):
         test = folds == fold
-        train_d, train_same = distances[~test], labels[~test]
-        negatives = np.sort(train_d[~train_same])
-        far_train = np.searchsorted(negatives, grid, side="left") / max(negatives.size, 1)
-        threshold = float(np.interp(far_target, far_train, grid)) if far_train.max() >= far_target else 0.0
-        accepted = distances[test] < threshold
-        same = labels[test]
-        vals.append(np.sum(accepted & same) / max(same.sum(), 1))
-        fars.append(np.sum(accepted & ~same) / max((~same).sum(), 1))
+        val, far = facenet_val_split(scores[~test], labels[~test], scores[test], labels[test], far_target)
+        vals.append(val)
+        fars.append(far)
     return float(np.mean(vals)), float(np.std(vals)), float(np.mean(fars))
+
+
+def facenet_val_split(train_scores, train_labels, test_scores, test_labels, far_target: float) -> tuple[float, float]:
+    """``(val, far)`` on the test pairs with facenet's threshold for ``far_target`` from the training pairs."""
+    train_scores, train_labels = _as_scores_labels(train_scores, train_labels)
+    test_scores, test_labels = _as_scores_labels(test_scores, test_labels)
+    grid = np.arange(0, 4, 0.001)
+    negatives = np.sort(2.0 - 2.0 * train_scores[~train_labels])
+    far_train = np.searchsorted(negatives, grid, side="left") / max(negatives.size, 1)
+    threshold = float(np.interp(far_target, far_train, grid)) if far_train.max() >= far_target else 0.0
+    accepted = (2.0 - 2.0 * test_scores) < threshold
+    val = np.sum(accepted & test_labels) / max(test_labels.sum(), 1)
+    far = np.sum(accepted & ~test_labels) / max((~test_labels).sum(), 1)
+    return float(val), float(far)
 
 
 def recall_at_k(neighbour_labels: np.ndarray, query_labels: np.ndarray, k: int) -> float:

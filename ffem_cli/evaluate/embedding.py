@@ -1,0 +1,351 @@
+"""Preparing faces and embedding them once: batched, threaded decoding, cached.
+
+A ``FaceSource`` names an image and, optionally, where its face is (a box
+and/or five landmarks, e.g. from RFW's landmark file or LFW's fixed centre
+box). ``FacePrep`` holds how the model's faces were prepared in training
+(``image_size``, ``crop``, ``margin`` from the run's ``run.toml``) plus the
+evaluation switches ``detect`` and ``flip``. How one face is cut out:
+
+1. ``detect``: MTCNN runs on the photo and the most confident face's box and
+   landmarks are used (an image without a face becomes *invalid*: it is kept,
+   counted and reported by every protocol, never silently dropped);
+2. otherwise the source's landmarks (``crop = "align"``) or box
+   (``crop = "margin"``) are used with ``data.crop.crop_face``;
+3. a source with neither is taken as an already-cropped face and resized.
+
+``flip``: the embedding of the horizontally mirrored face is added to the
+embedding of the face and the sum re-normalised to unit length (the usual
+test-time augmentation; the model's outputs are already unit vectors).
+
+Embeddings are cached in ``CACHE_DIR/<key>/embeddings.npz`` where ``key``
+hashes the model file's SHA-256 and the preparation settings; entries are
+matched by image path, file size, modification time and face location, so a
+second protocol over the same images reuses them and a changed file is
+re-embedded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ffem_cli import atomic
+from ffem_cli.console import progress_bar
+from ffem_cli.data.crop import crop_face
+from ffem_cli.errors import FfemError
+from ffem_cli.images import ImageReadError, read_rgb
+
+CACHE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class FacePrep:
+    """How faces are cut out and embedded (see the module docstring)."""
+
+    image_size: int = 112
+    crop: str = "margin"
+    margin: float = 0.2
+    detect: bool = False
+    flip: bool = False
+
+    def __post_init__(self):
+        if self.crop not in ("margin", "align"):
+            raise FfemError(f"unknown crop mode {self.crop!r} (expected 'margin' or 'align')")
+
+
+@dataclass(frozen=True)
+class FaceSource:
+    """One image to embed: absolute ``path``; optional ``box`` (x1, y1, x2, y2) and ``landmarks`` (5 x (x, y))."""
+
+    path: Path
+    box: tuple[float, float, float, float] | None = None
+    landmarks: tuple[tuple[float, float], ...] | None = None
+
+    def signature(self) -> str:
+        """A string naming the image and the face location (the cache key of one entry)."""
+        return f"{self.path}|{self.box}|{self.landmarks}"
+
+
+@dataclass
+class Embedder:
+    """A loaded embedding model, its identity (file SHA-256) and how to prepare faces for it."""
+
+    model: object
+    model_sha256: str
+    prep: FacePrep
+    description: str
+    embedding_size: int = field(init=False)
+
+    def __post_init__(self):
+        self.embedding_size = int(self.model.output_shape[-1])
+
+    def cache_key(self) -> str:
+        spec = {"format": CACHE_FORMAT, "model_sha256": self.model_sha256, "prep": asdict(self.prep)}
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_embedder(
+    run: Path | None,
+    model_path: Path | None,
+    image_size: int | None = None,
+    detect: bool = False,
+    flip: bool = False,
+) -> Embedder:
+    """The model of ``--run RUN`` (its ``embedder.keras`` and ``run.toml`` [data]) or of ``--model FILE``.
+
+    With ``--model``, faces are prepared with the crop defaults (margin 0.2)
+    at ``image_size`` (default: the model's own input size, else 112).
+    """
+    from ffem_cli.rundir import RunDir, load_model_file
+
+    if (run is None) == (model_path is None):
+        raise FfemError("give exactly one of --run RUN_DIR or --model MODEL.keras")
+    if run is not None:
+        rundir = RunDir(run)
+        data = rundir.read_config().get("data", {})
+        model_file = rundir.embedder_path
+        model = rundir.load_embedder()
+        prep = FacePrep(
+            image_size=int(data.get("image_size", 112)),
+            crop=str(data.get("crop", "margin")),
+            margin=float(data.get("margin", 0.2)),
+            detect=detect,
+            flip=flip,
+        )
+        if image_size is not None and image_size != prep.image_size:
+            raise FfemError(f"--image-size {image_size} contradicts {rundir.config_path} (image_size = {prep.image_size})")
+    else:
+        model_file = Path(model_path)
+        model = load_model_file(model_file)
+        prep = FacePrep(image_size=image_size or _model_side(model) or 112, detect=detect, flip=flip)
+    side = _model_side(model)
+    if side is not None and side != prep.image_size:
+        raise FfemError(f"{model_file}: the model takes {side}x{side} faces but image_size is {prep.image_size}")
+    return Embedder(model=model, model_sha256=file_sha256(model_file), prep=prep, description=str(model_file))
+
+
+def _model_side(model) -> int | None:
+    shape = model.input_shape
+    return int(shape[1]) if shape[1] is not None and shape[1] == shape[2] else None
+
+
+def prepare_face(source: FaceSource, prep: FacePrep, detection=None) -> np.ndarray:
+    """The ``(S, S, 3)`` uint8 face of ``source`` (``detection``: ``(box, landmarks)`` from MTCNN)."""
+    image = read_source(source)
+    if detection is not None:
+        box, landmarks = detection
+    else:
+        box = source.box
+        landmarks = None if source.landmarks is None else np.asarray(source.landmarks, dtype=np.float64)
+    align = prep.crop == "align" and landmarks is not None
+    if not align and box is None and landmarks is not None:
+        box = box_from_landmarks(landmarks)
+    try:
+        return crop_face(image, box, landmarks, size=prep.image_size, margin=prep.margin, align=align)
+    except ValueError as exc:
+        raise FfemError(f"{source.path}: cannot cut out the face ({exc})") from exc
+
+
+def read_source(source: FaceSource) -> np.ndarray:
+    try:
+        return read_rgb(source.path)
+    except ImageReadError as exc:
+        raise FfemError(f"{source.path}: cannot read image ({exc.reason}: {exc.detail})") from exc
+
+
+# A face box in the 112x112 ArcFace template frame (x1, y1, x2, y2): the median
+# of MTCNN's boxes mapped through each face's own 5-point alignment, measured
+# with the mtcnn package on 300 LFW images (one random image per person).
+TEMPLATE_FACE_BOX = (17.5, 11.9, 93.4, 117.4)
+
+
+def box_from_landmarks(landmarks: np.ndarray) -> tuple[float, float, float, float]:
+    """An MTCNN-like face box for five landmarks: ``TEMPLATE_FACE_BOX`` mapped back to the photo.
+
+    The box keeps the template box's size and centre under the similarity
+    transform from the landmarks to the template (rotation ignored: boxes are
+    axis-aligned).
+    """
+    from ffem_cli.data.crop import alignment_matrix
+
+    matrix = alignment_matrix(landmarks, 112)
+    scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+    x1, y1, x2, y2 = TEMPLATE_FACE_BOX
+    centre_t = np.array([(x1 + x2) / 2, (y1 + y2) / 2])
+    centre = np.linalg.solve(matrix[:, :2], centre_t - matrix[:, 2])
+    half_w, half_h = (x2 - x1) / 2 / scale, (y2 - y1) / 2 / scale
+    return (centre[0] - half_w, centre[1] - half_h, centre[0] + half_w, centre[1] + half_h)
+
+
+def embed_faces(model, faces: np.ndarray, flip: bool) -> np.ndarray:
+    """Embeddings ``(N, D)`` float32 of uint8 faces ``(N, S, S, 3)``; ``flip`` adds the mirrored face's."""
+    batch = faces.astype(np.float32)
+    if flip:
+        batch = np.concatenate([batch, batch[:, :, ::-1, :]], axis=0)
+    vectors = np.asarray(model.predict_on_batch(batch), dtype=np.float32)
+    if flip:
+        n = faces.shape[0]
+        vectors = vectors[:n] + vectors[n:]
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return vectors
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """``vectors[i]`` (float32, unit length; zeros when invalid) and ``valid[i]`` for ``sources[i]``."""
+
+    sources: list[FaceSource]
+    vectors: np.ndarray
+    valid: np.ndarray
+
+    @property
+    def num_invalid(self) -> int:
+        return int((~self.valid).sum())
+
+    def invalid_paths(self) -> list[str]:
+        return [str(self.sources[i].path) for i in np.flatnonzero(~self.valid)]
+
+
+def compute_embeddings(
+    embedder: Embedder,
+    sources: Sequence[FaceSource],
+    cache_dir: Path | None = None,
+    batch_size: int = 64,
+    workers: int | None = None,
+    description: str = "embed",
+) -> Embeddings:
+    """Embed ``sources`` (deduplicated internally), reusing and updating the cache in ``cache_dir``."""
+    sources = list(sources)
+    unique = list(dict.fromkeys(sources))
+    stamps = [_stamp(s.path) for s in unique]
+    cached = _load_cache(cache_dir, embedder) if cache_dir is not None else {}
+    dim = embedder.embedding_size
+    vectors = np.zeros((len(unique), dim), dtype=np.float32)
+    valid = np.zeros(len(unique), dtype=bool)
+    todo = []
+    for i, (source, stamp) in enumerate(zip(unique, stamps, strict=True)):
+        hit = cached.get((source.signature(), stamp))
+        if hit is not None and hit[0].shape == (dim,):
+            vectors[i], valid[i] = hit
+        else:
+            todo.append(i)
+    if todo:
+        new_vectors, new_valid = _embed_uncached(embedder, [unique[i] for i in todo], batch_size, workers, description)
+        vectors[todo], valid[todo] = new_vectors, new_valid
+        if cache_dir is not None:
+            _save_cache(cache_dir, embedder, unique, stamps, vectors, valid, cached)
+    position = {source: i for i, source in enumerate(unique)}
+    order = np.array([position[s] for s in sources], dtype=np.int64)
+    return Embeddings(sources=sources, vectors=vectors[order], valid=valid[order])
+
+
+def _stamp(path: Path) -> str:
+    try:
+        info = os.stat(path)
+    except FileNotFoundError as exc:
+        raise FfemError(f"{path}: image not found") from exc
+    return f"{info.st_size}:{info.st_mtime_ns}"
+
+
+def _embed_uncached(embedder: Embedder, sources: list[FaceSource], batch_size: int, workers: int | None, description: str):
+    prep = embedder.prep
+    detector = _detector() if prep.detect else None
+    vectors = np.zeros((len(sources), embedder.embedding_size), dtype=np.float32)
+    valid = np.zeros(len(sources), dtype=bool)
+    workers = workers or min(8, (os.cpu_count() or 2) + 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool, progress_bar() as bar:
+        task = bar.add_task(description, total=len(sources), unit="face")
+        for start, faces in _prepared_batches(pool, sources, prep, batch_size, detector):
+            ok = np.array([face is not None for face in faces])
+            if ok.any():
+                stacked = np.stack([face for face in faces if face is not None])
+                vectors[start + np.flatnonzero(ok)] = embed_faces(embedder.model, stacked, prep.flip)
+            valid[start : start + len(faces)] = ok
+            bar.advance(task, len(faces))
+    return vectors, valid
+
+
+def _prepared_batches(pool: ThreadPoolExecutor, sources, prep: FacePrep, batch_size: int, detector) -> Iterator[tuple[int, list]]:
+    """Yield ``(start, faces)`` per batch; the next batch decodes while the caller runs the model."""
+
+    def submit(start: int) -> list[Future]:
+        chunk = sources[start : start + batch_size]
+        if detector is None:
+            return [pool.submit(prepare_face, source, prep) for source in chunk]
+        return [pool.submit(_detect_and_prepare, source, prep, detector) for source in chunk]
+
+    starts = list(range(0, len(sources), batch_size))
+    pending = [submit(s) for s in starts[:2]]
+    for i, start in enumerate(starts):
+        futures = pending.pop(0)
+        if i + 2 < len(starts):
+            pending.append(submit(starts[i + 2]))
+        yield start, [f.result() for f in futures]
+
+
+def _detector():
+    """The MTCNN face finder of ``data.detect`` (imported lazily: it loads TensorFlow)."""
+    from ffem_cli.data import detect
+
+    return detect.find_face
+
+
+def _detect_and_prepare(source: FaceSource, prep: FacePrep, detector):
+    found = detector(read_source(source))
+    if found is None:
+        return None
+    return prepare_face(source, prep, detection=found)
+
+
+def _cache_file(cache_dir: Path, embedder: Embedder) -> Path:
+    return Path(cache_dir) / embedder.cache_key()[:16] / "embeddings.npz"
+
+
+def _load_cache(cache_dir: Path, embedder: Embedder) -> dict:
+    path = _cache_file(cache_dir, embedder)
+    if not path.is_file():
+        return {}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if str(data["key"]) != embedder.cache_key():
+                return {}
+            keys = zip(data["signatures"].tolist(), data["stamps"].tolist(), strict=True)
+            return {key: (v, bool(ok)) for key, v, ok in zip(keys, data["vectors"], data["valid"], strict=True)}
+    except (OSError, KeyError, ValueError):
+        return {}  # unreadable cache: recompute and overwrite
+
+
+def _save_cache(cache_dir: Path, embedder: Embedder, sources, stamps, vectors, valid, previous: dict) -> None:
+    entries = dict(previous)
+    for source, stamp, vector, ok in zip(sources, stamps, vectors, valid, strict=True):
+        entries[(source.signature(), stamp)] = (vector, bool(ok))
+    keys = list(entries)
+    path = _cache_file(cache_dir, embedder)
+    atomic.write_json(
+        path.parent / "settings.json",
+        {"model": embedder.description, "model_sha256": embedder.model_sha256, "prep": asdict(embedder.prep)},
+    )
+    with atomic.atomic_open(path, "wb") as handle:
+        np.savez(
+            handle,
+            key=np.array(embedder.cache_key()),
+            signatures=np.array([k[0] for k in keys]),
+            stamps=np.array([k[1] for k in keys]),
+            vectors=np.stack([entries[k][0] for k in keys]).astype(np.float32),
+            valid=np.array([entries[k][1] for k in keys], dtype=bool),
+        )

@@ -1,0 +1,223 @@
+"""Parsing the pair and people files of LFW, RFW and the EE488B trainer.
+
+LFW (Huang et al., 2007) ``pairs.txt`` (View 2): a header ``<folds>\\t<n>``,
+then per fold ``n`` same-person lines ``name\\tn1\\tn2`` followed by ``n``
+different-person lines ``name1\\tn1\\tname2\\tn2``; image ``n`` of ``name`` is
+``name/name_%04d.jpg``. View 1 files (``pairsDevTrain.txt``,
+``pairsDevTest.txt``) have a header of one number ``n`` and a single fold.
+``people.txt``: a header ``<folds>``, then per fold a count line and
+``name\\tcount`` lines; ``peopleDev*.txt``: a count line and ``name\\tcount``
+lines.
+
+RFW (Wang et al., ICCV 2019) ``<Race>_pairs.txt``: no header, the same 3/4
+field lines (tab separated, images ``<id>/<id>_%04d.jpg``), 10 folds of
+consecutive lines; ``<Race>_people.txt``: ``id count`` lines;
+``<Race>_lmk.txt``: ``<path> <label>`` and ten numbers, the (x, y) of left
+eye, right eye, nose, left and right mouth corner.
+
+EE488B (``voxceleb_trainer``-style) lists: ``label,path1,path2`` per line,
+label 1 for a target (same person) and 0 for an imposter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ffem_cli.errors import FfemError
+
+
+@dataclass(frozen=True)
+class PairList:
+    """Pairs of images (paths relative to an image root), labels and folds.
+
+    ``same[i]``: True for a same-person (target) pair; ``folds[i]``: fold id;
+    ``lines[i]``: the 1-based line number in ``source``.
+    """
+
+    source: Path
+    first: list[str]
+    second: list[str]
+    same: np.ndarray
+    folds: np.ndarray
+    lines: list[int]
+
+    def __len__(self) -> int:
+        return len(self.first)
+
+
+def _read_lines(path: Path) -> list[tuple[int, str]]:
+    """``(line number, stripped text)`` of non-blank lines; ``FfemError`` when missing or empty."""
+    path = Path(path)
+    if not path.is_file():
+        raise FfemError(f"{path}: no such file")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise FfemError(f"{path}: not a UTF-8 text file ({exc.reason})") from exc
+    lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    if not lines:
+        raise FfemError(f"{path}: empty list (no pairs)")
+    return lines
+
+
+def _image_name(path: Path, line: int, name: str, number: str) -> str:
+    try:
+        index = int(number)
+    except ValueError:
+        raise FfemError(f"{path} line {line}: image number {number!r} is not an integer") from None
+    return f"{name}/{name}_{index:04d}.jpg"
+
+
+def _parse_name_lines(path: Path, entries: list[tuple[int, str]]) -> tuple[list[str], list[str], list[bool], list[int]]:
+    first, second, same, lines = [], [], [], []
+    for line, text in entries:
+        fields = text.split()
+        if len(fields) == 3:
+            first.append(_image_name(path, line, fields[0], fields[1]))
+            second.append(_image_name(path, line, fields[0], fields[2]))
+            same.append(True)
+        elif len(fields) == 4:
+            first.append(_image_name(path, line, fields[0], fields[1]))
+            second.append(_image_name(path, line, fields[2], fields[3]))
+            same.append(False)
+        else:
+            raise FfemError(
+                f"{path} line {line}: expected 'name n1 n2' or 'name1 n1 name2 n2', got {len(fields)} fields"
+            )
+        lines.append(line)
+    return first, second, same, lines
+
+
+def read_lfw_pairs(path: Path) -> PairList:
+    """An LFW pair file (View 2 ``pairs.txt`` or View 1 ``pairsDev*.txt``), header checked."""
+    path = Path(path)
+    entries = _read_lines(path)
+    header_line, header = entries[0]
+    counts = header.split()
+    try:
+        numbers = [int(v) for v in counts]
+    except ValueError:
+        numbers = []
+    if len(numbers) == 2:
+        num_folds, per_class = numbers
+    elif len(numbers) == 1:
+        num_folds, per_class = 1, numbers[0]
+    else:
+        raise FfemError(f"{path} line {header_line}: expected a header '<folds> <pairs>' or '<pairs>', got {header!r}")
+    body = entries[1:]
+    expected = num_folds * 2 * per_class
+    if not body:
+        raise FfemError(f"{path}: empty list (no pairs after the header)")
+    if len(body) != expected:
+        raise FfemError(f"{path}: the header {header!r} announces {expected} pairs but the file has {len(body)}")
+    first, second, same, lines = _parse_name_lines(path, body)
+    folds = np.arange(len(body)) // (2 * per_class)
+    return PairList(path, first, second, np.array(same), folds, lines)
+
+
+def read_lfw_people(path: Path) -> list[dict[str, int]]:
+    """An LFW people file: one ``{name: image count}`` per fold (``people.txt``: 10; ``peopleDev*.txt``: 1)."""
+    path = Path(path)
+    entries = _read_lines(path)
+    # people.txt: "<folds>" then "<count>" + names per fold; peopleDev*.txt: "<count>" + names
+    multi_fold = len(entries) > 1 and len(entries[1][1].split()) == 1
+    fold_count, position = 1, 0
+    if multi_fold:
+        if not entries[0][1].isdigit():
+            raise FfemError(f"{path} line {entries[0][0]}: expected the number of folds, got {entries[0][1]!r}")
+        fold_count, position = int(entries[0][1]), 1
+    folds = []
+    for _ in range(fold_count):
+        if position >= len(entries):
+            raise FfemError(f"{path}: ends before fold {len(folds) + 1} of {fold_count}")
+        line, text = entries[position]
+        try:
+            count = int(text)
+        except ValueError:
+            raise FfemError(f"{path} line {line}: expected a person count, got {text!r}") from None
+        people = {}
+        for line, text in entries[position + 1 : position + 1 + count]:
+            fields = text.split()
+            if len(fields) != 2 or not fields[1].isdigit():
+                raise FfemError(f"{path} line {line}: expected 'name count', got {text!r}")
+            people[fields[0]] = int(fields[1])
+        if len(people) != count:
+            raise FfemError(f"{path} line {line}: fold announces {count} people but lists {len(people)}")
+        folds.append(people)
+        position += 1 + count
+    if position != len(entries):
+        raise FfemError(f"{path} line {entries[position][0]}: unexpected text after the last fold")
+    return folds
+
+
+def read_rfw_pairs(path: Path, num_folds: int = 10) -> PairList:
+    """An RFW ``<Race>_pairs.txt``: 3/4-field lines, ``num_folds`` folds of consecutive lines."""
+    path = Path(path)
+    entries = _read_lines(path)
+    if len(entries) % num_folds:
+        raise FfemError(f"{path}: {len(entries)} pairs do not split into {num_folds} equal folds")
+    first, second, same, lines = _parse_name_lines(path, entries)
+    folds = np.arange(len(entries)) // (len(entries) // num_folds)
+    return PairList(path, first, second, np.array(same), folds, lines)
+
+
+def read_rfw_people(path: Path) -> dict[str, int]:
+    """An RFW ``<Race>_people.txt``: ``{identity: image count}``."""
+    people = {}
+    for line, text in _read_lines(path):
+        fields = text.split()
+        if len(fields) != 2 or not fields[1].isdigit():
+            raise FfemError(f"{path} line {line}: expected 'identity count', got {text!r}")
+        people[fields[0]] = int(fields[1])
+    return people
+
+
+def read_rfw_landmarks(path: Path) -> dict[str, tuple[tuple[float, float], ...]]:
+    """An RFW ``<Race>_lmk.txt``: ``{image file name: 5 (x, y) points}``."""
+    landmarks = {}
+    for line, text in _read_lines(path):
+        fields = text.split()
+        if len(fields) != 12:
+            raise FfemError(f"{path} line {line}: expected '<image> <label>' and 10 coordinates, got {len(fields)} fields")
+        try:
+            values = [float(v) for v in fields[2:]]
+        except ValueError:
+            raise FfemError(f"{path} line {line}: landmark coordinates must be numbers") from None
+        landmarks[fields[0].rsplit("/", 1)[-1]] = tuple(zip(values[0::2], values[1::2], strict=True))
+    return landmarks
+
+
+def read_label_pairs(path: Path) -> PairList:
+    """An EE488B list: ``label,path1,path2`` per line (1 = target, 0 = imposter); one fold."""
+    path = Path(path)
+    first, second, same, lines = [], [], [], []
+    for line, text in _read_lines(path):
+        fields = [f.strip() for f in text.split(",")]
+        if len(fields) != 3 or not all(fields):
+            raise FfemError(f"{path} line {line}: expected 'label,path1,path2', got {text!r}")
+        if fields[0] not in ("0", "1"):
+            raise FfemError(f"{path} line {line}: label must be 1 (target) or 0 (imposter), got {fields[0]!r}")
+        same.append(fields[0] == "1")
+        first.append(fields[1])
+        second.append(fields[2])
+        lines.append(line)
+    return PairList(path, first, second, np.array(same), np.zeros(len(first), dtype=np.int64), lines)
+
+
+def check_images_exist(pairs: PairList, image_root: Path) -> None:
+    """``FfemError`` naming the first pair whose image is missing under ``image_root`` (and how many are)."""
+    missing = []
+    checked: dict[str, bool] = {}
+    for first, second, line in zip(pairs.first, pairs.second, pairs.lines, strict=True):
+        for name in (first, second):
+            if name not in checked:
+                checked[name] = (image_root / name).is_file()
+            if not checked[name]:
+                missing.append((line, name))
+    if missing:
+        line, name = missing[0]
+        more = f" ({len(missing) - 1} more missing)" if len(missing) > 1 else ""
+        raise FfemError(f"{pairs.source} line {line}: image {name} not found under {image_root}{more}")

@@ -1,0 +1,63 @@
+"""Evaluation pictures as PNG files (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def roc_png(path: Path, curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str) -> None:
+    """ROC curves ``{label: (fpr, tpr)}``: linear axes on the left, log false-accept rate on the right."""
+    plt = _pyplot()
+    figure, (linear, log) = plt.subplots(1, 2, figsize=(11, 4.8), dpi=100)
+    for label, (fpr, tpr) in curves.items():
+        linear.plot(fpr, tpr, label=label, linewidth=1.5)
+        positive = fpr > 0
+        log.plot(fpr[positive], tpr[positive], label=label, linewidth=1.5)
+    linear.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    linear.set(xlabel="false accept rate", ylabel="true accept rate", xlim=(0, 1), ylim=(0, 1.01), title="ROC")
+    log.set_xscale("log")
+    log.set(xlabel="false accept rate (log)", ylabel="true accept rate", ylim=(0, 1.01), title="ROC, low FAR")
+    for axis in (linear, log):
+        axis.grid(alpha=0.3)
+        axis.legend(loc="lower right", fontsize=8)
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+    plt.close(figure)
+
+
+def group_bars_png(
+    path: Path,
+    groups: Sequence[str],
+    series: Mapping[str, tuple[Sequence[float], Sequence[float] | None]],
+    title: str,
+    ylabel: str = "score",
+) -> None:
+    """Grouped bars: one group per entry of ``groups``, one bar per ``series`` ``{name: (values, errors)}``."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(max(6, 1.6 * len(groups) * len(series)), 4.5), dpi=100)
+    width = 0.8 / max(len(series), 1)
+    x = np.arange(len(groups))
+    for i, (name, (values, errors)) in enumerate(series.items()):
+        offset = (i - (len(series) - 1) / 2) * width
+        bars = axis.bar(x + offset, values, width, yerr=errors, capsize=4, label=name)
+        axis.bar_label(bars, labels=[f"{v:.3f}" for v in values], fontsize=8, padding=2)
+    axis.set_xticks(x, groups)
+    axis.set(ylabel=ylabel, ylim=(0, 1.2), title=title)
+    axis.grid(axis="y", alpha=0.3)
+    axis.legend(loc="upper right", ncol=len(series), fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+    plt.close(figure)
