@@ -1,0 +1,198 @@
+"""The training configuration: one typed dataclass, stage defaults, TOML file, flag overrides.
+
+Resolution order (later wins): the dataclass defaults, the stage's defaults
+(``STAGE_DEFAULTS``), the ``[train]`` table of a TOML file (``--config``; a
+previous run's ``run.toml`` works as-is), then the command-line flags. The
+resolved config is written back to the run's ``run.toml`` ``[train]`` table,
+so a run can be repeated or resumed from it exactly.
+
+Stage defaults follow the seed projects' two-step recipe (the margin and
+scale are the loss library's defaults for each loss; ``loss_options``
+overrides them and ``run.toml`` ``[loss]`` records the values used):
+
+- ``classifier``: L2-constrained softmax (Ranjan et al. 2017, scale 30),
+  Adam at 1e-4, constant learning rate.
+- ``metric``: ArcFace (Deng et al. 2019, margin 0.5, scale 64), SGD with
+  momentum 0.9 and Nesterov at 1e-3; pair losses (triplet, contrastive, ...)
+  get identity-balanced P×K batches with K = 4 images per identity.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ffem_cli.errors import FfemError
+
+STAGES = ("classifier", "metric")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "step", "poly")
+PRECISIONS = ("fp32", "mixed_float16", "mixed_bfloat16")
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``ffem train`` can be told; field names are the TOML keys and flag names."""
+
+    stage: str = "classifier"
+    # data
+    data: str = ""  # pack directory
+    batch_size: int = 128  # global batch (all replicas together)
+    images_per_identity: int = 0  # K of P×K batches; 0 = plain shuffled batches
+    augment: bool = True
+    seed: int = 0
+    num_classes: int = 0  # 0 = the pack's class count
+    # model
+    backbone: str = "mobilefacenet"
+    pooling: str = ""  # "" = the backbone's published head
+    embedding_size: int = 512
+    dropout: float = 0.0
+    # loss
+    loss: str = "l2-softmax"
+    loss_options: dict[str, Any] = field(default_factory=dict)
+    miner: str = ""
+    # optimisation
+    optimizer: str = "adam"
+    lr: float = 1e-4
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = True  # sgd only
+    weight_decay: float = 0.0  # adamw: decoupled; sgd/adam: Keras weight_decay
+    clipnorm: float = 0.0  # 0 = no gradient clipping
+    schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    decay_epochs: list[int] = field(default_factory=list)  # step schedule boundaries
+    decay_factor: float = 0.1  # step schedule multiplier per boundary
+    min_lr: float = 0.0  # cosine / poly floor
+    poly_power: float = 1.0
+    epochs: int = 50
+    # run
+    precision: str = "fp32"
+    xla: bool = False
+    checkpoint_every: int = 500  # steps; a checkpoint is also written at each epoch end
+    keep_checkpoints: int = 3
+    init_from: str = ""  # another run directory: load its embedder, fresh head
+    freeze_backbone_epochs: int = 0  # train only the head for this many epochs
+    val_pairs: str = ""  # pair list checked each epoch (EE488B "1,a.jpg,b.jpg" or LFW pairs.txt)
+    val_pack: str = ""  # pack holding the pair images; "" = the training pack
+    devices: int = 0  # replicas on this machine; 0 = every GPU (or the CPU)
+
+    def to_toml(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# What each stage changes from the dataclass defaults when the user says nothing.
+STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "classifier": {
+        "loss": "l2-softmax",
+        "optimizer": "adam",
+        "lr": 1e-4,
+        "epochs": 50,
+    },
+    "metric": {
+        "loss": "arcface",
+        "optimizer": "sgd",
+        "lr": 1e-3,
+        "momentum": 0.9,
+        "nesterov": True,
+        "epochs": 15,
+    },
+}
+PAIR_LOSS_K = 4  # images per identity in P×K batches when a pair loss gets no explicit K
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The ``[train]`` table of a TOML file (or its top level when it has none)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FfemError(f"{path}: no such config file")
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise FfemError(f"{path}: malformed TOML ({exc})") from exc
+    values = document.get("train", document)
+    if not isinstance(values, dict):
+        raise FfemError(f"{path}: [train] must be a table")
+    # a run.toml also holds [data]/[model]/[provenance] tables: only [train] is configuration
+    if "train" not in document:
+        values = {k: v for k, v in values.items() if not isinstance(v, dict) or k == "loss_options"}
+    _check_keys(values, str(path))
+    return values
+
+
+def resolve(file_values: dict[str, Any] | None = None, flags: dict[str, Any] | None = None) -> TrainConfig:
+    """Merge defaults, stage defaults, a config file's values and flags (``None`` = not given)."""
+    given = dict(file_values or {})
+    given.update({k: v for k, v in (flags or {}).items() if v is not None})
+    _check_keys(given, "flags")
+    stage = given.get("stage", "classifier")
+    if stage not in STAGES:
+        raise FfemError(f"unknown stage {stage!r}; choose one of: {', '.join(STAGES)}")
+    values = dict(STAGE_DEFAULTS[stage])
+    values.update(given)
+    config = TrainConfig(**{k: _coerce(k, v) for k, v in values.items()})
+    validate(config)
+    return config
+
+
+def validate(config: TrainConfig) -> None:
+    """Refuse values no run could use (names checked against the registries later)."""
+    _choice("optimizer", config.optimizer, OPTIMIZERS)
+    _choice("schedule", config.schedule, SCHEDULES)
+    _choice("precision", config.precision, PRECISIONS)
+    for name in ("batch_size", "epochs", "checkpoint_every", "keep_checkpoints"):
+        if getattr(config, name) < 1:
+            raise FfemError(f"{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
+    for name in ("images_per_identity", "num_classes", "freeze_backbone_epochs", "devices"):
+        if getattr(config, name) < 0:
+            raise FfemError(f"{name.replace('_', '-')} must not be negative, got {getattr(config, name)}")
+    if not config.lr > 0:
+        raise FfemError(f"lr must be positive, got {config.lr}")
+    if config.warmup_epochs < 0:
+        raise FfemError(f"warmup-epochs must not be negative, got {config.warmup_epochs}")
+    if config.images_per_identity and config.batch_size % config.images_per_identity:
+        raise FfemError(
+            f"batch size {config.batch_size} is not a multiple of images-per-identity "
+            f"{config.images_per_identity} (P×K batches)"
+        )
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise FfemError(f"unknown {name} {value!r}; choose one of: {', '.join(allowed)}")
+
+
+def _check_keys(values: dict[str, Any], where: str) -> None:
+    unknown = sorted(set(values) - set(FIELDS))
+    if unknown:
+        raise FfemError(f"{where}: unknown training setting {unknown[0]!r}; known: {', '.join(FIELDS)}")
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Check a value against the field's type (ints accepted for floats)."""
+    kind = FIELDS[name].type
+    expected = {"int": int, "float": (int, float), "bool": bool, "str": str}.get(kind)
+    if kind.startswith("dict"):
+        expected = dict
+    elif kind.startswith("list"):
+        expected = list
+    bad = not isinstance(value, expected) or (kind in ("int", "float") and isinstance(value, bool))
+    if bad:
+        raise FfemError(f"training setting {name!r} must be {kind}, got {value!r}")
+    return float(value) if kind == "float" else value
+
+
+def for_run(run_path: str | Path, resume: bool, config_file: str | Path | None,
+            flags: dict[str, Any]) -> TrainConfig:
+    """The config of ``ffem train``: with ``--resume``, the run's stored ``[train]`` table is
+    the file (flags still override, e.g. more ``--epochs``); otherwise ``--config`` if given."""
+    stored = Path(run_path) / "run.toml"
+    if resume and stored.is_file():
+        file_values = read_config_file(stored)
+    else:
+        file_values = read_config_file(config_file) if config_file else {}
+    return resolve(file_values, flags)

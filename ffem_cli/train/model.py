@@ -1,0 +1,91 @@
+"""The training model: embedder + loss layer, trained by Keras's own backend train step.
+
+``TrainingModel(images)`` returns the embeddings; ``compute_loss`` hands them
+with the labels to the loss layer. Everything else (forward pass, gradients,
+loss scaling under ``mixed_float16``, the optimizer update, distribution over
+replicas) is Keras's ``train_step`` for the active backend, so the same step
+runs on TensorFlow, JAX and PyTorch. Nothing here imports TensorFlow unless
+the TensorFlow backend is active.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from ffem_cli.errors import FfemError
+
+
+class TrainingModel(keras.Model):
+    """``embedder`` (images (N, S, S, 3) float32 pixels → (N, D) unit embeddings) + ``loss_layer``.
+
+    ``loss_layer(embeddings, labels)`` gives the scalar mean loss; when the
+    layer has ``logits`` (classification losses) and ``track_accuracy`` is
+    set, the top-1 training accuracy of the margin-free cosine logits is
+    reported as the ``accuracy`` metric.
+    """
+
+    def __init__(self, embedder: keras.Model, loss_layer: keras.layers.Layer, track_accuracy: bool = True, **kwargs):
+        super().__init__(name="ffem_training", **kwargs)
+        self.embedder = embedder
+        self.loss_layer = loss_layer
+        self.accuracy_tracker = None
+        if track_accuracy and hasattr(loss_layer, "logits"):
+            self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+
+    def call(self, images, training=False):
+        return self.embedder(images, training=training)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Mean loss of this replica's batch, divided by the replica count under tf.distribute."""
+        loss = ops.cast(self.loss_layer(y_pred, y), "float32")
+        extra = [ops.cast(value, "float32") for value in self.losses]  # e.g. regularisers
+        if extra:
+            loss = loss + ops.sum(ops.stack(extra))
+        return _scale_for_replicas(loss)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        if self.accuracy_tracker is not None:
+            logits = self.loss_layer.logits(ops.stop_gradient(y_pred))
+            self.accuracy_tracker.update_state(y, logits)
+        return self.get_metrics_result()
+
+    @property
+    def metrics(self):
+        tracked = list(super().metrics)
+        if self.accuracy_tracker is not None:
+            tracked.append(self.accuracy_tracker)
+        return tracked
+
+
+def _scale_for_replicas(loss):
+    """Keras sums replica gradients; its own ``compute_loss`` divides by the replica count, so do we."""
+    if keras.backend.backend() != "tensorflow":
+        return loss
+    import tensorflow as tf
+
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return loss / float(replicas) if replicas > 1 else loss
+
+
+def build_optimizer(name: str, learning_rate, *, momentum: float = 0.9, nesterov: bool = True,
+                    weight_decay: float = 0.0, clipnorm: float = 0.0) -> keras.optimizers.Optimizer:
+    """``sgd`` (momentum, Nesterov), ``adam`` or ``adamw`` from ``keras.optimizers``.
+
+    ``learning_rate`` is a float or a ``LearningRateSchedule``; ``weight_decay``
+    is Keras's decoupled decay (0 = none); ``clipnorm`` clips each gradient's
+    norm (0 = no clipping).
+    """
+    common = {"learning_rate": learning_rate}
+    if weight_decay:
+        common["weight_decay"] = weight_decay
+    if clipnorm:
+        common["clipnorm"] = clipnorm
+    if name == "sgd":
+        return keras.optimizers.SGD(momentum=momentum, nesterov=nesterov, **common)
+    if name == "adam":
+        return keras.optimizers.Adam(**common)
+    if name == "adamw":
+        common.setdefault("weight_decay", 0.0)
+        return keras.optimizers.AdamW(**common)
+    raise FfemError(f"unknown optimizer {name!r}; choose one of: sgd, adam, adamw")

@@ -1,0 +1,352 @@
+"""``train``: one stage of training, from a pack to a run directory.
+
+The loop is Keras's ``fit`` run one epoch at a time on that epoch's
+deterministic dataset (``data.pipeline.train_dataset(epoch=e)``), with a
+callback (``progress.StepMonitor``) that, after every optimizer step, shows
+progress, checks the loss is finite, writes TensorBoard scalars and a
+checkpoint every ``checkpoint_every`` steps. Resuming restores the newest
+readable checkpoint (weights, optimizer slots and step counter — hence the
+learning-rate position — BatchNorm statistics, dropout seed states) and
+skips the already-trained batches of the current epoch, so an interrupted
+run ends where an uninterrupted one does, within float tolerance.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from ffem_cli import atomic
+from ffem_cli.console import err
+from ffem_cli.errors import FfemError
+from ffem_cli.rundir import RunDir
+from ffem_cli.train import checkpoint, provenance
+from ffem_cli.train import config as config_module
+from ffem_cli.train import strategy as strategy_module
+from ffem_cli.train.checkpoint import Position
+from ffem_cli.train.config import PAIR_LOSS_K, TrainConfig
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished (or halted) stage produced."""
+
+    run: Path
+    steps: int
+    epochs_done: int
+    last_loss: float | None
+    best_val_accuracy: float | None
+    images_per_second: float
+    halted: bool
+
+
+class NonFiniteLoss(Exception):
+    """Raised inside the loop when a step's loss is NaN/Inf."""
+
+
+def train(config: TrainConfig, run_path: str | Path, *, resume: bool = False, argv: list[str] | None = None,
+          halt_at_step: int | None = None, show_progress: bool = True) -> TrainResult:
+    """Train one stage into ``run_path``.
+
+    ``resume``: continue an existing run (its ``run.toml`` ``[train]`` table
+    is the config; re-running the identical command resumes too).
+    ``halt_at_step``: stop, without a final checkpoint, once this many
+    optimizer steps are done in total — as an interruption would (tests,
+    smoke runs). Raises ``FfemError`` for every refusal listed in the
+    command's help.
+    """
+    import keras
+
+    from ffem_cli.data import pipeline
+
+    run = RunDir(run_path)
+    config = _reconcile_with_existing_run(run, config, resume)
+    manifest = pipeline.read_manifest(config.data)
+    pack_classes = int(manifest["num_classes"])
+    if config.num_classes and config.num_classes != pack_classes:
+        raise FfemError(f"{config.data}: the pack has {pack_classes} classes but the head is set to "
+                        f"{config.num_classes} (--num-classes)")
+    config = _resolve_model(config, manifest)
+
+    previous_policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32" if config.precision == "fp32" else config.precision)
+    try:
+        strategy = strategy_module.make_strategy(config.devices)
+        replicas = strategy.num_replicas_in_sync
+        strategy_module.check_batch(config.batch_size, replicas)
+        with strategy.scope():
+            parts = _build(config, pack_classes)
+        pk = _pk(config, parts.loss_layer, replicas)
+        steps = pipeline.steps_per_epoch(config.data, config.batch_size, pk)
+        if steps < 1:
+            what = "identities with 2+ images" if pk else "images"
+            raise FfemError(f"{config.data}: too few {what} for one batch of {config.batch_size}")
+        with strategy.scope():
+            _compile(parts, config, steps)
+        chief = strategy_module.is_chief()
+        target = run if chief else RunDir(tempfile.mkdtemp(prefix="ffem-worker-"))
+        _write_run_toml(target, config, manifest, parts, strategy, argv)
+        try:
+            return _loop(config, target, parts, strategy, steps, pk, halt_at_step, show_progress)
+        finally:
+            if not chief:
+                shutil.rmtree(target.path, ignore_errors=True)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+# ---------------------------------------------------------------- set-up
+
+
+def _reconcile_with_existing_run(run: RunDir, config: TrainConfig, resume: bool) -> TrainConfig:
+    """Fresh run, resume, or refusal, depending on what is already at the run path."""
+    if run.config_path.is_file():
+        stored = run.read_config().get("train", {})
+        if resume:
+            return config  # the caller resolved it from the stored [train] table plus flags
+        if config_module.resolve(stored) == config:
+            err.print(f"{run.path}: continuing the run (same configuration)")
+            return config
+        raise FfemError(f"{run.path}: already holds a run with a different configuration; "
+                        "use --resume to continue it or choose another --run")
+    if resume:
+        raise FfemError(f"{run.path}: nothing to resume (no run.toml)")
+    if run.path.exists() and any(run.path.iterdir()):
+        raise FfemError(f"{run.path}: exists and is not an ffem run directory; choose another --run")
+    if not config.data:
+        raise FfemError("no training data: give --data PACK_DIR (or data = ... in the config file)")
+    return replace(config, data=str(Path(config.data).resolve()))
+
+
+def _resolve_model(config: TrainConfig, manifest: dict) -> TrainConfig:
+    """Fill the backbone's default pooling; take model settings from ``--init-from``'s run."""
+    from ffem_cli.models import BACKBONES
+
+    if config.init_from:
+        model = RunDir(config.init_from).read_config().get("model", {})
+        config = replace(config, backbone=model.get("backbone", config.backbone),
+                         pooling=model.get("pooling", config.pooling),
+                         embedding_size=int(model.get("embedding_size", config.embedding_size)))
+    if config.backbone not in BACKBONES:
+        raise FfemError(f"unknown backbone {config.backbone!r}; choose one of: {', '.join(BACKBONES)}")
+    if not config.pooling:
+        config = replace(config, pooling=BACKBONES[config.backbone].default_pooling)
+    return config
+
+
+@dataclass
+class _Parts:
+    model: object  # TrainingModel
+    embedder: object
+    loss_layer: object
+    optimizer: object = None
+
+
+def _build(config: TrainConfig, num_classes: int) -> _Parts:
+    """Embedder (fresh, or ``--init-from``'s weights), loss head, training model."""
+    from keras import ops
+
+    from ffem_cli.data.pipeline import read_manifest
+    from ffem_cli.losses import build_loss
+    from ffem_cli.models import build_embedder
+    from ffem_cli.train.model import TrainingModel
+
+    size = int(read_manifest(config.data)["image_size"])
+    embedder = build_embedder(config.backbone, config.pooling, config.embedding_size, size, config.dropout)
+    if config.init_from:
+        source = RunDir(config.init_from).load_embedder()
+        if tuple(source.input_shape[1:3]) != (size, size):
+            raise FfemError(f"{config.init_from}: its embedder takes {source.input_shape[1]}-pixel faces, "
+                            f"the pack has {size}")
+        embedder.set_weights(source.get_weights())  # rebuilt under this run's precision policy
+    options = dict(config.loss_options)
+    if config.miner:
+        options["miner"] = config.miner
+    loss_layer = build_loss(config.loss, num_classes, config.embedding_size, **options)
+    loss_layer(ops.zeros((2, config.embedding_size)), ops.zeros((2,), "int32"))  # creates its weights
+    return _Parts(TrainingModel(embedder, loss_layer), embedder, loss_layer)
+
+
+def _pk(config: TrainConfig, loss_layer, replicas: int) -> tuple[int, int] | None:
+    """P×K for pair losses (no ``logits``) or when asked; refuses K < 2 for pair losses."""
+    pair_loss = not hasattr(loss_layer, "logits")
+    k = config.images_per_identity or (PAIR_LOSS_K if pair_loss else 0)
+    if not k:
+        return None
+    if pair_loss and k < 2:
+        raise FfemError(f"loss {config.loss!r} compares images of the same identity: it needs at least "
+                        f"2 images per identity in a batch, got --images-per-identity {k}")
+    if config.batch_size % k:
+        raise FfemError(f"batch size {config.batch_size} is not a multiple of {k} images per identity")
+    p = config.batch_size // k
+    if p % replicas:
+        raise FfemError(f"{p} identities per batch do not divide among {replicas} replicas "
+                        "(each replica needs whole identity groups)")
+    return p, k
+
+
+def _compile(parts: _Parts, config: TrainConfig, steps: int) -> None:
+    from ffem_cli.train.model import build_optimizer
+    from ffem_cli.train.schedules import WarmupDecay
+
+    schedule = WarmupDecay(
+        config.lr, total_steps=steps * config.epochs, warmup_steps=round(config.warmup_epochs * steps),
+        decay=config.schedule, boundaries=[e * steps for e in config.decay_epochs],
+        factor=config.decay_factor, power=config.poly_power, min_lr=config.min_lr,
+    )
+    optimizer = build_optimizer(config.optimizer, schedule, momentum=config.momentum, nesterov=config.nesterov,
+                                weight_decay=config.weight_decay, clipnorm=config.clipnorm)
+    parts.model.compile(optimizer=optimizer, jit_compile=config.xla)
+    parts.optimizer = parts.model.optimizer  # a LossScaleOptimizer under mixed_float16
+    parts.optimizer.build(parts.model.trainable_variables)
+
+
+def _write_run_toml(run: RunDir, config: TrainConfig, manifest: dict, parts: _Parts, strategy,
+                    argv: list[str] | None) -> None:
+    run.path.mkdir(parents=True, exist_ok=True)
+    manifest_path = Path(config.data) / "manifest.json"
+    loss_config = {k: v for k, v in parts.loss_layer.get_config().items()
+                   if isinstance(v, (int, float, str, bool)) and k not in ("name", "trainable")}
+    previous = run.read_config() if run.config_path.is_file() else {}
+    run.write_config({
+        "train": config.to_toml(),
+        "data": {
+            "pack": config.data,
+            "image_size": int(manifest["image_size"]),
+            "crop": manifest["crop"],
+            "margin": float(manifest.get("margin", 0.0)),
+            "num_classes": int(manifest["num_classes"]),
+            "manifest_sha256": provenance.sha256_file(manifest_path),
+        },
+        "model": {"backbone": config.backbone, "pooling": config.pooling,
+                  "embedding_size": config.embedding_size, "dropout": config.dropout},
+        "loss": {"name": config.loss, **loss_config},
+        "provenance": previous.get("provenance") or provenance.collect(strategy_module.replica_devices(strategy), argv),
+        **({"resumed": previous.get("resumed", []) + [provenance.collect([], argv)["started"]]} if previous else {}),
+    })
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def _loop(config: TrainConfig, run: RunDir, parts: _Parts, strategy, steps: int, pk, halt_at_step,
+          show_progress: bool) -> TrainResult:
+    import tensorflow as tf
+
+    from ffem_cli.data.pipeline import train_dataset
+    from ffem_cli.train.progress import StepMonitor
+
+    position = checkpoint.restore_latest(run.checkpoints, parts.model, parts.optimizer) or Position(0, 0, 0)
+    if position.step:
+        err.print(f"resuming at step {position.step} (epoch {position.epoch + 1}, "
+                  f"step {position.step_in_epoch} of {steps})")
+    writer = tf.summary.create_file_writer(str(run.logs))
+    monitor = StepMonitor(run, parts, config, steps, position, writer, halt_at_step, show_progress)
+    frozen = None
+    best = _best_val_accuracy(run)
+    pairs = _val_pairs(config)
+    epoch = position.epoch
+    try:
+        with monitor.display():
+            while epoch < config.epochs and not monitor.halted:
+                freeze = epoch < config.freeze_backbone_epochs
+                if freeze != frozen:
+                    parts.embedder.trainable = not freeze
+                    parts.model.compile(optimizer=parts.optimizer, jit_compile=config.xla)
+                    frozen = freeze
+                skip = monitor.position.step_in_epoch
+                dataset = train_dataset(config.data, config.batch_size, epoch=epoch, seed=config.seed,
+                                        augment=config.augment, pk=pk).skip(skip)
+                monitor.start_epoch(epoch)
+                parts.model.fit(dataset, epochs=1, verbose=0, callbacks=[monitor])
+                if monitor.halted:
+                    break
+                epoch += 1
+                monitor.position = Position(monitor.position.step, epoch, 0)
+                record = monitor.epoch_record()
+                if pairs is not None:
+                    record["val_accuracy"], record["val_accuracy_std"] = _validate(parts, config, pairs)
+                monitor.save_checkpoint()
+                run.append_metrics(record)
+                monitor.log_epoch(record)
+                if pairs is None or best is None or record["val_accuracy"] > best:
+                    best = record.get("val_accuracy", best)
+                    save_embedder(parts.embedder, config, run.embedder_path)
+    except NonFiniteLoss as exc:
+        kept = checkpoint.list_checkpoints(run.checkpoints)
+        where = f"the last good checkpoint is {kept[-1]}" if kept else "no checkpoint was written before it"
+        raise FfemError(f"{exc}; training stopped, {where}") from None
+    finally:
+        writer.close()
+    if not monitor.halted and not run.embedder_path.is_file():
+        save_embedder(parts.embedder, config, run.embedder_path)
+    return TrainResult(run.path, monitor.position.step, monitor.position.epoch, monitor.last_loss, best,
+                       monitor.images_per_second, monitor.halted)
+
+
+def _val_pairs(config: TrainConfig):
+    if not config.val_pairs:
+        return None
+    from ffem_cli.train.validation import read_pairs
+
+    return read_pairs(config.val_pairs)
+
+
+def _validate(parts: _Parts, config: TrainConfig, pairs) -> tuple[float, float]:
+    from ffem_cli.train.validation import embed_pack, verification_accuracy
+
+    embeddings = embed_pack(parts.embedder, config.val_pack or config.data)
+    return verification_accuracy(embeddings, pairs, config.val_pairs)
+
+
+def _best_val_accuracy(run: RunDir) -> float | None:
+    import json
+
+    if not run.metrics_path.is_file():
+        return None
+    values = []
+    for line in run.metrics_path.read_text(encoding="utf-8").splitlines():
+        try:
+            value = json.loads(line).get("val_accuracy")
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill
+        if value is not None:
+            values.append(value)
+    return max(values) if values else None
+
+
+def save_embedder(embedder, config: TrainConfig, path: Path) -> None:
+    """Write the embedding model alone, float32, atomically, as a plain ``.keras`` file.
+
+    It is rebuilt under the float32 policy and given the trained weights, so
+    the file neither depends on the training precision nor on the strategy.
+    """
+    import keras
+
+    from ffem_cli.models import build_embedder
+
+    weights = embedder.get_weights()
+    if not all(np.all(np.isfinite(w)) for w in weights):
+        raise FfemError(f"the embedder's weights are not finite; {path} was not written")
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        plain = build_embedder(config.backbone, config.pooling, config.embedding_size,
+                               int(embedder.input_shape[1]), config.dropout)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    plain.set_weights(weights)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = atomic.temporary_sibling(path, suffix=".keras")
+    try:
+        plain.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
