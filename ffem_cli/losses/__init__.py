@@ -1,1 +1,89 @@
-"""losses"""
+"""Losses and miners as composable Keras layers, selectable by name.
+
+``build_loss(name, num_classes, embedding_size, **options)`` returns a layer
+called as ``loss(embeddings, labels)`` → scalar float32 mean loss
+(docs/architecture.md, "Losses"). ``LOSSES`` and ``MINERS`` are the
+registries ``ffem models`` prints: name → class, default options, family and
+paper.
+
+Families:
+- ``classification``: owns a (D, C) weight matrix; ``loss.logits(embeddings)``
+  gives (B, C) logits without margin for accuracy.
+- ``pair``: takes ``miner=`` (a ``MINERS`` name, a miner layer, or None) and
+  ignores ``num_classes``.
+- ``proxy``: owns learnable class proxies; no miner.
+"""
+
+from dataclasses import dataclass, field
+
+import keras
+
+from ffem_cli.errors import FfemError
+from ffem_cli.losses.heads import CosineHead, L2SoftmaxHead, SoftmaxHead
+from ffem_cli.losses.margins import ArcFace, CombinedMargin, CosFace, SubCenterArcFace
+from ffem_cli.losses.miners import MINERS, build_miner
+from ffem_cli.losses.triplet import TripletLoss
+
+
+@dataclass(frozen=True)
+class LossEntry:
+    """One registry row: the layer class, its default options, family and source paper."""
+
+    cls: type
+    family: str
+    paper: str
+    defaults: dict = field(default_factory=dict)
+
+
+LOSSES = {
+    "softmax": LossEntry(SoftmaxHead, "classification", "softmax cross-entropy"),
+    "l2-softmax": LossEntry(L2SoftmaxHead, "classification",
+                            "Ranjan et al., arXiv:1703.09507, 2017", {"alpha": 30.0}),
+    "normface": LossEntry(CosineHead, "classification", "Wang et al., ACM MM 2017",
+                          {"scale": 20.0}),
+    "cosface": LossEntry(CosFace, "classification", "Wang et al., CVPR 2018",
+                         {"scale": 64.0, "margin": 0.35}),
+    "amsoftmax": LossEntry(CosFace, "classification",
+                           "Wang et al., IEEE SPL 2018; m, s of the EE488B trainer seed",
+                           {"scale": 30.0, "margin": 0.1}),
+    "arcface": LossEntry(ArcFace, "classification", "Deng et al., CVPR 2019",
+                         {"scale": 64.0, "margin": 0.5, "easy_margin": False}),
+    "angular-margin": LossEntry(ArcFace, "classification",
+                                "Deng et al., CVPR 2019; s = 60 of the FFEM seed",
+                                {"scale": 60.0, "margin": 0.5, "easy_margin": False}),
+    "combined-margin": LossEntry(CombinedMargin, "classification",
+                                 "Deng et al., CVPR 2019 §3 (covers SphereFace, CosFace)",
+                                 {"scale": 64.0, "m1": 1.0, "m2": 0.3, "m3": 0.2}),
+    "subcenter-arcface": LossEntry(SubCenterArcFace, "classification", "Deng et al., ECCV 2020",
+                                   {"scale": 64.0, "margin": 0.5, "sub_centers": 3}),
+    "triplet": LossEntry(TripletLoss, "pair", "Schroff et al., FaceNet, CVPR 2015",
+                         {"margin": 0.2, "distance": "squared-euclidean",
+                          "miner": "batch-hard"}),
+}
+
+
+def build_loss(name: str, num_classes: int, embedding_size: int, **options) -> keras.layers.Layer:
+    """The loss layer registered as ``name`` with ``options`` over its defaults.
+
+    ``num_classes`` (C) and ``embedding_size`` (D) go to the families that own
+    weights (classification, proxy); pair losses ignore them. Unknown names
+    and options raise ``FfemError``.
+    """
+    if name not in LOSSES:
+        raise FfemError(f"unknown loss '{name}'; choose one of: {', '.join(LOSSES)}")
+    entry = LOSSES[name]
+    allowed = set(entry.defaults) | {"name"}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        choices = ", ".join(sorted(entry.defaults)) or "none"
+        raise FfemError(f"loss '{name}' has no option '{unknown[0]}' (options: {choices})")
+    kwargs = {**entry.defaults, **options}
+    if entry.family == "pair":
+        return entry.cls(**kwargs)
+    if int(num_classes) < 1 or int(embedding_size) < 1:
+        raise FfemError(f"loss '{name}' needs num_classes >= 1 and embedding_size >= 1, "
+                        f"got {num_classes} and {embedding_size}")
+    return entry.cls(num_classes=num_classes, embedding_size=embedding_size, **kwargs)
+
+
+__all__ = ["LOSSES", "MINERS", "LossEntry", "build_loss", "build_miner"]
