@@ -115,7 +115,7 @@ def _key_problem(key: str) -> str | None:
     return None
 
 
-def _parse_entry(key: str, raw: Any) -> tuple[FaceEntry | None, list[str]]:
+def parse_entry(key: str, raw: Any) -> tuple[FaceEntry | None, list[str]]:
     """Validate one entry; return it (or ``None``) and its problems (without the key)."""
     problems: list[str] = []
     key_problem = _key_problem(key)
@@ -228,7 +228,7 @@ def load_image_list(path: str | os.PathLike) -> dict[str, FaceEntry]:
     entries: dict[str, FaceEntry] = {}
     problems: list[str] = []
     for key, value in raw.items():
-        entry, entry_problems = _parse_entry(key, value)
+        entry, entry_problems = parse_entry(key, value)
         problems.extend(f"{_show(key)}: {problem}" for problem in entry_problems)
         if entry is not None:
             entries[key] = entry
@@ -244,7 +244,7 @@ def load_image_list(path: str | os.PathLike) -> dict[str, FaceEntry]:
     return entries
 
 
-def _image_size(path: Path) -> tuple[int, int]:
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """``(width, height)`` of an image as ``read_rgb`` returns it (EXIF rotation applied), header only."""
     with Image.open(path) as image:
         width, height = image.size
@@ -258,7 +258,7 @@ def _image_size(path: Path) -> tuple[int, int]:
 def _check_one(root: Path, key: str, entry: FaceEntry) -> str | None:
     path = root / key
     try:
-        width, height = _image_size(path)
+        width, height = image_size(path)
     except FileNotFoundError:
         return f"{_show(key)}: missing file"
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
