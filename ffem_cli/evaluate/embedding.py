@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -299,10 +300,26 @@ def _prepared_batches(pool: ThreadPoolExecutor, sources, prep: FacePrep, batch_s
 
 
 def _detector():
-    """The MTCNN face finder of ``data.detect`` (imported lazily: it loads TensorFlow)."""
+    """A ``find_face(image) -> (box, landmarks) | None`` over ``data.detect``'s MTCNN.
+
+    The face kept is the one ``ffem detect`` keeps (largest area x
+    confidence). MTCNN calls are serialised with a lock (one TensorFlow model
+    shared by the decoding threads); decoding and cropping stay parallel.
+    """
     from ffem_cli.data import detect
 
-    return detect.find_face
+    mtcnn, options, lock = detect.make_detector(), detect.DetectOptions(), threading.Lock()
+
+    def find_face(image: np.ndarray):
+        with lock:
+            faces = detect.detect_batch(mtcnn, [image], options)[0]
+        chosen = detect.choose_face(faces, image.shape[1], image.shape[0])
+        if chosen is None:
+            return None
+        entry = chosen[0]
+        return entry.box, np.asarray(entry.landmarks, dtype=np.float64)
+
+    return find_face
 
 
 def _detect_and_prepare(source: FaceSource, prep: FacePrep, detector):
