@@ -1,0 +1,186 @@
+"""The image_list.json schema: every bad input gives one exact line; good lists round-trip."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ffem_cli.data.image_list import (
+    FaceEntry,
+    check_against_images,
+    fingerprint,
+    label_map_path,
+    load_image_list,
+    load_label_map,
+    write_image_list,
+    write_label_map,
+)
+from ffem_cli.errors import FfemError
+
+GOOD = {"label": 0, "x1": 10, "y1": 20, "x2": 50, "y2": 70}
+
+
+def write(tmp_path, obj=None, text=None):
+    path = tmp_path / "image_list.json"
+    path.write_text(text if text is not None else json.dumps(obj), encoding="utf-8")
+    return path
+
+
+def error_of(path) -> str:
+    with pytest.raises(FfemError) as caught:
+        load_image_list(path)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("obj", "expected"),
+    [
+        ([1, 2], "the top level must be an object {\"rel/path.jpg\": {...}}, not list"),
+        ({}, "the image list has no entries"),
+        ({"a/1.jpg": [1, 2]}, '"a/1.jpg": entry is a list, not an object'),
+        ({"a/1.jpg": 7}, '"a/1.jpg": entry is 7, not an object'),
+        ({"a/1.jpg": {"label": 0, "x1": 1, "y1": 1}}, '"a/1.jpg": missing x2, y2'),
+        ({"a/1.jpg": {**GOOD, "label": 1.5}}, '"a/1.jpg": label 1.5 is not an integer'),
+        ({"a/1.jpg": {**GOOD, "label": True}}, '"a/1.jpg": label true is not an integer'),
+        ({"a/1.jpg": {**GOOD, "label": "0"}}, '"a/1.jpg": label "0" is not an integer'),
+        ({"a/1.jpg": {**GOOD, "label": -1}}, '"a/1.jpg": label -1 is negative'),
+        ({"a/1.jpg": {**GOOD, "x1": 10.5}}, '"a/1.jpg": x1 10.5 is not an integer'),
+        ({"a/1.jpg": {**GOOD, "y1": -3}}, '"a/1.jpg": y1 -3 is negative'),
+        ({"a/1.jpg": {**GOOD, "x2": 10}}, '"a/1.jpg": box (10, 20, 10, 70) is empty: need x2 > x1 and y2 > y1'),
+        ({"a/1.jpg": {**GOOD, "y2": 5}}, '"a/1.jpg": box (10, 20, 50, 5) is empty: need x2 > x1 and y2 > y1'),
+        ({"a/1.jpg": {**GOOD, "landmarks": [[1, 2]] * 4}}, '"a/1.jpg": landmarks must be 5 [x, y] pairs of finite numbers'),
+        ({"a/1.jpg": {**GOOD, "landmarks": [[1, "2"]] * 5}}, '"a/1.jpg": landmarks must be 5 [x, y] pairs of finite numbers'),
+        ({"a/1.jpg": {**GOOD, "landmarks": [[1, 2, 3]] * 5}}, '"a/1.jpg": landmarks must be 5 [x, y] pairs of finite numbers'),
+        ({"a/1.jpg": {**GOOD, "score": "high"}}, '"a/1.jpg": score "high" is not a number'),
+        ({"/abs/1.jpg": GOOD}, '"/abs/1.jpg": the image path must be relative to ROOT (no leading /, no .., / separators)'),
+        ({"../1.jpg": GOOD}, '"../1.jpg": the image path must be relative to ROOT (no leading /, no .., / separators)'),
+        (
+            {"a/1.jpg": GOOD, "c/1.jpg": {**GOOD, "label": 2}},
+            "labels must be 0..N-1 without gaps: label 1 is missing (highest label 2)",
+        ),
+        (
+            {"a/1.jpg": {**GOOD, "label": 9}},
+            "labels must be 0..N-1 without gaps: labels 0, 1, 2, 3, 4 and 4 more are missing (highest label 9)",
+        ),
+    ],
+)
+def test_bad_entry_names_file_key_and_problem(tmp_path, obj, expected):
+    path = write(tmp_path, obj)
+    assert error_of(path) == f"{path}: {expected}"
+
+
+def test_several_problems_name_the_first_and_count_the_rest(tmp_path):
+    path = write(
+        tmp_path,
+        {
+            "a/b.jpg": {**GOOD, "label": 1.5, "x1": -1},
+            "a/c.jpg": {**GOOD, "x2": "9"},
+            "a/d.jpg": "nope",
+        },
+    )
+    assert error_of(path) == f'{path}: "a/b.jpg": label 1.5 is not an integer (and 3 more problems)'
+
+
+def test_one_more_problem_is_singular(tmp_path):
+    path = write(tmp_path, {"a/b.jpg": {**GOOD, "label": -1, "x1": -1}})
+    assert error_of(path) == f'{path}: "a/b.jpg": label -1 is negative (and 1 more problem)'
+
+
+def test_malformed_json_gives_line_and_column(tmp_path):
+    path = write(tmp_path, text='{\n  "a/1.jpg": {"label": 0,}\n}')
+    assert error_of(path) == (
+        f"{path}: malformed JSON at line 2, column 26: Expecting property name enclosed in double quotes"
+    )
+
+
+def test_duplicate_key_is_an_error(tmp_path):
+    path = write(tmp_path, text='{"a/1.jpg": {"label": 0, "x1": 0, "y1": 0, "x2": 1, "y2": 1}, "a/1.jpg": {}}')
+    assert error_of(path) == f'{path}: "a/1.jpg" appears more than once'
+
+
+def test_missing_file(tmp_path):
+    assert error_of(tmp_path / "nope.json") == f"{tmp_path / 'nope.json'}: no such image list"
+
+
+def test_integral_floats_are_accepted_as_integers(tmp_path):
+    path = write(tmp_path, {"a/1.jpg": {"label": 0.0, "x1": 1.0, "y1": 2, "x2": 3.0, "y2": 4}})
+    entry = load_image_list(path)["a/1.jpg"]
+    assert entry.label == 0 and entry.box == (1, 2, 3, 4)
+    assert all(type(v) is int for v in (entry.label, *entry.box))
+
+
+def test_write_then_load_round_trips_in_seed_format(tmp_path):
+    landmarks = np.array([[1.234, 2.345], [3, 4], [5, 6], [7, 8], [9.999, 10.001]], dtype=np.float32)
+    entries = {
+        "b/2.jpg": FaceEntry(1, (5, 6, 7, 8), landmarks, 0.987654),
+        "a/1.jpg": FaceEntry(0, (1, 2, 3, 4), None, None),
+    }
+    path = tmp_path / "out" / "list.json"
+    write_image_list(path, entries)
+    raw = json.loads(path.read_text())
+    assert list(raw) == ["a/1.jpg", "b/2.jpg"]
+    assert raw["a/1.jpg"] == {"label": 0, "x1": 1, "y1": 2, "x2": 3, "y2": 4}
+    assert raw["b/2.jpg"]["landmarks"][0] == [1.23, 2.35] and raw["b/2.jpg"]["score"] == 0.9877
+    loaded = load_image_list(path)
+    assert loaded["a/1.jpg"] == entries["a/1.jpg"]
+    assert loaded["b/2.jpg"].box == (5, 6, 7, 8) and loaded["b/2.jpg"].landmarks.shape == (5, 2)
+    assert loaded["b/2.jpg"].landmarks.dtype == np.float32
+    assert [p.name for p in path.parent.iterdir()] == ["list.json"]  # no temporary left behind
+
+
+def test_reads_the_synthetic_ground_truth(synthetic_faces):
+    root, list_path = synthetic_faces
+    entries = load_image_list(list_path)
+    assert len(entries) == 36 and {e.label for e in entries.values()} == set(range(6))
+    check_against_images(entries, root)
+
+
+def test_label_map_and_fingerprint(tmp_path):
+    path = label_map_path(tmp_path / "image_list.json")
+    assert path == tmp_path / "label_map.json"
+    write_label_map(path, {"zed": 1, "amy": 0})
+    assert path.read_text() == '{\n  "amy": 0,\n  "zed": 1\n}\n'
+    assert load_label_map(path) == {"amy": 0, "zed": 1}
+    assert fingerprint(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def make_images(root, sizes):
+    for rel, size in sizes.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", size, (90, 90, 90)).save(root / rel)
+
+
+def test_check_against_images_missing_file_and_box_outside(tmp_path):
+    make_images(tmp_path, {"a/1.jpg": (250, 250), "a/2.png": (100, 80)})
+    entries = {
+        "a/1.jpg": FaceEntry(0, (10, 10, 250, 250)),
+        "a/2.png": FaceEntry(0, (10, 10, 60, 81)),
+        "a/3.jpg": FaceEntry(0, (1, 1, 2, 2)),
+    }
+    with pytest.raises(FfemError) as caught:
+        check_against_images(entries, tmp_path)
+    assert str(caught.value) == f'{tmp_path}: "a/2.png": box (10, 10, 60, 81) lies outside the 100x80 image (and 1 more problem)'
+    del entries["a/2.png"]
+    with pytest.raises(FfemError) as caught:
+        check_against_images(entries, tmp_path)
+    assert str(caught.value) == f'{tmp_path}: "a/3.jpg": missing file'
+    del entries["a/3.jpg"]
+    check_against_images(entries, tmp_path)
+
+
+def test_check_against_images_corrupt_file_and_exif_rotation(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "bad.jpg").write_bytes(b"not an image")
+    with pytest.raises(FfemError, match=r'"a/bad.jpg": unreadable image \(cannot identify image file'):
+        check_against_images({"a/bad.jpg": FaceEntry(0, (0, 0, 1, 1))}, tmp_path)
+    # A 200x100 JPEG with EXIF orientation 6 (rotate 90) is 100x200 once read_rgb applies it.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (200, 100)).save(tmp_path / "a" / "rot.jpg", exif=exif)
+    check_against_images({"a/rot.jpg": FaceEntry(0, (0, 0, 100, 200))}, tmp_path)
+    with pytest.raises(FfemError, match="lies outside the 100x200 image"):
+        check_against_images({"a/rot.jpg": FaceEntry(0, (0, 0, 200, 100))}, tmp_path)
