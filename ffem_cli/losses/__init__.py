@@ -19,9 +19,14 @@ from dataclasses import dataclass, field
 import keras
 
 from ffem_cli.errors import FfemError
+from ffem_cli.losses.center import SoftmaxCenterLoss
+from ffem_cli.losses.contrastive import ContrastiveLoss
+from ffem_cli.losses.groupface import GroupFace
 from ffem_cli.losses.heads import CosineHead, L2SoftmaxHead, SoftmaxHead
 from ffem_cli.losses.margins import ArcFace, CombinedMargin, CosFace, SubCenterArcFace
 from ffem_cli.losses.miners import MINERS, build_miner
+from ffem_cli.losses.multi_similarity import MultiSimilarityLoss
+from ffem_cli.losses.proxies import ProxyAnchor, ProxyNCA, SoftTriple
 from ffem_cli.losses.triplet import TripletLoss
 
 
@@ -56,9 +61,27 @@ LOSSES = {
                                  {"scale": 64.0, "m1": 1.0, "m2": 0.3, "m3": 0.2}),
     "subcenter-arcface": LossEntry(SubCenterArcFace, "classification", "Deng et al., ECCV 2020",
                                    {"scale": 64.0, "margin": 0.5, "sub_centers": 3}),
+    "softmax-center": LossEntry(SoftmaxCenterLoss, "classification", "Wen et al., ECCV 2016",
+                                {"center_weight": 0.003, "center_rate": 0.5}),
+    "groupface": LossEntry(GroupFace, "classification", "Kim et al., CVPR 2020",
+                           {"groups": 32, "group_weight": 0.1, "scale": 64.0, "margin": 0.5,
+                            "gdn_units": 256}),
     "triplet": LossEntry(TripletLoss, "pair", "Schroff et al., FaceNet, CVPR 2015",
                          {"margin": 0.2, "distance": "squared-euclidean",
                           "miner": "batch-hard"}),
+    "contrastive": LossEntry(ContrastiveLoss, "pair", "Hadsell, Chopra & LeCun, CVPR 2006",
+                             {"pos_margin": 0.0, "neg_margin": 1.0, "distance": "euclidean",
+                              "miner": None}),
+    "multi-similarity": LossEntry(MultiSimilarityLoss, "pair", "Wang et al., CVPR 2019",
+                                  {"alpha": 2.0, "beta": 50.0, "base": 1.0,
+                                   "miner": "multi-similarity"}),
+    "proxy-nca": LossEntry(ProxyNCA, "proxy", "Movshovitz-Attias et al., ICCV 2017",
+                           {"scale": 3.0}),
+    "proxy-anchor": LossEntry(ProxyAnchor, "proxy", "Kim et al., CVPR 2020",
+                              {"alpha": 32.0, "delta": 0.1}),
+    "softtriple": LossEntry(SoftTriple, "proxy", "Qian et al., ICCV 2019",
+                            {"la": 20.0, "gamma": 0.1, "tau": 0.2, "margin": 0.01,
+                             "centers_per_class": 10}),
 }
 
 
