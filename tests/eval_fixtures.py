@@ -14,14 +14,14 @@ RACES = ("African", "Asian", "Caucasian", "Indian")
 IMAGE_SIZE = 32
 
 
-def make_run(root: Path, embedding_size: int = 16) -> Path:
-    """``root/run`` with ``embedder.keras`` (tiny backbone, GAP, untrained but seeded) and ``run.toml``."""
+def make_run(root: Path, embedding_size: int = 16, seed: int = 0) -> Path:
+    """``root/run`` with ``embedder.keras`` (tiny backbone, GAP, untrained, weights from ``seed``) and ``run.toml``."""
     import keras
 
     from ffem_cli.models import build_embedder
     from ffem_cli.rundir import RunDir
 
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seed)
     model = build_embedder("tiny", pooling="gap", embedding_size=embedding_size, input_size=IMAGE_SIZE)
     run = RunDir(root / "run")
     run.path.mkdir(parents=True)

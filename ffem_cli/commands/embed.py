@@ -1,18 +1,93 @@
-"""`ffem embed`, `ffem search`, `ffem map`: using a trained model."""
+"""`ffem embed`, `ffem search`, `ffem map`: using a trained model.
 
+``embed`` writes a Parquet gallery (path, identity + label when the folder
+has identities, face_found, embedding); ``search`` finds the gallery faces
+closest to a new photo; ``map`` draws the gallery in 2-D with thumbnails.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ffem_cli.console import err
 from ffem_cli.errors import FfemError
 
 
-def embed() -> None:
-    """Embed a folder of faces (not built yet)."""
-    raise FfemError("ffem embed is not built yet", exit_code=2)
+def embed(
+    root: Path = typer.Argument(..., help="Folder of faces: ROOT/<identity>/<image> or images directly in ROOT."),
+    output: Path = typer.Option(..., "--output", help="The gallery to write (Parquet), e.g. embeddings.parquet."),
+    run: Path | None = typer.Option(None, "--run", help="Run directory (embedder.keras + run.toml)."),
+    model: Path | None = typer.Option(None, "--model", help="A .keras embedding model that is not a run."),
+    image_size: int | None = typer.Option(None, "--image-size", help="Face side for --model (default: the model's input)."),
+    detect: bool = typer.Option(False, "--detect", help="Find faces with MTCNN first (photos, not face crops)."),
+    flip: bool = typer.Option(False, "--flip", help="Add the mirrored face's embedding, then re-normalise."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Faces per model call."),
+) -> None:
+    """Embed a folder of faces into a Parquet gallery (readable with pandas/pyarrow)."""
+    from ffem_cli.evaluate.embedding import load_embedder
+    from ffem_cli.evaluate.gallery import embed_folder
+
+    embedder = load_embedder(run, model, image_size=image_size, detect=detect, flip=flip)
+    counts = embed_folder(embedder, root, output, batch_size)
+    who = f" of {counts['identities']} identities" if counts["identities"] else ""
+    err.print(f"wrote {output}: {counts['images']} images{who}, {counts['embedding_size']}-d embeddings", highlight=False)
+    if counts["without_face"]:
+        err.print(f"{counts['without_face']} images without a face (kept with face_found = false)", highlight=False)
 
 
-def search() -> None:
-    """Find the most similar faces in a gallery (not built yet)."""
-    raise FfemError("ffem search is not built yet", exit_code=2)
+def _embedder_for(gallery, run: Path | None, model: Path | None, detect: bool):
+    """The model named on the command line, else the one recorded in the gallery."""
+    from ffem_cli.evaluate.embedding import load_embedder
+
+    if run is None and model is None:
+        recorded = gallery.metadata.get("model")
+        if not recorded:
+            raise FfemError("the gallery does not name its model; give --run or --model")
+        prep = gallery.metadata.get("preparation", {})
+        return load_embedder(None, Path(recorded), image_size=prep.get("image_size"), detect=detect or prep.get("detect", False),
+                             flip=prep.get("flip", False))  # fmt: skip
+    return load_embedder(run, model, detect=detect, flip=gallery.metadata.get("preparation", {}).get("flip", False))
 
 
-def map_command() -> None:
-    """Draw a 2-D map of a gallery (not built yet)."""
-    raise FfemError("ffem map is not built yet", exit_code=2)
+def search(
+    query: Path = typer.Argument(..., help="Photo of the face to look up."),
+    gallery_path: Path = typer.Option(..., "--gallery", help="Gallery written by ffem embed."),
+    k: int = typer.Option(5, "-k", "--top", min=1, help="How many matches to show."),
+    run: Path | None = typer.Option(None, "--run", help="Run directory (default: the model recorded in the gallery)."),
+    model: Path | None = typer.Option(None, "--model", help="A .keras model (default: the one recorded in the gallery)."),
+    detect: bool = typer.Option(False, "--detect", help="Find the face in the query photo with MTCNN first."),
+    output: Path | None = typer.Option(None, "--output", help="Also draw the query and its matches as a PNG strip."),
+) -> None:
+    """Find the gallery faces most similar to a photo: a table of matches and scores."""
+    from ffem_cli.evaluate import facemap, gallery
+    from ffem_cli.evaluate.report import print_table
+
+    if not query.is_file():
+        raise FfemError(f"{query}: no such image")
+    faces = gallery.read_gallery(gallery_path)
+    embedder = _embedder_for(faces, run, model, detect)
+    matches = gallery.search(embedder, query, faces, k)
+    print_table(f"Nearest faces to {query.name}", ["rank", "score", "identity", "path"],
+                [[m["rank"], m["score"], m["identity"], m["path"]] for m in matches])  # fmt: skip
+    if output is not None:
+        facemap.search_strip(query, matches, output)
+        err.print(f"wrote {output}", highlight=False)
+
+
+def map_command(
+    gallery_path: Path = typer.Option(..., "--gallery", help="Gallery written by ffem embed."),
+    output: Path = typer.Option(..., "--output", help="PNG to write, e.g. facemap.png."),
+    method: str = typer.Option("pca", "--method", help="pca (default) or tsne."),
+    size: int = typer.Option(1600, "--size", min=200, max=20000, help="Width and height of the PNG in pixels."),
+    max_thumbnails: int = typer.Option(2000, "--max-thumbnails", min=1, help="Faces drawn as thumbnails (the rest as dots)."),
+) -> None:
+    """Draw a 2-D map of a gallery where similar faces lie close, with thumbnails and identity colours."""
+    from ffem_cli.evaluate import facemap, gallery
+
+    faces = gallery.read_gallery(gallery_path)
+    coords = gallery.project_2d(faces.vectors, method.lower())
+    title = f"{Path(gallery_path).name}: {len(faces.paths)} faces, {method.upper()}"
+    drawn = facemap.face_map(coords, faces.paths, faces.identities, output, size, max_thumbnails, title)
+    err.print(f"wrote {output} ({size}x{size}, {drawn} thumbnails)", highlight=False)
