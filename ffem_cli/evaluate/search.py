@@ -18,8 +18,14 @@ DEFAULT_BLOCK_BYTES = 256 * 2**20
 
 
 def _block_sizes(num_queries: int, num_gallery: int, block_bytes: int) -> tuple[int, int]:
-    gallery_block = max(1, min(num_gallery, 32768))
-    query_block = max(1, min(num_queries, block_bytes // (4 * gallery_block)))
+    """Query and gallery block sizes: at most 32768 gallery rows and ``block_bytes`` of float32
+    similarities per block, split evenly so that no ragged small block runs at a lower BLAS rate."""
+
+    def even(total: int, limit: int) -> int:
+        return -(-total // -(-total // max(limit, 1)))  # ceil(total / number of blocks)
+
+    gallery_block = even(max(num_gallery, 1), 32768)
+    query_block = even(max(num_queries, 1), block_bytes // (4 * gallery_block))
     return query_block, gallery_block
 
 
