@@ -72,11 +72,15 @@ def crop_face(
             raise ValueError("align=True needs the 5 landmarks")
         return _align(image, np.asarray(landmarks, dtype=np.float64), size)
     if box is None:
-        return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR, reducing_gap=None))
+        return np.asarray(
+            Image.fromarray(image).resize((size, size), Image.BILINEAR, reducing_gap=None)
+        )
     return _margin_crop(image, box, size, margin)
 
 
-def square_around_box(box: tuple[float, float, float, float], margin: float) -> tuple[float, float, float, float]:
+def square_around_box(
+    box: tuple[float, float, float, float], margin: float
+) -> tuple[float, float, float, float]:
     """The margin-mode square ``(left, top, right, bottom)`` in continuous pixel coordinates."""
     x1, y1, x2, y2 = (float(v) for v in box)
     width, height = x2 - x1, y2 - y1
@@ -160,5 +164,7 @@ def _align(image: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
         linear_inv[0, 0], linear_inv[0, 1], offset_pil[0],
         linear_inv[1, 0], linear_inv[1, 1], offset_pil[1],
     )  # fmt: skip
-    warped = picture.transform((size, size), Image.AFFINE, coefficients, resample=Image.BILINEAR, fillcolor=(0, 0, 0))
+    warped = picture.transform(
+        (size, size), Image.AFFINE, coefficients, resample=Image.BILINEAR, fillcolor=(0, 0, 0)
+    )
     return np.asarray(warped)

@@ -1,0 +1,568 @@
+"""``ffem pack``: an image list and its photos → cropped-face TFRecord shards + manifest.
+
+Layout of a pack directory::
+
+    faces-00000-of-00016.tfrecord …   one tf.train.Example per face:
+                                      image/encoded (JPEG), image/label (int64),
+                                      image/path (bytes, the image-list key)
+    index.npz                         per example: shard, byte offset, length, label
+                                      (lets the P×K sampler read records directly)
+    manifest.json                     written LAST: settings, counts, checksums, skips
+
+How it stays honest when killed:
+
+* every shard is written to a hidden temporary name (``.tmp-faces-…``), fsynced
+  and renamed, so a final-named shard is always complete;
+* after the rename a ``faces-….tfrecord.done`` record (JSON: sha256, count,
+  skips) is written atomically; ``pack-progress.json`` holds the settings and
+  the source fingerprint of the pack in progress;
+* ``manifest.json`` is written last, then the progress records are removed.
+  Without a manifest the directory is not a finished pack.
+
+``--resume`` keeps every shard whose file matches the sha256 in its ``.done``
+record (or, for a finished pack, in the manifest — resume then re-checks and
+repairs it) and rewrites the rest; the settings and the source list must be
+the same as the interrupted run's. Without ``--resume`` a directory holding a
+finished pack is refused unless ``--overwrite`` is given; leftovers of an
+unfinished pack are discarded and everything is written again.
+
+The writer is a small pure-Python TFRecord encoder (no TensorFlow in the
+worker processes, which would cost seconds of import and hundreds of MB
+each); CRC32C comes from ``google-crc32c`` when installed, else a table
+implementation in Python (correct but slower).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import multiprocessing
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ffem_cli import __version__, atomic
+from ffem_cli.data.crop import crop_face
+from ffem_cli.data.image_list import (
+    FaceEntry,
+    check_against_images,
+    fingerprint,
+    label_map_path,
+    load_image_list,
+    load_label_map,
+)
+from ffem_cli.errors import FfemError
+from ffem_cli.images import ImageReadError, read_rgb
+
+MANIFEST = "manifest.json"
+INDEX = "index.npz"
+PROGRESS = "pack-progress.json"
+DONE_SUFFIX = ".done"
+PACK_FORMAT = "ffem-pack/1"
+
+
+def shard_name(index: int, count: int) -> str:
+    """``faces-00003-of-00016.tfrecord``."""
+    return f"faces-{index:05d}-of-{count:05d}.tfrecord"
+
+
+# ---------------------------------------------------------------- TFRecord encoding
+
+
+def _crc32c_table() -> list[int]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+        table.append(crc)
+    return table
+
+
+try:
+    from google_crc32c import value as crc32c
+except ImportError:  # pragma: no cover - exercised only without the C extension
+    _TABLE = _crc32c_table()
+
+    def crc32c(data: bytes) -> int:
+        """CRC-32C (Castagnoli) of ``data``, table-driven pure Python."""
+        crc = 0xFFFFFFFF
+        for byte in data:
+            crc = _TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+        return crc ^ 0xFFFFFFFF
+
+
+def _masked_crc(data: bytes) -> int:
+    crc = crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def tfrecord_frame(payload: bytes) -> bytes:
+    """One TFRecord: length (u64 LE), masked CRC32C of the length, payload, masked CRC32C."""
+    length = struct.pack("<Q", len(payload))
+    return (
+        length
+        + struct.pack("<I", _masked_crc(length))
+        + payload
+        + struct.pack("<I", _masked_crc(payload))
+    )
+
+
+def _varint(value: int) -> bytes:
+    value &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        bits = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(bits | 0x80)
+        else:
+            out.append(bits)
+            return bytes(out)
+
+
+def _delimited(field_number: int, payload: bytes) -> bytes:
+    return _varint(field_number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def encode_example(encoded: bytes, label: int, path: str) -> bytes:
+    """A serialized ``tf.train.Example`` with the three pack features (protobuf wire format)."""
+
+    def feature_entry(key: str, feature: bytes) -> bytes:
+        return _delimited(1, _delimited(1, key.encode()) + _delimited(2, feature))
+
+    bytes_feature = lambda value: _delimited(1, _delimited(1, value))  # noqa: E731 - BytesList
+    int64_feature = _delimited(3, _delimited(1, _varint(label)))  # Int64List, packed
+    features = (
+        feature_entry("image/encoded", bytes_feature(encoded))
+        + feature_entry("image/label", int64_feature)
+        + feature_entry("image/path", bytes_feature(path.encode()))
+    )
+    return _delimited(1, features)
+
+
+# ---------------------------------------------------------------- settings and plan
+
+
+@dataclass(frozen=True)
+class PackSettings:
+    """What determines the bytes of a pack (recorded in the manifest)."""
+
+    image_size: int = 112
+    crop: str = "margin"  # "margin" or "align"
+    margin: float = 0.2
+    shards: int = 16
+    jpeg_quality: int = 95
+    seed: int = 0
+
+
+@dataclass
+class ShardResult:
+    """A finished shard: what its ``.done`` record and the manifest say about it."""
+
+    file: str
+    count: int
+    sha256: str
+    labels: list[int] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class PackResult:
+    """Summary of a ``pack`` call."""
+
+    output: Path
+    images: int
+    shards: int
+    kept_shards: int
+    skipped: list[dict]
+    seconds: float
+
+
+def plan_shards(keys: list[str], shards: int, seed: int) -> list[list[str]]:
+    """Split the sorted keys over ``shards`` lists after a seeded shuffle.
+
+    Every shard gets a random mix of identities; shard ``i`` holds positions
+    ``i, i + shards, …`` of the shuffled order.
+    """
+    order = np.random.default_rng(seed).permutation(len(keys))
+    shuffled = [keys[i] for i in order]
+    return [shuffled[i::shards] for i in range(shards)]
+
+
+# ---------------------------------------------------------------- worker side
+
+
+@dataclass(frozen=True)
+class _ShardJob:
+    index: int
+    path: Path
+    root: Path
+    items: list[tuple[str, FaceEntry]]
+    settings: PackSettings
+
+
+_progress_queue = None
+
+
+def _init_worker(queue) -> None:
+    global _progress_queue
+    _progress_queue = queue
+
+
+def encode_face(image: np.ndarray, entry: FaceEntry, settings: PackSettings) -> bytes:
+    """Crop one face with ``crop_face`` and return it JPEG-encoded."""
+    face = crop_face(
+        image,
+        entry.box,
+        entry.landmarks,
+        size=settings.image_size,
+        margin=settings.margin,
+        align=settings.crop == "align",
+    )
+    buffer = io.BytesIO()
+    Image.fromarray(face).save(buffer, format="JPEG", quality=settings.jpeg_quality)
+    return buffer.getvalue()
+
+
+def write_shard(job: _ShardJob, report: Callable[[int], None] | None = None) -> ShardResult:
+    """Write one shard under a temporary name, rename it, then write its ``.done`` record."""
+    result = ShardResult(file=job.path.name, count=0, sha256="")
+    digest = hashlib.sha256()
+    position = 0
+    pending = 0
+    with atomic.atomic_open(job.path, "wb") as handle:
+        for key, entry in job.items:
+            try:
+                image = read_rgb(job.root / key)
+            except ImageReadError as exc:
+                result.skipped.append({"path": key, "reason": exc.reason, "detail": exc.detail})
+            else:
+                record = tfrecord_frame(
+                    encode_example(encode_face(image, entry, job.settings), entry.label, key)
+                )
+                handle.write(record)
+                digest.update(record)
+                result.labels.append(entry.label)
+                result.offsets.append(position + 12)  # the payload starts after length + CRC
+                result.lengths.append(len(record) - 16)
+                position += len(record)
+                result.count += 1
+            pending += 1
+            if report is not None and pending >= 8:
+                report(pending)
+                pending = 0
+    if report is not None and pending:
+        report(pending)
+    result.sha256 = digest.hexdigest()
+    atomic.write_json(_done_path(job.path), asdict(result), indent=None)
+    return result
+
+
+def _write_shard_in_worker(job: _ShardJob) -> ShardResult:
+    return write_shard(job, _progress_queue.put if _progress_queue is not None else None)
+
+
+# ---------------------------------------------------------------- driver
+
+
+def _done_path(shard: Path) -> Path:
+    return shard.with_name(shard.name + DONE_SUFFIX)
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _validate(
+    image_list: Path, root: Path, settings: PackSettings, workers: int
+) -> dict[str, FaceEntry]:
+    if settings.crop not in ("margin", "align"):
+        raise FfemError(f"crop mode must be 'margin' or 'align', got {settings.crop!r}")
+    if settings.image_size < 16:
+        raise FfemError(f"--size must be at least 16 pixels, got {settings.image_size}")
+    if settings.margin < 0:
+        raise FfemError(f"--margin must be >= 0, got {settings.margin}")
+    if settings.shards < 1:
+        raise FfemError(f"--shards must be at least 1, got {settings.shards}")
+    if workers < 1:
+        raise FfemError(f"--workers must be at least 1, got {workers}")
+    if not 1 <= settings.jpeg_quality <= 100:
+        raise FfemError(f"--quality must be within 1..100, got {settings.jpeg_quality}")
+    entries = load_image_list(image_list)
+    if not entries:
+        raise FfemError(f"{image_list}: the image list is empty")
+    if settings.crop == "align":
+        missing = next((key for key, entry in entries.items() if entry.landmarks is None), None)
+        if missing is not None:
+            raise FfemError(
+                f"{image_list}: entry {missing!r} has no landmarks, which --align needs"
+            )
+    check_against_images(entries, root)
+    return entries
+
+
+def _label_map(image_list: Path) -> dict[str, int] | None:
+    path = label_map_path(image_list)
+    return load_label_map(path) if path.is_file() else None
+
+
+def _clear_stale(output: Path) -> None:
+    """Remove temporaries of a killed run (hidden ``.tmp-faces-…`` / ``.tmp-manifest…``)."""
+    for stale in output.glob(f"{atomic.TMP_PREFIX}*"):
+        if stale.is_file():
+            stale.unlink(missing_ok=True)
+
+
+def _remove_pack_files(output: Path) -> None:
+    for path in (output / MANIFEST, output / INDEX, output / PROGRESS):
+        path.unlink(missing_ok=True)
+    for path in output.glob("faces-*-of-*.tfrecord*"):
+        path.unlink(missing_ok=True)
+
+
+def _progress_record(settings: PackSettings, source_fingerprint: str) -> dict:
+    return {
+        "format": PACK_FORMAT,
+        "settings": asdict(settings),
+        "source_fingerprint": source_fingerprint,
+    }
+
+
+def _finished_shards(output: Path, expected: dict, names: list[str]) -> dict[str, ShardResult]:
+    """Shards of an interrupted (or finished) pack whose bytes still match their record.
+
+    A finished pack being re-checked is first turned back into an unfinished
+    one (progress + ``.done`` records, no manifest) until it is re-sealed.
+    """
+    manifest_path = output / MANIFEST
+    if manifest_path.exists():
+        manifest = _read_json(manifest_path)
+        previous = {
+            "format": manifest.get("format"),
+            "settings": manifest.get("settings"),
+            "source_fingerprint": manifest.get("source", {}).get("fingerprint"),
+        }
+    elif (output / PROGRESS).exists():
+        previous = _read_json(output / PROGRESS)
+    else:
+        return {}
+    if previous != expected:
+        raise FfemError(
+            f"{output}: the pack there was made from another list or with other settings; "
+            "rerun without --resume (and with --overwrite if it is finished) to start over"
+        )
+    if manifest_path.exists():
+        index = _load_index(output / INDEX) if (output / INDEX).exists() else None
+        records = _records_from_manifest(manifest, index)
+        atomic.write_json(output / PROGRESS, expected)
+        for name, record in records.items():
+            if record is not None:
+                atomic.write_json(_done_path(output / name), record, indent=None)
+        manifest_path.unlink()
+    else:
+        records = {
+            n: _read_json(_done_path(output / n)) for n in names if _done_path(output / n).exists()
+        }
+    kept = {}
+    for name, record in records.items():
+        shard = output / name
+        if (
+            record is not None
+            and name in names
+            and shard.exists()
+            and sha256_of(shard) == record.get("sha256")
+        ):
+            kept[name] = ShardResult(**record)
+    return kept
+
+
+def _records_from_manifest(manifest: dict, index: dict | None) -> dict[str, dict | None]:
+    records: dict[str, dict | None] = {}
+    for number, shard in enumerate(manifest.get("shards", [])):
+        if index is None:
+            records[shard["file"]] = None
+            continue
+        rows = index["shard"] == number
+        records[shard["file"]] = {
+            "file": shard["file"],
+            "count": shard["count"],
+            "sha256": shard["sha256"],
+            "labels": index["label"][rows].tolist(),
+            "offsets": index["offset"][rows].tolist(),
+            "lengths": index["length"][rows].tolist(),
+            "skipped": [s for s in manifest.get("skipped", []) if s.get("shard") == shard["file"]],
+        }
+    return records
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FfemError(
+            f"{path}: unreadable ({exc}); rerun without --resume to start over"
+        ) from exc
+
+
+def _load_index(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {name: data[name] for name in data.files}
+
+
+def pack(
+    image_list: str | Path,
+    root: str | Path,
+    output: str | Path,
+    settings: PackSettings = PackSettings(),
+    workers: int = 2,
+    resume: bool = False,
+    overwrite: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> PackResult:
+    """Validate ``image_list`` against the photos under ``root`` and write a pack to ``output``.
+
+    ``on_progress(done, total)`` is called as images are processed (``total``
+    counts the images still to write). Raises ``FfemError`` for bad input,
+    before anything is written.
+    """
+    started = time.perf_counter()
+    image_list, root, output = Path(image_list), Path(root), Path(output)
+    entries = _validate(image_list, root, settings, workers)
+    label_map = _label_map(image_list)
+    if output.exists() and not output.is_dir():
+        raise FfemError(f"{output}: exists and is not a folder")
+    if (output / MANIFEST).exists() and not (resume or overwrite):
+        raise FfemError(
+            f"{output}: already holds a finished pack (manifest.json); "
+            "use --resume to check and repair it or --overwrite to replace it"
+        )
+    output.mkdir(parents=True, exist_ok=True)
+    _clear_stale(output)
+    expected = _progress_record(settings, fingerprint(image_list))
+    names = [shard_name(i, settings.shards) for i in range(settings.shards)]
+    if resume and not overwrite:
+        kept = _finished_shards(output, expected, names)
+    else:
+        kept = {}
+    if not kept:
+        _remove_pack_files(output)
+    atomic.write_json(output / PROGRESS, expected)
+
+    plan = plan_shards(sorted(entries), settings.shards, settings.seed)
+    jobs = [
+        _ShardJob(i, output / names[i], root, [(key, entries[key]) for key in keys], settings)
+        for i, keys in enumerate(plan)
+        if names[i] not in kept
+    ]
+    results = dict(kept)
+    results.update(_run_jobs(jobs, workers, on_progress))
+    shards = [results[name] for name in names]
+    _write_index(output / INDEX, shards)
+    manifest = _manifest(shards, settings, entries, label_map, image_list, root, expected, output)
+    atomic.write_json(output / MANIFEST, manifest)
+    for name in names:
+        _done_path(output / name).unlink(missing_ok=True)
+    (output / PROGRESS).unlink(missing_ok=True)
+    return PackResult(
+        output=output,
+        images=manifest["num_examples"],
+        shards=settings.shards,
+        kept_shards=len(kept),
+        skipped=manifest["skipped"],
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _run_jobs(
+    jobs: list[_ShardJob], workers: int, on_progress: Callable[[int, int], None] | None
+) -> dict[str, ShardResult]:
+    total = sum(len(job.items) for job in jobs)
+    done = 0
+
+    def report(count: int) -> None:
+        nonlocal done
+        done += count
+        if on_progress is not None:
+            on_progress(done, total)
+
+    if on_progress is not None:
+        on_progress(0, total)
+    if workers == 1 or len(jobs) <= 1:
+        return {job.path.name: write_shard(job, report) for job in jobs}
+    # spawn, not fork: the caller may have TensorFlow loaded, which is not fork-safe.
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    results = {}
+    with context.Pool(min(workers, len(jobs)), initializer=_init_worker, initargs=(queue,)) as pool:
+        pending = pool.map_async(_write_shard_in_worker, jobs, chunksize=1)
+        while not pending.ready() or not queue.empty():
+            try:
+                report(queue.get(timeout=0.1))
+            except Exception:  # queue.Empty
+                continue
+        for result in pending.get():
+            results[result.file] = result
+    return results
+
+
+def _write_index(path: Path, shards: list[ShardResult]) -> None:
+    arrays = {
+        "shard": np.concatenate([np.full(s.count, i, np.int32) for i, s in enumerate(shards)]),
+        "offset": np.concatenate([np.asarray(s.offsets, np.int64) for s in shards]),
+        "length": np.concatenate([np.asarray(s.lengths, np.int64) for s in shards]),
+        "label": np.concatenate([np.asarray(s.labels, np.int32) for s in shards]),
+    }
+    with atomic.atomic_open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def _manifest(
+    shards: list[ShardResult],
+    settings: PackSettings,
+    entries: dict[str, FaceEntry],
+    label_map: dict | None,
+    image_list: Path,
+    root: Path,
+    progress: dict,
+    output: Path,
+) -> dict:
+    skipped = [{**skip, "shard": s.file} for s in shards for skip in s.skipped]
+    labels = np.concatenate([np.asarray(s.labels, np.int64) for s in shards])
+    return {
+        "format": PACK_FORMAT,
+        "ffem_version": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "settings": progress["settings"],
+        "image_size": settings.image_size,
+        "crop": settings.crop,
+        "margin": settings.margin,
+        "num_examples": int(sum(s.count for s in shards)),
+        "num_classes": int(max(entry.label for entry in entries.values()) + 1),
+        "num_classes_present": int(len(np.unique(labels))),
+        "label_map": label_map,
+        "source": {
+            "image_list": str(image_list.resolve()),
+            "root": str(root.resolve()),
+            "entries": len(entries),
+            "fingerprint": progress["source_fingerprint"],
+        },
+        "shards": [{"file": s.file, "count": s.count, "sha256": s.sha256} for s in shards],
+        "index": {"file": INDEX, "sha256": sha256_of(output / INDEX)},
+        "skipped": skipped,
+        "num_skipped": len(skipped),
+    }

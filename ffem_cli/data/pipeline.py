@@ -1,0 +1,313 @@
+"""``tf.data`` pipelines over a pack directory (see ``data/pack.py`` for its layout).
+
+* ``train_dataset`` — ONE epoch of augmented ``(images, labels)`` batches,
+  ``images`` float32 ``(B, S, S, 3)`` RGB in ``[0, 255]``, ``labels`` int32
+  ``(B,)``, ``drop_remainder=True``. The epoch is a pure function of
+  ``(seed, epoch)``: shard order, shuffle and every augmentation draw come
+  from stateless seeds, so a resumed run rebuilds the same epoch and
+  ``skip()``s to its step.
+
+  - default: the shards (in a seeded order) are read interleaved, records go
+    through a seeded shuffle buffer, are parsed and JPEG-decoded in parallel,
+    batched, augmented per batch (vectorised), and prefetched.
+  - ``pk=(P, K)``: identity-balanced batches for metric losses. Each batch
+    holds P distinct identities × K images each (B = P·K, in identity
+    blocks: rows ``p*K … p*K+K-1`` share a label). Identities with a single
+    image cannot give a positive pair and are left out; identities with
+    2 ≤ n < K images are sampled with replacement (so the same photo may
+    appear twice, augmented differently). An epoch has
+    ``eligible images // (P·K)`` batches. Records are read directly by byte
+    offset (``index.npz``) through a Python generator.
+
+* ``eval_dataset`` — ``(images, labels, paths)`` batches in file order
+  (shard 0 first), no augmentation, last batch kept.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from ffem_cli.errors import FfemError
+
+MANIFEST = "manifest.json"
+INDEX = "index.npz"
+REQUIRED_KEYS = ("image_size", "crop", "num_examples", "num_classes", "shards")
+MIN_IMAGES_PER_IDENTITY = 2
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Training augmentation, drawn independently per image.
+
+    ``flip``: horizontal flip with probability 0.5. ``scale``: side of a
+    random square crop as a fraction of the image side, uniform in
+    ``[scale[0], scale[1]]``, placed uniformly and resized back (bilinear);
+    ``(1, 1)`` turns it off. ``brightness``: additive offset uniform in
+    ``±brightness·255``. ``contrast``/``saturation``: factor uniform in
+    ``[1 - x, 1 + x]`` around the image mean / the pixel's grey value.
+    Results are clipped to ``[0, 255]``.
+    """
+
+    flip: bool = True
+    scale: tuple[float, float] = (0.85, 1.0)
+    brightness: float = 0.15
+    contrast: float = 0.2
+    saturation: float = 0.2
+
+    @classmethod
+    def off(cls) -> Augment:
+        """No augmentation at all."""
+        return cls(flip=False, scale=(1.0, 1.0), brightness=0.0, contrast=0.0, saturation=0.0)
+
+    @property
+    def is_off(self) -> bool:
+        return self == Augment.off()
+
+
+def read_manifest(pack_dir: str | Path) -> dict:
+    """The pack's ``manifest.json`` as a dict; ``FfemError`` when missing or malformed."""
+    path = Path(pack_dir) / MANIFEST
+    if not path.is_file():
+        raise FfemError(f"{pack_dir}: not a finished pack (no {MANIFEST}); run ffem pack first")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FfemError(f"{path}: unreadable manifest ({exc})") from exc
+    if not isinstance(manifest, dict):
+        raise FfemError(f"{path}: malformed manifest (not a JSON object)")
+    missing = [key for key in REQUIRED_KEYS if key not in manifest]
+    if missing:
+        raise FfemError(f"{path}: malformed manifest (missing {', '.join(missing)})")
+    for shard in manifest["shards"]:
+        if not (Path(pack_dir) / shard["file"]).is_file():
+            raise FfemError(f"{pack_dir}: shard {shard['file']} listed in the manifest is missing")
+    return manifest
+
+
+def steps_per_epoch(
+    pack_dir: str | Path, batch_size: int, pk: tuple[int, int] | None = None
+) -> int:
+    """Batches in one ``train_dataset`` epoch (``pk`` overrides ``batch_size`` with P·K)."""
+    if pk is not None:
+        _check_pk(pk)
+        labels = _load_index(pack_dir)["label"]
+        _, counts = np.unique(labels, return_counts=True)
+        return int(counts[counts >= MIN_IMAGES_PER_IDENTITY].sum() // (pk[0] * pk[1]))
+    _check_batch_size(batch_size)
+    return int(read_manifest(pack_dir)["num_examples"] // batch_size)
+
+
+def train_dataset(
+    pack_dir: str | Path,
+    batch_size: int,
+    *,
+    epoch: int,
+    seed: int,
+    augment: Augment | bool | None = True,
+    pk: tuple[int, int] | None = None,
+    shuffle_buffer: int = 8192,
+) -> tf.data.Dataset:
+    """One deterministic epoch of augmented training batches (module docstring)."""
+    manifest = read_manifest(pack_dir)
+    augment = _as_augment(augment)
+    size = int(manifest["image_size"])
+    epoch_seed = _epoch_seed(seed, epoch)
+    if pk is not None:
+        records = _pk_records(pack_dir, manifest, pk, seed, epoch)
+        batch_size = pk[0] * pk[1]
+    else:
+        _check_batch_size(batch_size)
+        if manifest["num_examples"] < batch_size:
+            raise FfemError(
+                f"{pack_dir}: {manifest['num_examples']} images cannot fill one batch of {batch_size}"
+            )
+        records = _shuffled_records(pack_dir, manifest, epoch_seed, shuffle_buffer)
+    dataset = records.map(
+        lambda r: _parse(r, size)[:2], num_parallel_calls=AUTOTUNE, deterministic=True
+    )
+    dataset = dataset.batch(
+        batch_size, drop_remainder=True, num_parallel_calls=AUTOTUNE, deterministic=True
+    )
+    if augment.is_off:
+        dataset = dataset.map(lambda x, y: (tf.cast(x, tf.float32), y))
+    else:
+        seed_tensor = tf.constant(epoch_seed, tf.int64)
+        dataset = dataset.enumerate().map(
+            lambda step, batch: _augment_batch(batch, step, seed_tensor, augment, size),
+            num_parallel_calls=AUTOTUNE,
+            deterministic=True,
+        )
+    return dataset.prefetch(AUTOTUNE)
+
+
+def eval_dataset(pack_dir: str | Path, batch_size: int) -> tf.data.Dataset:
+    """``(images float32 (B,S,S,3) in [0,255], labels int32 (B,), paths string (B,))`` in file order."""
+    manifest = read_manifest(pack_dir)
+    _check_batch_size(batch_size)
+    size = int(manifest["image_size"])
+    files = [str(Path(pack_dir) / s["file"]) for s in manifest["shards"] if s["count"] > 0]
+    dataset = tf.data.TFRecordDataset(files, buffer_size=1 << 20)
+    dataset = dataset.map(
+        lambda r: _parse(r, size), num_parallel_calls=AUTOTUNE, deterministic=True
+    )
+    dataset = dataset.batch(batch_size, num_parallel_calls=AUTOTUNE, deterministic=True)
+    dataset = dataset.map(lambda x, y, p: (tf.cast(x, tf.float32), y, p))
+    return dataset.prefetch(AUTOTUNE)
+
+
+# ---------------------------------------------------------------- record sources
+
+
+def _shuffled_records(
+    pack_dir, manifest: dict, epoch_seed: tuple[int, int], buffer: int
+) -> tf.data.Dataset:
+    files = [str(Path(pack_dir) / s["file"]) for s in manifest["shards"] if s["count"] > 0]
+    order = np.random.default_rng(epoch_seed).permutation(len(files))
+    files = [files[i] for i in order]
+    dataset = tf.data.Dataset.from_tensor_slices(files).interleave(
+        lambda f: tf.data.TFRecordDataset(f, buffer_size=1 << 20),
+        cycle_length=min(len(files), 8),
+        block_length=1,
+        num_parallel_calls=AUTOTUNE,
+        deterministic=True,
+    )
+    buffer = max(1, min(buffer, int(manifest["num_examples"])))
+    return dataset.shuffle(buffer, seed=epoch_seed[0], reshuffle_each_iteration=False)
+
+
+def pk_batches(labels: np.ndarray, pk: tuple[int, int], seed: int, epoch: int) -> np.ndarray:
+    """Example indices for one P×K epoch: int64 ``(steps, P*K)``, identity blocks of K.
+
+    ``labels``: int ``(N,)``, the label of each example in index order.
+    """
+    _check_pk(pk)
+    people, per_person = pk
+    identities, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    eligible = np.flatnonzero(counts >= MIN_IMAGES_PER_IDENTITY)
+    if len(eligible) < people:
+        raise FfemError(
+            f"P×K batches need {people} identities with at least {MIN_IMAGES_PER_IDENTITY} images; "
+            f"the pack has {len(eligible)}"
+        )
+    members = np.argsort(inverse, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    steps = int(counts[eligible].sum() // (people * per_person))
+    rng = np.random.default_rng(_epoch_seed(seed, epoch))
+    batches = np.empty((steps, people * per_person), np.int64)
+    for step in range(steps):
+        chosen = rng.choice(eligible, size=people, replace=False)
+        for slot, identity in enumerate(chosen):
+            pool = members[starts[identity] : starts[identity + 1]]
+            picks = rng.choice(pool, size=per_person, replace=len(pool) < per_person)
+            batches[step, slot * per_person : (slot + 1) * per_person] = picks
+    return batches
+
+
+def _pk_records(pack_dir, manifest: dict, pk, seed: int, epoch: int) -> tf.data.Dataset:
+    index = _load_index(pack_dir)
+    order = pk_batches(index["label"], pk, seed, epoch).reshape(-1)
+    files = [Path(pack_dir) / s["file"] for s in manifest["shards"]]
+    shard, offset, length = index["shard"][order], index["offset"][order], index["length"][order]
+
+    def generate():
+        maps = {}
+        try:
+            for s, o, n in zip(shard.tolist(), offset.tolist(), length.tolist(), strict=True):
+                if s not in maps:
+                    with open(files[s], "rb") as handle:
+                        maps[s] = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+                yield maps[s][o : o + n]
+        finally:
+            for view in maps.values():
+                view.close()
+
+    return tf.data.Dataset.from_generator(generate, output_signature=tf.TensorSpec((), tf.string))
+
+
+def _load_index(pack_dir) -> dict[str, np.ndarray]:
+    path = Path(pack_dir) / INDEX
+    read_manifest(pack_dir)
+    try:
+        with np.load(path) as data:
+            return {name: data[name] for name in ("shard", "offset", "length", "label")}
+    except (OSError, KeyError, ValueError) as exc:
+        raise FfemError(f"{path}: unreadable pack index ({exc}); re-run ffem pack") from exc
+
+
+# ---------------------------------------------------------------- parse and augment
+
+_FEATURES = {
+    "image/encoded": tf.io.FixedLenFeature([], tf.string),
+    "image/label": tf.io.FixedLenFeature([], tf.int64),
+    "image/path": tf.io.FixedLenFeature([], tf.string),
+}
+
+
+def _parse(record: tf.Tensor, size: int):
+    example = tf.io.parse_single_example(record, _FEATURES)
+    image = tf.io.decode_jpeg(example["image/encoded"], channels=3)
+    image = tf.ensure_shape(image, (size, size, 3))
+    return image, tf.cast(example["image/label"], tf.int32), example["image/path"]
+
+
+def _augment_batch(batch, step: tf.Tensor, seed: tf.Tensor, augment: Augment, size: int):
+    """Augment a uint8 batch ``(B, S, S, 3)`` → float32, with draws seeded by (epoch seed, step)."""
+    images, labels = batch
+    images = tf.cast(images, tf.float32)
+    count = tf.shape(images)[0]
+    keys = tf.random.experimental.stateless_split(
+        tf.random.experimental.stateless_fold_in(seed, step), num=6
+    )
+    uniform = lambda key, shape, low, high: tf.random.stateless_uniform(shape, key, low, high)  # noqa: E731
+    low, high = augment.scale
+    if low < 1.0 or high < 1.0:
+        side = uniform(keys[0], [count], low, high)
+        top = uniform(keys[1], [count], 0.0, 1.0) * (1.0 - side)
+        left = uniform(keys[2], [count], 0.0, 1.0) * (1.0 - side)
+        boxes = tf.stack([top, left, top + side, left + side], axis=1)
+        images = tf.image.crop_and_resize(images, boxes, tf.range(count), (size, size))
+    if augment.flip:
+        flip = uniform(keys[3], [count, 1, 1, 1], 0.0, 1.0) < 0.5
+        images = tf.where(flip, tf.reverse(images, axis=[2]), images)
+    if augment.brightness or augment.contrast or augment.saturation:
+        jitter = uniform(keys[4], [count, 3], -1.0, 1.0)
+        offset = jitter[:, 0, None, None, None] * (augment.brightness * 255.0)
+        contrast = 1.0 + jitter[:, 1, None, None, None] * augment.contrast
+        saturation = 1.0 + jitter[:, 2, None, None, None] * augment.saturation
+        grey = tf.reduce_sum(images * tf.constant([0.299, 0.587, 0.114]), axis=-1, keepdims=True)
+        images = grey + (images - grey) * saturation
+        mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
+        images = mean + (images - mean) * contrast + offset
+        images = tf.clip_by_value(images, 0.0, 255.0)
+    return images, labels
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _as_augment(augment: Augment | bool | None) -> Augment:
+    if isinstance(augment, Augment):
+        return augment
+    return Augment() if augment else Augment.off()
+
+
+def _epoch_seed(seed: int, epoch: int) -> tuple[int, int]:
+    state = np.random.SeedSequence([int(seed), int(epoch)]).generate_state(2, np.uint32)
+    return int(state[0]), int(state[1])
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise FfemError(f"batch size must be at least 1, got {batch_size}")
+
+
+def _check_pk(pk) -> None:
+    if len(pk) != 2 or pk[0] < 1 or pk[1] < 1:
+        raise FfemError(f"P×K must be two positive integers, got {pk}")
