@@ -182,6 +182,7 @@ class PackResult:
 
     output: Path
     images: int
+    images_written: int  # by this call (not counting kept shards)
     shards: int
     kept_shards: int
     skipped: list[dict]
@@ -481,6 +482,7 @@ def pack(
     return PackResult(
         output=output,
         images=manifest["num_examples"],
+        images_written=sum(results[n].count for n in names if n not in kept),
         shards=settings.shards,
         kept_shards=len(kept),
         skipped=manifest["skipped"],
