@@ -24,9 +24,21 @@ from ffem_cli.errors import FfemError
 TMP_PREFIX = ".tmp-"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def temporary_sibling(path: Path, suffix: str = "") -> Path:
-    """A unique temporary path beside ``path`` (same filesystem, hidden name)."""
+    """A unique temporary path beside ``path`` (same filesystem, hidden name).
+
+    ``mkstemp`` creates the file with mode 0600; it is widened to the mode a
+    plain ``open()`` would give (0666 less the umask) so that the renamed
+    output has ordinary permissions.
+    """
     fd, name = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", suffix=suffix, dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     return Path(name)
 
@@ -64,6 +76,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{path.name}.", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
         if path.exists():

@@ -1,0 +1,51 @@
+"""Atomic writes: complete file or nothing, ordinary permissions, disk-full as FfemError."""
+
+import errno
+import os
+
+import pytest
+
+from ffem_cli import atomic
+from ffem_cli.errors import FfemError
+
+
+def test_write_json_is_complete_and_has_umask_permissions(tmp_path):
+    target = tmp_path / "out.json"
+    atomic.write_json(target, {"a": 1})
+    assert target.read_text() == '{\n  "a": 1\n}\n'
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_failure_keeps_old_file_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic.atomic_open(target) as handle:
+        handle.write("half")
+        raise RuntimeError("killed")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_disk_full_is_one_clear_error(tmp_path, monkeypatch):
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(FfemError, match=r"disk full while writing .*out\.bin; nothing was written under that name"):
+        atomic.write_bytes(tmp_path / "out.bin", b"x" * 10)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_directory_replaces_only_when_complete(tmp_path):
+    target = tmp_path / "model"
+    with atomic.atomic_directory(target) as staging:
+        (staging / "a").write_text("1")
+    assert (target / "a").read_text() == "1"
+    with pytest.raises(RuntimeError), atomic.atomic_directory(target) as staging:
+        (staging / "b").write_text("2")
+        raise RuntimeError("killed")
+    assert sorted(p.name for p in target.iterdir()) == ["a"]
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
