@@ -1,8 +1,100 @@
 """`ffem train`: train a classifier or metric stage."""
 
-from ffem_cli.errors import FfemError
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from ffem_cli.console import out
 
 
-def train() -> None:
-    """train a classifier or metric stage (not built yet)."""
-    raise FfemError("ffem train is not built yet", exit_code=2)
+def train(
+    data: Path = typer.Option(None, "--data", help="Pack directory (ffem pack output)."),
+    run: Path = typer.Option(..., "--run", help="Run directory to create (or continue with --resume)."),
+    stage: str = typer.Option(None, "--stage", help="classifier (L2-softmax s=30, Adam 1e-4) or metric (ArcFace m=0.5 s=64, SGD Nesterov 1e-3). Default classifier."),
+    config: Path = typer.Option(None, "--config", help="TOML file with a [train] table (a run.toml works); flags override it."),
+    backbone: str = typer.Option(None, help="Backbone name (see `ffem models`). Default mobilefacenet."),
+    pooling: str = typer.Option(None, help="Embedding head (gap, gnap, gdc, flatten-fc). Default: the backbone's own."),
+    embedding_size: int = typer.Option(None, help="Embedding width D. Default 512."),
+    dropout: float = typer.Option(None, help="Dropout before the embedding FC. Default 0."),
+    loss: str = typer.Option(None, help="Loss name (see `ffem models`). Default: the stage's."),
+    loss_option: list[str] = typer.Option(None, "--loss-option", help="Loss setting NAME=VALUE (e.g. margin=0.4); repeatable."),
+    miner: str = typer.Option(None, help="Miner for pair losses (e.g. batch-hard)."),
+    epochs: int = typer.Option(None, help="Epochs. Default 50 (classifier) / 15 (metric)."),
+    batch_size: int = typer.Option(None, help="Global batch size (split among devices). Default 128."),
+    images_per_identity: int = typer.Option(None, help="K of P×K identity-balanced batches (pair losses default to 4)."),
+    lr: float = typer.Option(None, help="Peak learning rate."),
+    optimizer: str = typer.Option(None, help="sgd | adam | adamw."),
+    momentum: float = typer.Option(None, help="SGD momentum. Default 0.9."),
+    weight_decay: float = typer.Option(None, help="Decoupled weight decay. Default 0."),
+    schedule: str = typer.Option(None, help="constant | cosine | step | poly."),
+    warmup: float = typer.Option(None, "--warmup", help="Linear warm-up length in epochs (may be fractional)."),
+    decay_epochs: list[int] = typer.Option(None, "--decay-epoch", help="Epoch where the step schedule multiplies the LR by --decay-factor; repeatable."),
+    decay_factor: float = typer.Option(None, help="Step schedule multiplier. Default 0.1."),
+    precision: str = typer.Option(None, help="fp32 | mixed_float16 | mixed_bfloat16."),
+    xla: bool = typer.Option(None, "--xla/--no-xla", help="Compile the training step with XLA."),
+    seed: int = typer.Option(None, help="Seed of the data order and augmentation."),
+    augment: bool = typer.Option(None, "--augment/--no-augment", help="Flip/crop/colour augmentation. Default on."),
+    num_classes: int = typer.Option(None, help="Expected class count; refused when the pack disagrees."),
+    checkpoint_every: int = typer.Option(None, help="Checkpoint every N steps (and at each epoch end). Default 500."),
+    keep_checkpoints: int = typer.Option(None, help="Checkpoints kept. Default 3."),
+    init_from: Path = typer.Option(None, "--init-from", help="Start from this run's embedder with a fresh head."),
+    freeze_backbone_epochs: int = typer.Option(None, help="Train only the new head for this many epochs."),
+    val_pairs: Path = typer.Option(None, "--val-pairs", help="Pair list (EE488B '1,a.jpg,b.jpg' or LFW pairs.txt) checked each epoch; the best embedder is kept."),
+    val_pack: Path = typer.Option(None, "--val-pack", help="Pack holding the --val-pairs images. Default: the training pack."),
+    devices: int = typer.Option(None, help="Local replicas (GPUs). Default: all GPUs, or one CPU."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --run from its last checkpoint."),
+) -> None:
+    """Train one stage of a face-embedding model on a pack; write runs/NAME/.
+
+    Re-running the same command on an existing run, or --resume, continues from
+    the newest checkpoint (same step, learning-rate position and data
+    position). Several GPUs: MirroredStrategy over --devices. Several machines:
+    set TF_CONFIG on each, e.g.
+    TF_CONFIG='{"cluster":{"worker":["host1:12345","host2:12345"]},"task":{"type":"worker","index":0}}'
+    and run the same command everywhere (worker 0 writes the run directory).
+    """
+    from ffem_cli.train import config as config_module
+    from ffem_cli.train.trainer import train as train_stage
+
+    flags = {
+        "data": str(data) if data else None, "stage": stage, "backbone": backbone, "pooling": pooling,
+        "embedding_size": embedding_size, "dropout": dropout, "loss": loss, "miner": miner,
+        "loss_options": _parse_options(loss_option) if loss_option else None, "epochs": epochs,
+        "batch_size": batch_size, "images_per_identity": images_per_identity, "lr": lr,
+        "optimizer": optimizer, "momentum": momentum, "weight_decay": weight_decay, "schedule": schedule,
+        "warmup_epochs": warmup, "decay_epochs": list(decay_epochs) if decay_epochs else None,
+        "decay_factor": decay_factor, "precision": precision, "xla": xla, "seed": seed, "augment": augment,
+        "num_classes": num_classes, "checkpoint_every": checkpoint_every, "keep_checkpoints": keep_checkpoints,
+        "init_from": str(init_from) if init_from else None, "freeze_backbone_epochs": freeze_backbone_epochs,
+        "val_pairs": str(val_pairs) if val_pairs else None, "val_pack": str(val_pack) if val_pack else None,
+        "devices": devices,
+    }
+    resolved = config_module.for_run(run, resume, config, flags)
+    result = train_stage(resolved, run, resume=resume, argv=sys.argv)
+    summary = f"{result.run}: {result.epochs_done} epochs, {result.steps} steps"
+    if result.last_loss is not None:
+        summary += f", loss {result.last_loss:.4f}"
+    if result.best_val_accuracy is not None:
+        summary += f", best val accuracy {result.best_val_accuracy:.4f}"
+    out.print(summary + f"; embedder at {result.run / 'embedder.keras'}", highlight=False)
+
+
+def _parse_options(items: list[str]) -> dict:
+    """``["margin=0.4", "easy_margin=true"]`` → ``{"margin": 0.4, "easy_margin": True}`` (TOML values)."""
+    import tomllib
+
+    from ffem_cli.errors import FfemError
+
+    options = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise FfemError(f"--loss-option {item!r}: expected NAME=VALUE")
+        try:
+            options[name.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            options[name.strip()] = value.strip()
+    return options

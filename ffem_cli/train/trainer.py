@@ -65,13 +65,15 @@ def train(config: TrainConfig, run_path: str | Path, *, resume: bool = False, ar
     from ffem_cli.data import pipeline
 
     run = RunDir(run_path)
+    if not config.data:
+        raise FfemError("no training data: give --data PACK_DIR (or data = ... in the config file)")
+    config = _resolve_model(replace(config, data=str(Path(config.data).resolve())))
     config = _reconcile_with_existing_run(run, config, resume)
     manifest = pipeline.read_manifest(config.data)
     pack_classes = int(manifest["num_classes"])
     if config.num_classes and config.num_classes != pack_classes:
         raise FfemError(f"{config.data}: the pack has {pack_classes} classes but the head is set to "
                         f"{config.num_classes} (--num-classes)")
-    config = _resolve_model(config, manifest)
 
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32" if config.precision == "fp32" else config.precision)
@@ -79,6 +81,7 @@ def train(config: TrainConfig, run_path: str | Path, *, resume: bool = False, ar
         strategy = strategy_module.make_strategy(config.devices)
         replicas = strategy.num_replicas_in_sync
         strategy_module.check_batch(config.batch_size, replicas)
+        keras.utils.set_random_seed(config.seed)  # same seed → same initial weights
         with strategy.scope():
             parts = _build(config, pack_classes)
         pk = _pk(config, parts.loss_layer, replicas)
@@ -118,12 +121,10 @@ def _reconcile_with_existing_run(run: RunDir, config: TrainConfig, resume: bool)
         raise FfemError(f"{run.path}: nothing to resume (no run.toml)")
     if run.path.exists() and any(run.path.iterdir()):
         raise FfemError(f"{run.path}: exists and is not an ffem run directory; choose another --run")
-    if not config.data:
-        raise FfemError("no training data: give --data PACK_DIR (or data = ... in the config file)")
-    return replace(config, data=str(Path(config.data).resolve()))
+    return config
 
 
-def _resolve_model(config: TrainConfig, manifest: dict) -> TrainConfig:
+def _resolve_model(config: TrainConfig) -> TrainConfig:
     """Fill the backbone's default pooling; take model settings from ``--init-from``'s run."""
     from ffem_cli.models import BACKBONES
 
@@ -263,7 +264,8 @@ def _loop(config: TrainConfig, run: RunDir, parts: _Parts, strategy, steps: int,
                 dataset = train_dataset(config.data, config.batch_size, epoch=epoch, seed=config.seed,
                                         augment=config.augment, pk=pk).skip(skip)
                 monitor.start_epoch(epoch)
-                parts.model.fit(dataset, epochs=1, verbose=0, callbacks=[monitor])
+                parts.model.fit(dataset, epochs=1, steps_per_epoch=steps - skip, shuffle=False, verbose=0,
+                                callbacks=[monitor])
                 if monitor.halted:
                     break
                 epoch += 1
