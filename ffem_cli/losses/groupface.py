@@ -59,19 +59,19 @@ class GroupFace(keras.layers.Layer):
         group_vectors = ops.reshape(self.group_projection(instance),
                                     (-1, self.groups, self.embedding_size))
         combined = instance + ops.sum(probabilities[:, :, None] * group_vectors, axis=1)
-        return l2_normalize(combined), probabilities
+        return combined, probabilities
 
     def representation(self, embeddings):
         """(B, D) → (B, D) unit-norm group-aware representation ``r̂`` (the paper's embedding)."""
-        return self._aggregate(embeddings)[0]
+        return l2_normalize(self._aggregate(embeddings)[0])
 
     def logits(self, embeddings):
         """(B, D) → (B, C) cosines of ``r̂`` to the class weights, without margin."""
-        return self.arcface.logits(self.representation(embeddings))
+        return self.arcface.logits(self._aggregate(embeddings)[0])
 
     def call(self, embeddings, labels):
         representation, probabilities = self._aggregate(embeddings)
-        arcface_loss = self.arcface(representation, as_labels(labels))
+        arcface_loss = self.arcface(representation, as_labels(labels))  # ArcFace normalises r
         balanced = (probabilities - ops.mean(probabilities, axis=0, keepdims=True)) / self.groups
         pseudo_labels = ops.stop_gradient(ops.argmax(balanced, axis=1))
         chosen = ops.take_along_axis(probabilities, pseudo_labels[:, None], axis=1)

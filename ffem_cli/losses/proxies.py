@@ -127,6 +127,8 @@ class SoftTriple(ProxyLoss):
 
     def logits(self, embeddings):
         """(B, D) → (B, C) float32 soft-max similarity ``S_c`` to each class."""
+        if self.proxies_per_class == 1:
+            return self.cosines(embeddings)
         per_center = ops.reshape(self.cosines(embeddings),
                                  (-1, self.num_classes, self.proxies_per_class))
         weights = ops.softmax(per_center / self.gamma, axis=2)
