@@ -1,0 +1,417 @@
+"""`ffem pack`: shards + manifest on the synthetic set, resume, killed runs, every bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from ffem_cli.cli import app
+from ffem_cli.data.crop import crop_face
+from ffem_cli.data.image_list import fingerprint, load_image_list
+from ffem_cli.data.pack import PackSettings, encode_face, pack, sha256_of, shard_name
+from ffem_cli.errors import FfemError
+from ffem_cli.images import read_rgb
+
+SETTINGS = PackSettings(shards=4)
+
+
+def finished_files(output: Path) -> list[str]:
+    """Names under ``output`` that would make it look like (part of) a finished pack."""
+    if not output.exists():
+        return []
+    return sorted(
+        p.name
+        for p in output.iterdir()
+        if p.name == "manifest.json" or p.name.endswith(".tfrecord")
+    )
+
+
+def read_records(path: Path) -> list[tuple[bytes, int, str]]:
+    """(JPEG bytes, label, path) of every example in a shard, parsed by TensorFlow."""
+    import tensorflow as tf
+
+    features = {
+        "image/encoded": tf.io.FixedLenFeature([], tf.string),
+        "image/label": tf.io.FixedLenFeature([], tf.int64),
+        "image/path": tf.io.FixedLenFeature([], tf.string),
+    }
+    records = []
+    for record in tf.data.TFRecordDataset(str(path)):
+        example = tf.io.parse_single_example(record, features)
+        records.append(
+            (
+                example["image/encoded"].numpy(),
+                int(example["image/label"]),
+                example["image/path"].numpy().decode(),
+            )
+        )
+    return records
+
+
+@pytest.fixture(scope="module")
+def labelled_list(synthetic_faces, tmp_path_factory):
+    """The synthetic list copied beside a label_map.json; returns (root, list path)."""
+    root, list_path = synthetic_faces
+    folder = tmp_path_factory.mktemp("list")
+    copy = folder / "image_list.json"
+    shutil.copy(list_path, copy)
+    names = sorted(p.name for p in root.iterdir() if p.is_dir())
+    (folder / "label_map.json").write_text(json.dumps({n: i for i, n in enumerate(names)}))
+    return root, copy
+
+
+@pytest.fixture(scope="module")
+def packed(labelled_list, tmp_path_factory):
+    """A clean 4-shard pack of the synthetic set written by one in-process worker."""
+    root, list_path = labelled_list
+    output = tmp_path_factory.mktemp("pack") / "faces"
+    result = pack(list_path, root, output, SETTINGS, workers=1)
+    return output, result
+
+
+def test_manifest_counts_checksums_and_settings(packed, labelled_list):
+    output, result = packed
+    root, list_path = labelled_list
+    manifest = json.loads((output / "manifest.json").read_text())
+    assert manifest["num_examples"] == result.images == 36
+    assert sum(s["count"] for s in manifest["shards"]) == 36
+    assert [s["file"] for s in manifest["shards"]] == [shard_name(i, 4) for i in range(4)]
+    assert manifest["shards"][0]["file"] == "faces-00000-of-00004.tfrecord"
+    for shard in manifest["shards"]:
+        assert sha256_of(output / shard["file"]) == shard["sha256"]
+    assert manifest["index"]["sha256"] == sha256_of(output / "index.npz")
+    assert (manifest["num_classes"], manifest["image_size"], manifest["crop"]) == (6, 112, "margin")
+    assert manifest["margin"] == 0.2 and manifest["settings"]["jpeg_quality"] == 95
+    assert manifest["label_map"] == json.loads((list_path.parent / "label_map.json").read_text())
+    assert manifest["source"]["fingerprint"] == fingerprint(list_path)
+    assert manifest["skipped"] == [] and manifest["num_skipped"] == 0
+    # Nothing but the pack itself remains: no progress records, no temporaries.
+    assert sorted(p.name for p in output.iterdir()) == sorted(
+        [shard_name(i, 4) for i in range(4)] + ["index.npz", "manifest.json"]
+    )
+
+
+def test_records_hold_the_cropped_faces_with_labels_and_paths(packed, labelled_list):
+    from PIL import Image
+
+    output, _ = packed
+    root, list_path = labelled_list
+    entries = load_image_list(list_path)
+    seen = []
+    for i in range(4):
+        for encoded, label, path in read_records(output / shard_name(i, 4)):
+            entry = entries[path]
+            assert label == entry.label
+            image = read_rgb(root / path)
+            assert encoded == encode_face(image, entry, SETTINGS)
+            stored = np.asarray(Image.open(io.BytesIO(encoded)), dtype=np.float64)
+            expected = crop_face(image, entry.box, entry.landmarks, 112, 0.2)
+            assert stored.shape == (112, 112, 3)
+            assert np.abs(stored - expected).mean() < 6.0  # JPEG q95 of a noisy drawing
+            seen.append(path)
+    assert sorted(seen) == sorted(entries)
+
+
+def test_shards_mix_identities_in_shuffled_order(packed):
+    output, _ = packed
+    for i in range(4):
+        records = read_records(output / shard_name(i, 4))
+        labels = [label for _, label, _ in records]
+        assert len(set(labels)) >= 3, labels
+    first = [path for _, _, path in read_records(output / shard_name(0, 4))]
+    assert first != sorted(first)
+
+
+def test_two_workers_write_the_same_bytes_as_one(packed, labelled_list, tmp_path):
+    output, _ = packed
+    root, list_path = labelled_list
+    result = CliRunner().invoke(
+        app,
+        [
+            "pack",
+            str(list_path),
+            "--root",
+            str(root),
+            "--output",
+            str(tmp_path / "p"),
+            "--shards",
+            "4",
+            "--workers",
+            "2",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "images/s" in result.output and "skipped" in result.output
+    for i in range(4):
+        assert sha256_of(tmp_path / "p" / shard_name(i, 4)) == sha256_of(output / shard_name(i, 4))
+
+
+def test_align_mode_is_recorded(labelled_list, tmp_path):
+    root, list_path = labelled_list
+    pack(
+        list_path,
+        root,
+        tmp_path / "a",
+        PackSettings(shards=2, crop="align", image_size=64),
+        workers=1,
+    )
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert (manifest["crop"], manifest["image_size"], manifest["num_examples"]) == ("align", 64, 36)
+
+
+def test_finished_pack_is_refused_without_resume_or_overwrite(packed, labelled_list):
+    output, _ = packed
+    root, list_path = labelled_list
+    with pytest.raises(FfemError) as caught:
+        pack(list_path, root, output, SETTINGS, workers=1)
+    assert str(caught.value) == (
+        f"{output}: already holds a finished pack (manifest.json); "
+        "use --resume to check and repair it or --overwrite to replace it"
+    )
+
+
+def test_resume_keeps_good_shards_and_rewrites_a_corrupted_one(packed, labelled_list, tmp_path):
+    source, _ = packed
+    root, list_path = labelled_list
+    output = tmp_path / "faces"
+    shutil.copytree(source, output)
+    original = json.loads((output / "manifest.json").read_text())
+    damaged = output / shard_name(2, 4)
+    data = bytearray(damaged.read_bytes())
+    data[100] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    untouched = {i: (output / shard_name(i, 4)).stat().st_mtime_ns for i in (0, 1, 3)}
+
+    result = pack(list_path, root, output, SETTINGS, workers=1, resume=True)
+
+    assert result.kept_shards == 3 and result.images_written == original["shards"][2]["count"]
+    assert {i: (output / shard_name(i, 4)).stat().st_mtime_ns for i in (0, 1, 3)} == untouched
+    assert sha256_of(damaged) == original["shards"][2]["sha256"]
+    manifest = json.loads((output / "manifest.json").read_text())
+    assert manifest["shards"] == original["shards"]
+    assert not list(output.glob("*.done")) and not (output / "pack-progress.json").exists()
+
+
+def test_resume_refuses_other_settings(packed, labelled_list, tmp_path):
+    source, _ = packed
+    root, list_path = labelled_list
+    shutil.copytree(source, tmp_path / "faces")
+    with pytest.raises(FfemError, match="made from another list or with other settings"):
+        pack(
+            list_path, root, tmp_path / "faces", PackSettings(shards=4, image_size=96), resume=True
+        )
+
+
+KILLER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from ffem_cli.data import pack as packing
+
+    calls = 0
+    original = packing.encode_face
+
+    def encode_then_die(*args, **kwargs):
+        global calls
+        calls += 1
+        if calls == int(sys.argv[4]):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original(*args, **kwargs)
+
+    packing.encode_face = encode_then_die
+    packing.pack(sys.argv[1], sys.argv[2], sys.argv[3], packing.PackSettings(shards=4), workers=1)
+    """
+)
+
+
+def test_killed_pack_leaves_nothing_that_looks_finished_and_resume_completes(
+    packed, labelled_list, tmp_path
+):
+    from ffem_cli.data.pipeline import read_manifest
+
+    clean, _ = packed
+    root, list_path = labelled_list
+    output = tmp_path / "faces"
+    # Shard 0 holds 9 images: die while writing the second shard.
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLER, str(list_path), str(root), str(output), "14"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert killed.returncode == -9, killed.stderr
+    names = sorted(p.name for p in output.iterdir())
+    assert "manifest.json" not in names and "index.npz" not in names
+    assert finished_files(output) == [shard_name(0, 4)]
+    assert any(n.startswith(".tmp-" + shard_name(1, 4)) for n in names)  # the half-written shard
+    done = json.loads((output / (shard_name(0, 4) + ".done")).read_text())
+    assert done["sha256"] == sha256_of(output / shard_name(0, 4))
+    with pytest.raises(FfemError, match="not a finished pack"):
+        read_manifest(output)
+
+    result = pack(list_path, root, output, SETTINGS, workers=1, resume=True)
+    assert result.kept_shards == 1
+    for i in range(4):
+        assert sha256_of(output / shard_name(i, 4)) == sha256_of(clean / shard_name(i, 4))
+    assert not [n for n in os.listdir(output) if n.startswith(".tmp-") or n.endswith(".done")]
+
+
+def test_interrupted_pack_removes_its_temporary_shard(labelled_list, tmp_path, monkeypatch):
+    from ffem_cli.data import pack as packing
+
+    root, list_path = labelled_list
+    calls = {"n": 0}
+    original = packing.encode_face
+
+    def encode_then_interrupt(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(packing, "encode_face", encode_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        pack(list_path, root, tmp_path / "faces", SETTINGS, workers=1)
+    assert sorted(os.listdir(tmp_path / "faces")) == ["pack-progress.json"]
+
+
+def test_corrupt_image_is_skipped_and_reported(labelled_list, tmp_path):
+    root, list_path = labelled_list
+    photos = tmp_path / "photos"
+    shutil.copytree(root, photos)
+    victim = "synthetic_3/002.jpg"
+    data = (photos / victim).read_bytes()
+    (photos / victim).write_bytes(data[: len(data) // 3])  # header intact, image data cut
+    result = pack(list_path, photos, tmp_path / "faces", SETTINGS, workers=1)
+    manifest = json.loads((tmp_path / "faces" / "manifest.json").read_text())
+    assert manifest["num_examples"] == result.images == 35
+    assert [(s["path"], s["reason"]) for s in manifest["skipped"]] == [(victim, "corrupt")]
+
+
+# ---------------------------------------------------------------- bad input through the CLI
+
+
+def run_cli(list_path: Path, root: Path, output: Path, *extra: str):
+    return CliRunner().invoke(
+        app,
+        [
+            "pack",
+            str(list_path),
+            "--root",
+            str(root),
+            "--output",
+            str(output),
+            "--shards",
+            "2",
+            *extra,
+        ],
+    )
+
+
+def error_line(result) -> str:
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+def write_list(tmp_path: Path, source: Path, edit) -> Path:
+    entries = json.loads(source.read_text())
+    edit(entries)
+    path = tmp_path / "bad_list.json"
+    path.write_text(json.dumps(entries))
+    return path
+
+
+KEY = "synthetic_1/000.jpg"
+
+
+@pytest.mark.parametrize(
+    "case, edit, message",
+    [
+        (
+            "missing file",
+            lambda e: e.update({"synthetic_1/999.jpg": {**e[KEY]}}),
+            '{root}: "synthetic_1/999.jpg": missing file',
+        ),
+        (
+            "box outside image",
+            lambda e: e[KEY].update(x2=170),
+            '{root}: "synthetic_1/000.jpg": box ({x1}, {y1}, 170, {y2}) lies outside the 160x160 image',
+        ),
+        (
+            "empty box",
+            lambda e: e[KEY].update(x2=e[KEY]["x1"]),
+            '{list}: "synthetic_1/000.jpg": box ({x1}, {y1}, {x1}, {y2}) is empty: need x2 > x1 and y2 > y1',
+        ),
+        (
+            "non-integer label",
+            lambda e: e[KEY].update(label="one"),
+            '{list}: "synthetic_1/000.jpg": label "one" is not an integer',
+        ),
+        (
+            "label gap",
+            lambda e: [v.update(label=v["label"] + 1) for v in e.values() if v["label"] >= 2],
+            "{list}: labels must be 0..N-1 without gaps: label 2 is missing (highest label 6)",
+        ),
+    ],
+)
+def test_bad_list_entry_is_named_and_nothing_is_written(
+    labelled_list, tmp_path, case, edit, message
+):
+    root, list_path = labelled_list
+    bad = write_list(tmp_path, list_path, edit)
+    box = json.loads(list_path.read_text())[KEY]
+    output = tmp_path / "out"
+    result = run_cli(bad, root, output)
+    assert result.exit_code == 1, case
+    assert error_line(result) == "error: " + message.format(root=root, list=bad, **box)
+    assert finished_files(output) == []
+
+
+def test_malformed_json_is_reported_with_its_position(labelled_list, tmp_path):
+    root, _ = labelled_list
+    bad = tmp_path / "broken.json"
+    bad.write_text('{"a/1.jpg": {"label": 0,')
+    result = run_cli(bad, root, tmp_path / "out")
+    assert result.exit_code == 1
+    assert error_line(result) == (
+        f"error: {bad}: malformed JSON at line 1, column 25: Expecting property name enclosed in double quotes"
+    )
+    assert finished_files(tmp_path / "out") == []
+
+
+def test_align_without_landmarks_is_refused(labelled_list, tmp_path):
+    root, list_path = labelled_list
+    bad = write_list(tmp_path, list_path, lambda e: e[KEY].pop("landmarks"))
+    result = run_cli(bad, root, tmp_path / "out", "--align")
+    assert result.exit_code == 1
+    assert (
+        error_line(result) == f"error: {bad}: entry '{KEY}' has no landmarks, which --align needs"
+    )
+    assert finished_files(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--shards", "0", "--shards must be at least 1, got 0"),
+        ("--workers", "0", "--workers must be at least 1, got 0"),
+        ("--quality", "101", "--quality must be within 1..100, got 101"),
+        ("--size", "8", "--size must be at least 16 pixels, got 8"),
+    ],
+)
+def test_bad_options_are_refused(labelled_list, tmp_path, option, value, message):
+    root, list_path = labelled_list
+    result = run_cli(list_path, root, tmp_path / "out", option, value)
+    assert result.exit_code == 1
+    assert error_line(result) == f"error: {message}"
+    assert finished_files(tmp_path / "out") == []
