@@ -15,7 +15,7 @@ import typer
 
 from ffem_cli import __version__
 from ffem_cli.commands import detect, embed, evaluate, export, models, pack, train
-from ffem_cli.console import err
+from ffem_cli.console import err, filter_native_logs
 from ffem_cli.errors import FfemError
 
 app = typer.Typer(
@@ -72,4 +72,5 @@ register(app, export.export, embed.embed, embed.search, embed.map_command, model
 
 def main() -> None:
     """Console-script entry point."""
+    filter_native_logs()
     app()

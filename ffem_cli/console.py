@@ -7,6 +7,11 @@ Results meant for pipes (tables a user may redirect) go to stdout through
 
 from __future__ import annotations
 
+import os
+import re
+import sys
+import threading
+
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -54,3 +59,39 @@ def progress_bar(transient: bool = False) -> Progress:
         console=err,
         transient=transient,
     )
+
+
+# Native (C++) log lines TensorFlow and XLA print straight to file descriptor 2
+# at import and device discovery: absl's banner, INFO/WARNING lines, and the
+# CUDA probe failing on machines without a GPU. TF_CPP_MIN_LOG_LEVEL no longer
+# silences them (TF 2.21 logs through absl before absl is initialised).
+_NATIVE_NOISE = re.compile(
+    rb"^(WARNING: All log messages before absl::InitializeLog\(\)"
+    rb"|[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\]"
+    rb"|E\d{4} \d\d:\d\d:\d+\.\d+ +\d+ cuda_\w+\.cc:\d+\] failed call to cuInit"
+    rb"|To enable the following instructions: .* rebuild TensorFlow)"
+)
+
+
+def filter_native_logs() -> None:
+    """Drop TensorFlow's native start-up chatter from stderr; keep everything else.
+
+    File descriptor 2 is pointed at a pipe read by a daemon thread that
+    forwards every line except the known noise to the real stderr. Python's
+    ``sys.stderr`` (rich progress bars, tracebacks, ``error:`` lines) writes
+    to the real stderr directly. Call once, before TensorFlow is imported.
+    """
+    real_fd = os.dup(2)
+    read_fd, write_fd = os.pipe()
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+    sys.stderr = os.fdopen(real_fd, "w", buffering=1, encoding="utf-8", errors="replace")
+    err.file = sys.stderr
+
+    def forward() -> None:
+        with os.fdopen(read_fd, "rb", buffering=0) as pipe:
+            for line in iter(pipe.readline, b""):
+                if not _NATIVE_NOISE.match(line):
+                    os.write(real_fd, line)
+
+    threading.Thread(target=forward, name="ffem-native-log-filter", daemon=True).start()

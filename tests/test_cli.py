@@ -1,0 +1,35 @@
+"""The ffem command itself: the command list, versions, quiet start-up."""
+
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from ffem_cli import __version__
+from ffem_cli.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_every_command():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("detect", "pack", "train", "eval", "export", "embed", "search", "map", "models"):
+        assert f" {command} " in result.output
+
+
+def test_eval_lists_its_protocols():
+    result = runner.invoke(app, ["eval", "--help"])
+    assert result.exit_code == 0
+    for protocol in ("rfw", "lfw", "pairs", "folder"):
+        assert f" {protocol} " in result.output
+
+
+def test_version_names_ffem_tensorflow_and_keras_without_native_log_noise():
+    script = "import sys; sys.argv = ['ffem', '--version']; from ffem_cli.cli import main; main()"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"ffem {__version__} (TensorFlow 2.21")
+    assert "Keras 3.15" in result.stdout
+    assert "absl::InitializeLog" not in result.stderr
+    assert "cudart_stub" not in result.stderr
