@@ -32,6 +32,9 @@ def test_models_lists_measured_backbones_and_poolings(two_backbones):
         assert any(line.split("│")[1].strip() == pooling for line in lines if "│" in line)
     if getattr(losses, "LOSSES", None):
         assert "Losses (--loss)" in result.output
+        assert all(name in result.output for name in losses.LOSSES)
+    if getattr(losses, "MINERS", None):
+        assert "Miners (--miner)" in result.output
 
 
 def test_models_rejects_a_tiny_input_size():
@@ -40,22 +43,34 @@ def test_models_rejects_a_tiny_input_size():
 
 
 @dataclass(frozen=True)
-class FakeSpec:
-    build: object
-    defaults: dict
+class FakeEntry:
+    cls: type
+    family: str
     paper: str
+    defaults: dict
+
+
+class FakeMiner:
+    """Hardest positive and negative per anchor."""
+
+    def __init__(self, margin=0.2, squared=True):
+        pass
 
 
 def arcface_builder(num_classes, embedding_size, margin=0.5, scale=64.0):
     """Additive angular margin (Deng et al. 2019)."""
 
 
-def test_registry_rows_use_attributes_then_signature_and_docstring():
+def test_registry_rows_use_attributes_tuples_then_signature_and_docstring():
     registry = {
-        "cosface": FakeSpec(None, {"margin": 0.35, "scale": 64.0}, "Wang et al. 2018"),
+        "cosface": FakeEntry(object, "classification", "Wang et al. 2018", {"margin": 0.35}),
+        "batch-hard": (FakeMiner, "Hermans et al. 2017"),
         "arcface": arcface_builder,
+        "hardest": FakeMiner,
     }
     assert list(registry_rows(registry)) == [
-        ("cosface", "margin=0.35, scale=64.0", "Wang et al. 2018"),
-        ("arcface", "margin=0.5, scale=64.0", "Additive angular margin (Deng et al. 2019)."),
+        ("cosface", "classification", "margin=0.35", "Wang et al. 2018"),
+        ("batch-hard", "", "margin=0.2, squared=True", "Hermans et al. 2017"),
+        ("arcface", "", "margin=0.5, scale=64.0", "Additive angular margin (Deng et al. 2019)."),
+        ("hardest", "", "margin=0.2, squared=True", "Hardest positive and negative per anchor."),
     ]

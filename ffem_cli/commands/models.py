@@ -60,10 +60,14 @@ def models(
         registry = getattr(losses, attribute, None)
         if not registry:
             continue
+        rows = list(registry_rows(registry))
+        with_family = any(family for _, family, _, _ in rows)
         listing = Table(title=title)
         listing.add_column("name", no_wrap=True)
+        if with_family:
+            listing.add_column("family", no_wrap=True)
         listing.add_column("defaults")
         listing.add_column("paper")
-        for row in registry_rows(registry):
-            listing.add_row(*row)
+        for name, family, defaults, paper in rows:
+            listing.add_row(name, *([family] if with_family else []), defaults, paper)
         out.print(listing)

@@ -2,9 +2,10 @@
 
 ``backbone_rows`` builds each registered backbone with its default head and
 counts parameters and MACs (see ``flops`` for the conventions).
-``registry_rows`` describes the entries of a loss or miner registry from the
-attributes they carry (``summary``/``defaults``/``paper``) or, failing that,
-from the builder's signature defaults and docstring.
+``registry_rows`` describes the entries of a loss or miner registry from what
+they carry (``defaults``/``family``/``paper`` attributes or a
+``(builder, paper)`` tuple) or, failing that, from the builder's signature
+defaults and docstring.
 """
 
 from __future__ import annotations
@@ -72,13 +73,32 @@ def signature_defaults(builder: Callable) -> str:
     )
 
 
-def registry_rows(registry: dict) -> Iterator[tuple[str, str, str]]:
-    """(name, defaults, paper or summary) for each entry of a loss/miner registry."""
+def entry_builder(entry: object) -> object:
+    """The class or function an entry builds: ``(builder, text)``, ``.build``, ``.cls``."""
+    if isinstance(entry, tuple):
+        return entry[0]
+    return getattr(entry, "build", None) or getattr(entry, "cls", None) or entry
+
+
+def entry_paper(entry: object) -> str:
+    """An entry's paper: ``(builder, paper)``, ``.paper``, ``.summary`` or the docstring."""
+    if isinstance(entry, tuple) and len(entry) > 1 and isinstance(entry[1], str):
+        return entry[1]
+    text = getattr(entry, "paper", None) or getattr(entry, "summary", None)
+    return text or first_doc_line(entry_builder(entry))
+
+
+def registry_rows(registry: dict) -> Iterator[tuple[str, str, str, str]]:
+    """(name, family, defaults, paper) for each entry of a loss or miner registry.
+
+    Entries may be objects with ``defaults`` (dict), ``family`` and ``paper``
+    attributes, ``(builder, paper)`` tuples, or bare builders (then the
+    signature's keyword defaults and the docstring's first line are used).
+    """
     for name, entry in registry.items():
         defaults = getattr(entry, "defaults", None)
         if isinstance(defaults, dict):
             defaults = ", ".join(f"{key}={value!r}" for key, value in defaults.items())
         if defaults is None:
-            defaults = signature_defaults(getattr(entry, "build", entry))
-        paper = getattr(entry, "paper", None) or getattr(entry, "summary", None)
-        yield name, defaults, paper or first_doc_line(getattr(entry, "build", entry))
+            defaults = signature_defaults(entry_builder(entry))
+        yield name, getattr(entry, "family", ""), defaults, entry_paper(entry)
