@@ -26,6 +26,9 @@ demo: install
 bench: install
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
+lfw-view1: install
+	$(BIN)/python bench/lfw_view1.py
+
 lint: install
 	$(BIN)/ruff check ffem_cli tests bench
 
