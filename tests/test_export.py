@@ -260,3 +260,36 @@ def test_model_file_with_conflicting_image_size(tmp_path):
     assert result.stderr.strip() == (
         f"error: {run.embedder_path}: conflicting input sizes [64, 112] (model input, run.toml data.image_size, --image-size)"
     )
+
+
+def test_val_pairs_report_accuracy_at_the_keras_threshold(tmp_path, synthetic_faces):
+    run = make_run(tmp_path / "run")
+    root, _ = synthetic_faces
+    lines = [f"1,synthetic_{i}/000.jpg,synthetic_{i}/{j:03d}.jpg" for i in range(6) for j in (1, 2)]
+    lines += [f"0,synthetic_{i}/000.jpg,synthetic_{(i + 1) % 6}/{j:03d}.jpg" for i in range(6) for j in (1, 2)]
+    pair_list = tmp_path / "pairs.txt"
+    pair_list.write_text("\n".join(lines) + "\n")
+    result = invoke(
+        "--run", run.path, "-f", "tflite", "-q", "none", "-q", "int8", "--parity-faces", 8,
+        "--val-pairs", pair_list, "--val-root", root,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "val acc" in result.stdout
+    records = json.loads((run.export_dir / "parity.json").read_text())["exports"]
+    keras_accuracy = records["model.tflite"]["keras_val_accuracy"]
+    assert 0.5 <= keras_accuracy <= 1.0
+    assert abs(records["model.tflite"]["val_accuracy"] - keras_accuracy) <= 1 / 24
+    assert 0.0 <= records["model-int8.tflite"]["val_accuracy"] <= 1.0
+    assert records["model-int8.tflite"]["val_pairs"] == f"{pair_list}: 24 pairs (12 same-person)"
+
+
+def test_val_pairs_with_a_missing_image_gives_one_line(tmp_path, synthetic_faces):
+    run = make_run(tmp_path / "run")
+    root, _ = synthetic_faces
+    pair_list = tmp_path / "pairs.txt"
+    pair_list.write_text("1,synthetic_0/000.jpg,synthetic_0/099.jpg\n0,synthetic_0/000.jpg,synthetic_1/000.jpg\n")
+    result = invoke("--run", run.path, "-f", "onnx", "--val-pairs", pair_list, "--val-root", root)
+    assert result.exit_code == 1
+    assert result.stderr.strip().startswith(f"error: {pair_list}")
+    assert "synthetic_0/099.jpg" in result.stderr
+    assert not run.export_dir.exists()

@@ -23,6 +23,8 @@ def export(
     calibration_faces: int = typer.Option(200, "--calibration-faces", min=1, help="How many pack faces calibrate int8-full."),
     parity_images: Path | None = typer.Option(None, "--parity-images", help="Folder of face images for the parity check (with image_list.json: boxes are cut as in training)."),
     parity_faces: int = typer.Option(64, "--parity-faces", min=1, help="How many faces the parity check compares."),
+    val_pairs: Path | None = typer.Option(None, "--val-pairs", help="Pair list 'label,path1,path2' (ffem eval pairs format): report each export's verification accuracy at the Keras model's best threshold."),
+    val_root: Path | None = typer.Option(None, "--val-root", help="Folder the --val-pairs image paths are relative to (default: the list's folder)."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Output folder (default RUN/export/)."),
 ) -> None:
     """Export an embedder; every export must match the Keras model's embeddings (cosine ≥ 0.9999 unquantized)."""
@@ -34,18 +36,19 @@ def export(
         raise FfemError("--model needs --output DIR (there is no run directory to export into)")
     source = core.load_source(run=run, model_file=model, image_size=image_size)
     output = output if output is not None else source.default_output
-    faces = core.gather_faces(source, calibration, calibration_faces, parity_images, parity_faces)
+    faces = core.gather_faces(source, calibration, calibration_faces, parity_images, parity_faces, val_pairs, val_root)
     err.print(f"parity faces: {faces.parity_source}", markup=False, highlight=False)
     written = core.export(source, jobs, faces, output, announce=lambda text: err.print(f"{text}…", style="dim", markup=False, highlight=False))
-    _show(written, output / core.PARITY_NAME)
+    _show(written, output / core.PARITY_NAME, faces.val_pairs is not None)
 
 
-def _show(written, parity_path: Path) -> None:
+def _show(written, parity_path: Path, with_accuracy: bool) -> None:
     from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=escape(f"{parity_path.parent}: cosine with the Keras model per face"))
-    for column in ("file", "format", "quant.", "faces", "min cos", "mean cos", "check"):
+    columns = ["file", "format", "quant.", "faces", "min cos", "mean cos", "check"] + (["val acc"] if with_accuracy else [])
+    for column in columns:
         table.add_column(column, justify="right" if "cos" in column or column == "faces" else "left", no_wrap=column == "file")
     for item in written:
         check = "[green]pass[/]" if item.threshold is not None else f"drop {1 - item.parity.mean_cosine:.1e}"
@@ -57,6 +60,9 @@ def _show(written, parity_path: Path) -> None:
             f"{item.parity.min_cosine:.6f}",
             f"{item.parity.mean_cosine:.6f}",
             check,
+            *([f"{item.val_accuracy:.4f}"] if with_accuracy else []),
         )
     out.print(table)
+    if with_accuracy:
+        out.print(f"val acc: pair-list accuracy at the Keras model's best threshold (Keras: {written[0].keras_val_accuracy:.4f})", markup=False, highlight=False)
     out.print(f"unquantized exports must reach min cos ≥ 0.9999; figures in {parity_path}", markup=False, highlight=False)

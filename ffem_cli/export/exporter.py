@@ -28,6 +28,7 @@ from ffem_cli.export.converters import FORMATS, QUANTIZATIONS, export_name
 from ffem_cli.export.faces import FaceCrop, folder_faces, pack_faces, synthetic_faces
 from ffem_cli.export.parity import UNQUANTIZED_MIN_COSINE, Parity, cosine_parity
 from ffem_cli.export.quiet import captured_output
+from ffem_cli.export.verification import KerasDecision, ValPairs, keras_decision, load_val_pairs
 from ffem_cli.rundir import RunDir, load_model_file
 
 PARITY_NAME = "parity.json"
@@ -53,22 +54,25 @@ class ExportSource:
 
 @dataclass(frozen=True)
 class ExportFaces:
-    """uint8 ``(N, S, S, 3)`` faces: ``parity`` (with a description) and optional ``calibration``."""
+    """uint8 ``(N, S, S, 3)`` faces: ``parity`` (with a description), optional ``calibration`` and ``val_pairs``."""
 
     parity: np.ndarray
     parity_source: str
     calibration: np.ndarray | None = None
     calibration_source: str | None = None
+    val_pairs: ValPairs | None = None
 
 
 @dataclass(frozen=True)
 class ExportedFile:
-    """One export: its final path, format, quantization and parity figures."""
+    """One export: its final path, format, quantization, parity and (with ``--val-pairs``) accuracy."""
 
     path: Path
     format: str
     quantization: str
     parity: Parity
+    val_accuracy: float | None = None
+    keras_val_accuracy: float | None = None
 
     @property
     def threshold(self) -> float | None:
@@ -131,12 +135,16 @@ def gather_faces(
     calibration_count: int = 200,
     parity_images: Path | None = None,
     parity_count: int = 64,
+    val_pairs: Path | None = None,
+    val_root: Path | None = None,
 ) -> ExportFaces:
     """Calibration faces from ``calibration`` (a pack) and parity faces.
 
     Parity faces come from ``parity_images`` when given, else from the
     calibration pack (the faces after the calibration ones, when it has
     enough), else from the pack the run trained on, else synthetic faces.
+    ``val_pairs``: a ``label,path1,path2`` list whose images (under
+    ``val_root``) are prepared for the verification-accuracy figure.
     """
     calibration_faces = None
     if calibration is not None:
@@ -155,7 +163,8 @@ def gather_faces(
     else:
         parity, described = synthetic_faces(source.crop, parity_count), "synthetic drawn faces (no pack or images given)"
     calibration_source = None if calibration is None else f"pack {calibration}, {len(calibration_faces)} faces"
-    return ExportFaces(parity, f"{described}: {len(parity)} faces", calibration_faces, calibration_source)
+    pairs = None if val_pairs is None else load_val_pairs(val_pairs, val_root, source.crop)
+    return ExportFaces(parity, f"{described}: {len(parity)} faces", calibration_faces, calibration_source, pairs)
 
 
 def _check_pack_dir(path: Path, option: str) -> None:
@@ -201,6 +210,10 @@ def export(
     output.mkdir(parents=True, exist_ok=True)
     announce(f"embedding {len(faces.parity)} parity faces with the Keras model")
     reference = runtimes.embed_in_batches(keras_runtime(source.model), faces.parity)
+    decision = None
+    if faces.val_pairs is not None:
+        announce(f"embedding the {len(faces.val_pairs.faces)} pair-list faces with the Keras model")
+        decision = keras_decision(faces.val_pairs, runtimes.embed_in_batches(keras_runtime(source.model), faces.val_pairs.faces))
     written: list[ExportedFile] = []
     try:
         with tempfile.TemporaryDirectory(prefix=f"{atomic.TMP_PREFIX}staging.", dir=output) as staging:
@@ -210,10 +223,10 @@ def export(
                 converters.write_savedmodel(source.model, saved_model, source.image_size)
             for fmt, quantization in jobs:
                 announce(f"exporting {export_name(fmt, quantization)}")
-                written.append(_export_one(source, fmt, quantization, saved_model, faces, reference, output))
+                written.append(_export_one(source, fmt, quantization, saved_model, faces, reference, decision, output))
     finally:
         if written:
-            _update_parity_file(output / PARITY_NAME, written, faces)
+            _update_parity_file(output / PARITY_NAME, written, faces, decision)
     return written
 
 
@@ -222,13 +235,17 @@ def keras_runtime(model) -> runtimes.Embed:
     return lambda faces: np.asarray(model(faces.astype(np.float32), training=False))
 
 
-def _export_one(source, fmt, quantization, saved_model, faces, reference, output) -> ExportedFile:
+def _export_one(source, fmt, quantization, saved_model, faces, reference, decision, output) -> ExportedFile:
     final = output / export_name(fmt, quantization)
+    val_accuracy = None
     if fmt == "savedmodel":
         with atomic.atomic_directory(final) as staged:
             shutil.copytree(saved_model, staged, dirs_exist_ok=True)
             with captured_output():
-                parity = _measure(runtimes.savedmodel_runtime(staged), faces, reference, final.name, quantization)
+                embed = runtimes.savedmodel_runtime(staged)
+                parity = _measure(embed, faces, reference, final.name, quantization)
+                if decision is not None:
+                    val_accuracy = _val_accuracy(embed, faces.val_pairs, decision)
     else:
         with captured_output():
             if fmt == "tflite":
@@ -238,15 +255,33 @@ def _export_one(source, fmt, quantization, saved_model, faces, reference, output
                 content = converters.onnx_bytes(source.model, source.image_size)
                 embed = runtimes.onnx_runtime(content)
             parity = _measure(embed, faces, reference, final.name, quantization)
+            if decision is not None:
+                val_accuracy = _val_accuracy(embed, faces.val_pairs, decision)
         atomic.write_bytes(final, content)
     parity_record = {**parity.to_json(), "faces_source": faces.parity_source}
+    if decision is not None:
+        parity_record.update(_val_record(val_accuracy, faces.val_pairs, decision))
     if quantization == "int8-full":
         parity_record["calibration"] = faces.calibration_source
     atomic.write_json(
         final.with_name(final.name + ".json"),
         metadata.describe(final, fmt, quantization, source.image_size, source.embedding_size, source.provenance, parity_record),
     )
-    return ExportedFile(final, fmt, quantization, parity)
+    keras_accuracy = None if decision is None else decision.accuracy
+    return ExportedFile(final, fmt, quantization, parity, val_accuracy, keras_accuracy)
+
+
+def _val_accuracy(embed, pairs: ValPairs, decision: KerasDecision) -> float:
+    return decision.accuracy_of(pairs, runtimes.embed_in_batches(embed, pairs.faces))
+
+
+def _val_record(val_accuracy: float, pairs: ValPairs, decision: KerasDecision) -> dict:
+    return {
+        "val_accuracy": round(val_accuracy, 6),
+        "keras_val_accuracy": round(decision.accuracy, 6),
+        "val_threshold": decision.threshold,
+        "val_pairs": pairs.source,
+    }
 
 
 def _measure(embed, faces: ExportFaces, reference: np.ndarray, name: str, quantization: str) -> Parity:
@@ -259,7 +294,7 @@ def _measure(embed, faces: ExportFaces, reference: np.ndarray, name: str, quanti
     return parity
 
 
-def _update_parity_file(path: Path, written: list[ExportedFile], faces: ExportFaces) -> None:
+def _update_parity_file(path: Path, written: list[ExportedFile], faces: ExportFaces, decision) -> None:
     """Merge this call's figures into ``parity.json`` (keyed by file name)."""
     try:
         record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
@@ -274,4 +309,6 @@ def _update_parity_file(path: Path, written: list[ExportedFile], faces: ExportFa
             "threshold": item.threshold,
             "faces_source": faces.parity_source,
         }
+        if decision is not None:
+            exports[item.path.name].update(_val_record(item.val_accuracy, faces.val_pairs, decision))
     atomic.write_json(path, {"metric": "cosine(exported, keras) per face", "exports": dict(sorted(exports.items()))})
