@@ -7,10 +7,12 @@ Results meant for pipes (tables a user may redirect) go to stdout through
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
 import threading
+from collections.abc import Callable, Iterator
 
 from rich.console import Console
 from rich.progress import (
@@ -95,3 +97,28 @@ def filter_native_logs() -> None:
                     os.write(real_fd, line)
 
     threading.Thread(target=forward, name="ffem-native-log-filter", daemon=True).start()
+
+
+@contextlib.contextmanager
+def progress_updates(description: str, unit: str = "it") -> Iterator[Callable[[int, int | None], None]]:
+    """A progress callback ``update(done, total)`` for core functions that report progress.
+
+    The bar appears on the first call, so a command that fails while still
+    validating its input prints its error line alone, without an empty bar.
+    """
+    bar: Progress | None = None
+    task = None
+
+    def update(done: int, total: int | None = None) -> None:
+        nonlocal bar, task
+        if bar is None:
+            bar = progress_bar()
+            bar.start()
+            task = bar.add_task(description, total=total, unit=unit)
+        bar.update(task, completed=done, total=total)
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.stop()

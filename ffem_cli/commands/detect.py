@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ffem_cli.console import err, out, progress_bar
+from ffem_cli.console import err, out, progress_updates
 from ffem_cli.errors import FfemError
 
 
@@ -50,12 +50,7 @@ def detect(
     options = DetectOptions(
         batch_size=batch_size, min_face_size=min_face_size, thresholds=parse_thresholds(threshold), workers=workers
     )
-    with progress_bar() as bar:
-        task = bar.add_task("detect", total=None, unit="img")
-
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
+    with progress_updates("detect", unit="img") as progress:
         summary = detect_folder(root, output, options, resume=resume, rejects_path=rejects, progress=progress)
 
     table = Table(title=f"ffem detect: {root}", show_header=False)
