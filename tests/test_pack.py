@@ -113,7 +113,7 @@ def test_records_hold_the_cropped_faces_with_labels_and_paths(packed, labelled_l
             entry = entries[path]
             assert label == entry.label
             image = read_rgb(root / path)
-            assert encoded == encode_face(image, entry, SETTINGS)
+            assert encoded == encode_face(Image.fromarray(image), entry, SETTINGS)
             stored = np.asarray(Image.open(io.BytesIO(encoded)), dtype=np.float64)
             expected = crop_face(image, entry.box, entry.landmarks, 112, 0.2)
             assert stored.shape == (112, 112, 3)

@@ -65,17 +65,34 @@ def crop_face(
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected a uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
+    face = crop_face_image(Image.fromarray(image), box, landmarks, size, margin, align)
+    return np.asarray(face)
+
+
+def crop_face_image(
+    picture: Image.Image,
+    box: tuple[float, float, float, float] | None,
+    landmarks: np.ndarray | None = None,
+    size: int = 112,
+    margin: float = 0.2,
+    align: bool = False,
+) -> Image.Image:
+    """``crop_face`` on an RGB PIL image, returning a PIL image (saves two array copies).
+
+    ``ffem pack`` uses it on freshly decoded photos; everything else should
+    call ``crop_face``. Same geometry, same pixels.
+    """
+    if picture.mode != "RGB":
+        raise ValueError(f"expected an RGB image, got mode {picture.mode}")
     if size < 1:
         raise ValueError(f"size must be positive, got {size}")
     if align:
         if landmarks is None:
             raise ValueError("align=True needs the 5 landmarks")
-        return _align(image, np.asarray(landmarks, dtype=np.float64), size)
+        return _align(picture, np.asarray(landmarks, dtype=np.float64), size)
     if box is None:
-        return np.asarray(
-            Image.fromarray(image).resize((size, size), Image.BILINEAR, reducing_gap=None)
-        )
-    return _margin_crop(image, box, size, margin)
+        return picture.resize((size, size), Image.BILINEAR)
+    return _margin_crop(picture, box, size, margin)
 
 
 def square_around_box(
@@ -93,20 +110,16 @@ def square_around_box(
     return cx - half, cy - half, cx + half, cy + half
 
 
-def _margin_crop(image: np.ndarray, box, size: int, margin: float) -> np.ndarray:
+def _margin_crop(picture: Image.Image, box, size: int, margin: float) -> Image.Image:
     left, top, right, bottom = square_around_box(box, margin)
-    height, width = image.shape[:2]
-    # Pad with zeros just enough that the square lies inside, then let PIL
-    # resize the (fractional) region with an antialiasing filter.
-    pad_left = max(0, math.ceil(-left))
-    pad_top = max(0, math.ceil(-top))
-    pad_right = max(0, math.ceil(right - width))
-    pad_bottom = max(0, math.ceil(bottom - height))
-    if pad_left or pad_top or pad_right or pad_bottom:
-        image = np.pad(image, ((pad_top, pad_bottom), (pad_left, pad_right), (0, 0)))
-    region = (left + pad_left, top + pad_top, right + pad_left, bottom + pad_top)
-    resized = Image.fromarray(image).resize((size, size), Image.BILINEAR, box=region)
-    return np.asarray(resized)
+    width, height = picture.size
+    if left < 0 or top < 0 or right > width or bottom > height:
+        # Cut the integer bounding rectangle first: PIL fills the outside with black.
+        x0, y0 = math.floor(left), math.floor(top)
+        picture = picture.crop((x0, y0, math.ceil(right), math.ceil(bottom)))
+        left, top, right, bottom = left - x0, top - y0, right - x0, bottom - y0
+    # Resize the fractional square with an antialiasing bilinear filter.
+    return picture.resize((size, size), Image.BILINEAR, box=(left, top, right, bottom))
 
 
 def umeyama(source: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -141,12 +154,11 @@ def alignment_matrix(landmarks: np.ndarray, size: int = 112) -> np.ndarray:
     return umeyama(landmarks, ARCFACE_TEMPLATE * (size / 112.0))
 
 
-def _align(image: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
+def _align(picture: Image.Image, landmarks: np.ndarray, size: int) -> Image.Image:
     matrix = alignment_matrix(landmarks, size)
     scale = math.sqrt(abs(np.linalg.det(matrix[:, :2])))
     if scale <= 0:
         raise ValueError("degenerate landmarks (all points coincide)")
-    picture = Image.fromarray(image)
     # Bilinear sampling aliases when shrinking a lot: first reduce the photo by
     # an integer factor (box filter) so that the remaining scale is >= 0.5.
     factor = int(1 / scale) if scale < 0.5 else 1
@@ -164,7 +176,6 @@ def _align(image: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
         linear_inv[0, 0], linear_inv[0, 1], offset_pil[0],
         linear_inv[1, 0], linear_inv[1, 1], offset_pil[1],
     )  # fmt: skip
-    warped = picture.transform(
+    return picture.transform(
         (size, size), Image.AFFINE, coefficients, resample=Image.BILINEAR, fillcolor=(0, 0, 0)
     )
-    return np.asarray(warped)
