@@ -42,7 +42,9 @@ import numpy as np  # noqa: E402
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="few timed calls (a smoke run)")
-    parser.add_argument("--threads", type=int, default=1, help="threads for every runtime (default 1)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="threads for every runtime (default 1)"
+    )
     parser.add_argument("--backbone", default="mobilefacenet")
     return parser.parse_args()
 
@@ -67,7 +69,9 @@ def bench_faces(image_size: int, count: int) -> tuple[np.ndarray, str]:
     lfw = realdata.lfw_root()
     reason = realdata.missing_reason(lfw)
     if reason is None:
-        return faces.folder_faces(lfw / "images", crop, count), f"LFW ({count} images, resized whole)"
+        return faces.folder_faces(
+            lfw / "images", crop, count
+        ), f"LFW ({count} images, resized whole)"
     print(f"real-data part skipped: {reason}; using synthetic faces")
     return faces.synthetic_faces(crop, count), f"synthetic drawn faces ({count})"
 
@@ -76,7 +80,11 @@ def set_batchnorm_statistics(model, images: np.ndarray) -> None:
     """Moving mean/variance := the statistics of ``images`` (as after training)."""
     import keras
 
-    layers = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    layers = [
+        layer
+        for layer in model._flatten_layers()
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
     for layer in layers:
         layer.momentum = 0.0
     model(images.astype("float32"), training=True)
@@ -103,8 +111,10 @@ def main() -> None:
     faces, described = bench_faces(size, 256)
     set_batchnorm_statistics(model, faces[:128])
     one, many = faces[:1], faces[:batch]
-    print(f"{args.backbone}: {model.count_params():,} parameters, input {size}x{size}; faces: {described}; "
-          f"threads: {args.threads}; TF {tf.__version__}, Keras {keras.__version__}")
+    print(
+        f"{args.backbone}: {model.count_params():,} parameters, input {size}x{size}; faces: {described}; "
+        f"threads: {args.threads}; TF {tf.__version__}, Keras {keras.__version__}"
+    )
 
     graph_call = tf.function(lambda x: model(x, training=False))
     xla_call = tf.function(lambda x: model(x, training=False), jit_compile=True)
@@ -128,34 +138,49 @@ def main() -> None:
         with captured_output():
             converters.write_savedmodel(model, saved_model, size)
             exports = {
-                f"tflite {q}": converters.tflite_bytes(saved_model, q, faces[:128]) for q in converters.QUANTIZATIONS
+                f"tflite {q}": converters.tflite_bytes(saved_model, q, faces[:128])
+                for q in converters.QUANTIZATIONS
             }
             exports["onnx"] = converters.onnx_bytes(model, size)
         for name, content in exports.items():
             with captured_output():
                 make = runtimes.onnx_runtime if name == "onnx" else runtimes.tflite_runtime
                 embed = make(content, threads=args.threads)
-                parity = cosine_parity(reference, runtimes.embed_in_batches(embed, faces[128:], batch))
+                parity = cosine_parity(
+                    reference, runtimes.embed_in_batches(embed, faces[128:], batch)
+                )
                 latency = median_seconds(lambda e=embed: e(one), single_repeats, warmup=3)
-                throughput = batch / median_seconds(lambda e=embed: e(many), batch_repeats, warmup=1)
+                throughput = batch / median_seconds(
+                    lambda e=embed: e(many), batch_repeats, warmup=1
+                )
             results[name] = (latency, throughput, parity)
             print(f"  timed {name} ({len(content) / 1e6:.1f} MB)")
 
     compiled = ["keras tf.function", "keras tf.function XLA"]
     baseline = min(compiled, key=lambda n: results[n][0])
     base_latency, base_throughput, _ = results[baseline]
-    print(f"\nbaseline for ratios: {baseline} (the faster tf.function-compiled Keras call at batch 1)")
+    print(
+        f"\nbaseline for ratios: {baseline} (the faster tf.function-compiled Keras call at batch 1)"
+    )
     header = f"{'runtime':<24}{'batch-1 ms':>11}{'speed x':>9}{'batch-64 faces/s':>18}{'x':>7}{'min cos':>10}{'mean cos':>10}"
     print(header)
     print("-" * len(header))
     for name, (latency, throughput, parity) in results.items():
-        cos = f"{parity.min_cosine:>10.5f}{parity.mean_cosine:>10.5f}" if parity else f"{'(ref)':>10}{'':>10}"
-        print(f"{name:<24}{latency * 1e3:>11.2f}{base_latency / latency:>9.2f}"
-              f"{throughput:>18.1f}{throughput / base_throughput:>7.2f}{cos}")
+        cos = (
+            f"{parity.min_cosine:>10.5f}{parity.mean_cosine:>10.5f}"
+            if parity
+            else f"{'(ref)':>10}{'':>10}"
+        )
+        print(
+            f"{name:<24}{latency * 1e3:>11.2f}{base_latency / latency:>9.2f}"
+            f"{throughput:>18.1f}{throughput / base_throughput:>7.2f}{cos}"
+        )
     ratio = base_latency / results["tflite none"][0]
     verdict = "met" if ratio >= 1.8 else "NOT met"
     print(f"\ngoal TFLite fp32 >= 1.8x Keras batch-1 speed: {ratio:.2f}x ({verdict})")
-    print("note: the network has random weights; the int8 cosines are a pessimistic stand-in for a trained model's")
+    print(
+        "note: the network has random weights; the int8 cosines are a pessimistic stand-in for a trained model's"
+    )
 
 
 if __name__ == "__main__":

@@ -34,10 +34,15 @@ def make_run(path: Path, with_embedder: bool = True, seed: int = 0) -> RunDir:
         # Batch-norm statistics of real inputs (as after training): with the
         # initial ones every face gets almost the same embedding, and parity
         # would be trivially high.
-        batch_norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+        batch_norms = [
+            layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)
+        ]
         for layer in batch_norms:
             layer.momentum = 0.0
-        model(faces.synthetic_faces(faces.FaceCrop(SIZE), 32, seed=seed).astype("float32"), training=True)
+        model(
+            faces.synthetic_faces(faces.FaceCrop(SIZE), 32, seed=seed).astype("float32"),
+            training=True,
+        )
         for layer in batch_norms:
             layer.momentum = 0.99
         model.save(run.embedder_path)
@@ -90,7 +95,11 @@ def check_faces():
 
 
 def cosines(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
-    return (reference * other).sum(1) / np.linalg.norm(reference, axis=1) / np.linalg.norm(other, axis=1)
+    return (
+        (reference * other).sum(1)
+        / np.linalg.norm(reference, axis=1)
+        / np.linalg.norm(other, axis=1)
+    )
 
 
 def keras_embeddings(run: RunDir, images: np.ndarray) -> np.ndarray:
@@ -100,7 +109,14 @@ def keras_embeddings(run: RunDir, images: np.ndarray) -> np.ndarray:
 def test_every_export_is_written_with_metadata_and_parity(exported):
     run, result = exported
     export_dir = run.export_dir
-    names = ["saved_model", "model.tflite", "model-float16.tflite", "model-int8.tflite", "model-int8-full.tflite", "model.onnx"]
+    names = [
+        "saved_model",
+        "model.tflite",
+        "model-float16.tflite",
+        "model-int8.tflite",
+        "model-int8-full.tflite",
+        "model.onnx",
+    ]
     parity = json.loads((export_dir / "parity.json").read_text())["exports"]
     assert sorted(parity) == sorted(names)
     assert leftovers(export_dir) == []
@@ -124,7 +140,10 @@ def test_every_export_is_written_with_metadata_and_parity(exported):
         assert parity[name]["min_cosine"] >= 0.9999 and parity[name]["threshold"] == 0.9999
     assert parity["model-float16.tflite"]["min_cosine"] >= 0.999
     assert parity["model-int8-full.tflite"]["threshold"] is None
-    assert "calibration" in json.loads((export_dir / "model-int8-full.tflite.json").read_text())["parity"]
+    assert (
+        "calibration"
+        in json.loads((export_dir / "model-int8-full.tflite.json").read_text())["parity"]
+    )
     for name in ("model-int8.tflite", "model-int8-full.tflite"):
         assert 0.9 < parity[name]["mean_cosine"] <= 1.0 + 1e-6
     assert "model-int8-full.tflite" in result.stdout and "min cos" in result.stdout
@@ -134,7 +153,9 @@ def test_savedmodel_takes_uint8_faces_and_matches_keras(exported, check_faces):
     import tensorflow as tf
 
     run, _ = exported
-    signature = tf.saved_model.load(str(run.export_dir / "saved_model")).signatures["serving_default"]
+    signature = tf.saved_model.load(str(run.export_dir / "saved_model")).signatures[
+        "serving_default"
+    ]
     spec = signature.structured_input_signature[1]["faces"]
     assert spec.dtype == tf.uint8 and spec.shape.as_list() == [None, SIZE, SIZE, 3]
     embeddings = signature(faces=tf.constant(check_faces))["embeddings"].numpy()
@@ -174,7 +195,9 @@ def test_onnx_runtime_matches_keras(exported, check_faces):
 
     run, _ = exported
     model = onnx.load(str(run.export_dir / "model.onnx"))
-    assert max(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")) >= 17
+    assert (
+        max(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")) >= 17
+    )
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
     embeddings = runtimes.onnx_runtime(run.export_dir / "model.onnx", threads=1)(check_faces)
     assert cosines(keras_embeddings(run, check_faces), embeddings).min() >= 0.9999
@@ -193,7 +216,9 @@ def test_a_drifting_onnx_export_fails_and_is_not_written(tmp_path, monkeypatch):
         "nothing was written under that name"
     )
     export_dir = run.export_dir
-    assert not (export_dir / "model.onnx").exists() and not (export_dir / "model.onnx.json").exists()
+    assert (
+        not (export_dir / "model.onnx").exists() and not (export_dir / "model.onnx.json").exists()
+    )
     assert (export_dir / "model.tflite").is_file()  # the export before it passed and stays
     assert list(json.loads((export_dir / "parity.json").read_text())["exports"]) == ["model.tflite"]
     assert leftovers(export_dir) == []
@@ -202,8 +227,12 @@ def test_a_drifting_onnx_export_fails_and_is_not_written(tmp_path, monkeypatch):
 def test_a_drifting_savedmodel_leaves_no_folder(tmp_path, monkeypatch):
     run = make_run(tmp_path / "run")
     load = runtimes.savedmodel_runtime
-    monkeypatch.setattr(runtimes, "savedmodel_runtime", lambda path: lambda x: load(path)(x)[:, ::-1].copy())
-    result = invoke("--run", run.path, "-f", "savedmodel", "--parity-faces", 4, "--output", tmp_path / "out")
+    monkeypatch.setattr(
+        runtimes, "savedmodel_runtime", lambda path: lambda x: load(path)(x)[:, ::-1].copy()
+    )
+    result = invoke(
+        "--run", run.path, "-f", "savedmodel", "--parity-faces", 4, "--output", tmp_path / "out"
+    )
     assert result.exit_code == 1
     assert "error: saved_model: parity check failed" in error_line(result)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []
@@ -212,7 +241,18 @@ def test_a_drifting_savedmodel_leaves_no_folder(tmp_path, monkeypatch):
 def test_parity_images_folder_is_cut_with_the_image_list(tmp_path, synthetic_faces, capfd):
     run = make_run(tmp_path / "run")
     root, _ = synthetic_faces
-    result = invoke("--run", run.path, "-f", "onnx", "--parity-images", root, "--parity-faces", 6, "-o", tmp_path / "out")
+    result = invoke(
+        "--run",
+        run.path,
+        "-f",
+        "onnx",
+        "--parity-images",
+        root,
+        "--parity-faces",
+        6,
+        "-o",
+        tmp_path / "out",
+    )
     assert result.exit_code == 0, result.stderr
     assert capfd.readouterr().out == ""  # no converter chatter reached file descriptor 1
     record = json.loads((tmp_path / "out" / "parity.json").read_text())["exports"]["model.onnx"]
@@ -223,9 +263,15 @@ def test_parity_images_folder_is_cut_with_the_image_list(tmp_path, synthetic_fac
     ("args", "message"),
     [
         (["-f", "tflit"], "unknown format 'tflit'; choose from: savedmodel, tflite, onnx"),
-        (["-q", "int4"], "unknown quantization 'int4'; choose from: none, float16, int8, int8-full"),
+        (
+            ["-q", "int4"],
+            "unknown quantization 'int4'; choose from: none, float16, int8, int8-full",
+        ),
         (["-f", "onnx", "-q", "float16"], "--quantize float16 applies to --format tflite only"),
-        (["-f", "tflite", "-q", "int8-full"], "--quantize int8-full needs --calibration PACK_DIR (faces to calibrate activation ranges)"),
+        (
+            ["-f", "tflite", "-q", "int8-full"],
+            "--quantize int8-full needs --calibration PACK_DIR (faces to calibrate activation ranges)",
+        ),
     ],
 )
 def test_bad_requests_give_one_line(tmp_path, args, message):
@@ -238,17 +284,20 @@ def test_bad_requests_give_one_line(tmp_path, args, message):
 
 def test_missing_run_or_embedder_or_pack_gives_one_line(tmp_path):
     result = invoke("--run", tmp_path / "nope", "-f", "onnx")
-    assert (result.exit_code, result.stderr.strip()) == (1, f"error: {tmp_path / 'nope'}: no such run directory")
+    assert (result.exit_code, result.stderr.strip()) == (
+        1,
+        f"error: {tmp_path / 'nope'}: no such run directory",
+    )
     run = make_run(tmp_path / "run", with_embedder=False)
     result = invoke("--run", run.path, "-f", "onnx")
     assert result.stderr.strip() == f"error: {run.path}: no embedder.keras (has training finished?)"
     run = make_run(tmp_path / "run2")
-    result = invoke("--run", run.path, "-f", "tflite", "-q", "int8-full", "--calibration", tmp_path / "nopack")
+    result = invoke(
+        "--run", run.path, "-f", "tflite", "-q", "int8-full", "--calibration", tmp_path / "nopack"
+    )
     assert result.stderr.strip() == (
         f"error: {tmp_path / 'nopack'}: --calibration must be a pack directory (ffem pack output); no such folder"
     )
-    result = invoke("--model", run.embedder_path, "-f", "onnx")
-    assert result.stderr.strip() == "error: --model needs --output DIR (there is no run directory to export into)"
     result = invoke("-f", "onnx")
     assert result.stderr.strip() == "error: give exactly one of --run RUN_DIR or --model FILE.keras"
     assert not run.export_dir.exists()
@@ -256,7 +305,9 @@ def test_missing_run_or_embedder_or_pack_gives_one_line(tmp_path):
 
 def test_model_file_with_conflicting_image_size(tmp_path):
     run = make_run(tmp_path / "run")
-    result = invoke("--model", run.embedder_path, "--image-size", 112, "-f", "onnx", "-o", tmp_path / "out")
+    result = invoke(
+        "--model", run.embedder_path, "--image-size", 112, "-f", "onnx", "-o", tmp_path / "out"
+    )
     assert result.stderr.strip() == (
         f"error: {run.embedder_path}: conflicting input sizes [64, 112] (model input, run.toml data.image_size, --image-size)"
     )
@@ -266,7 +317,11 @@ def test_val_pairs_report_accuracy_at_the_keras_threshold(tmp_path, synthetic_fa
     run = make_run(tmp_path / "run")
     root, _ = synthetic_faces
     lines = [f"1,synthetic_{i}/000.jpg,synthetic_{i}/{j:03d}.jpg" for i in range(6) for j in (1, 2)]
-    lines += [f"0,synthetic_{i}/000.jpg,synthetic_{(i + 1) % 6}/{j:03d}.jpg" for i in range(6) for j in (1, 2)]
+    lines += [
+        f"0,synthetic_{i}/000.jpg,synthetic_{(i + 1) % 6}/{j:03d}.jpg"
+        for i in range(6)
+        for j in (1, 2)
+    ]
     pair_list = tmp_path / "pairs.txt"
     pair_list.write_text("\n".join(lines) + "\n")
     result = invoke(
@@ -287,7 +342,9 @@ def test_val_pairs_with_a_missing_image_gives_one_line(tmp_path, synthetic_faces
     run = make_run(tmp_path / "run")
     root, _ = synthetic_faces
     pair_list = tmp_path / "pairs.txt"
-    pair_list.write_text("1,synthetic_0/000.jpg,synthetic_0/099.jpg\n0,synthetic_0/000.jpg,synthetic_1/000.jpg\n")
+    pair_list.write_text(
+        "1,synthetic_0/000.jpg,synthetic_0/099.jpg\n0,synthetic_0/000.jpg,synthetic_1/000.jpg\n"
+    )
     result = invoke("--run", run.path, "-f", "onnx", "--val-pairs", pair_list, "--val-root", root)
     assert result.exit_code == 1
     assert result.stderr.strip().startswith(f"error: {pair_list}")

@@ -8,37 +8,83 @@ from pathlib import Path
 import typer
 
 from ffem_cli.console import err, out
-from ffem_cli.errors import FfemError
 
 ALL_FORMATS = ["savedmodel", "tflite", "onnx"]
 
 
 def export(
-    run: Path | None = typer.Option(None, "--run", help="Run directory whose embedder.keras and run.toml are exported."),
-    model: Path | None = typer.Option(None, "--model", help="A .keras embedder file to export instead of --run."),
-    image_size: int | None = typer.Option(None, "--image-size", min=1, help="Face side in pixels, for --model files whose input size is not fixed."),
-    formats: list[str] = typer.Option(ALL_FORMATS, "--format", "-f", help="savedmodel | tflite | onnx; repeat for several."),
-    quantize: list[str] = typer.Option(["none"], "--quantize", "-q", help="TFLite only: none | float16 | int8 (dynamic range) | int8-full (needs --calibration); repeat for several."),
-    calibration: Path | None = typer.Option(None, "--calibration", help="Pack directory whose faces calibrate int8-full (and serve as parity faces)."),
-    calibration_faces: int = typer.Option(200, "--calibration-faces", min=1, help="How many pack faces calibrate int8-full."),
-    parity_images: Path | None = typer.Option(None, "--parity-images", help="Folder of face images for the parity check (with image_list.json: boxes are cut as in training)."),
-    parity_faces: int = typer.Option(64, "--parity-faces", min=1, help="How many faces the parity check compares."),
-    val_pairs: Path | None = typer.Option(None, "--val-pairs", help="Pair list 'label,path1,path2' (ffem eval pairs format): report each export's verification accuracy at the Keras model's best threshold."),
-    val_root: Path | None = typer.Option(None, "--val-root", help="Folder the --val-pairs image paths are relative to (default: the list's folder)."),
-    output: Path | None = typer.Option(None, "--output", "-o", help="Output folder (default RUN/export/)."),
+    run: Path | None = typer.Option(
+        None, "--run", help="Run directory whose embedder.keras and run.toml are exported."
+    ),
+    model: Path | None = typer.Option(
+        None, "--model", help="A .keras embedder file to export instead of --run."
+    ),
+    image_size: int | None = typer.Option(
+        None,
+        "--image-size",
+        min=1,
+        help="Face side in pixels, for --model files whose input size is not fixed.",
+    ),
+    formats: list[str] = typer.Option(
+        ALL_FORMATS, "--format", "-f", help="savedmodel | tflite | onnx; repeat for several."
+    ),
+    quantize: list[str] = typer.Option(
+        ["none"],
+        "--quantize",
+        "-q",
+        help="TFLite only: none | float16 | int8 (dynamic range) | int8-full (needs --calibration); repeat for several.",
+    ),
+    calibration: Path | None = typer.Option(
+        None,
+        "--calibration",
+        help="Pack directory whose faces calibrate int8-full (and serve as parity faces).",
+    ),
+    calibration_faces: int = typer.Option(
+        200, "--calibration-faces", min=1, help="How many pack faces calibrate int8-full."
+    ),
+    parity_images: Path | None = typer.Option(
+        None,
+        "--parity-images",
+        help="Folder of face images for the parity check (with image_list.json: boxes are cut as in training).",
+    ),
+    parity_faces: int = typer.Option(
+        64, "--parity-faces", min=1, help="How many faces the parity check compares."
+    ),
+    val_pairs: Path | None = typer.Option(
+        None,
+        "--val-pairs",
+        help="Pair list 'label,path1,path2' (ffem eval pairs format): report each export's verification accuracy at the Keras model's best threshold.",
+    ),
+    val_root: Path | None = typer.Option(
+        None,
+        "--val-root",
+        help="Folder the --val-pairs image paths are relative to (default: the list's folder).",
+    ),
+    output: Path | None = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="Output folder (default RUN/export/, or export/ beside the --model file).",
+    ),
 ) -> None:
     """Export an embedder; every export must match the Keras model's embeddings (cosine ≥ 0.9999 unquantized)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from ffem_cli import export as core
 
     jobs = core.check_request(formats, quantize, has_calibration=calibration is not None)
-    if output is None and run is None and model is not None:
-        raise FfemError("--model needs --output DIR (there is no run directory to export into)")
     source = core.load_source(run=run, model_file=model, image_size=image_size)
     output = output if output is not None else source.default_output
-    faces = core.gather_faces(source, calibration, calibration_faces, parity_images, parity_faces, val_pairs, val_root)
+    faces = core.gather_faces(
+        source, calibration, calibration_faces, parity_images, parity_faces, val_pairs, val_root
+    )
     err.print(f"parity faces: {faces.parity_source}", markup=False, highlight=False)
-    written = core.export(source, jobs, faces, output, announce=lambda text: err.print(f"{text}…", style="dim", markup=False, highlight=False))
+    written = core.export(
+        source,
+        jobs,
+        faces,
+        output,
+        announce=lambda text: err.print(f"{text}…", style="dim", markup=False, highlight=False),
+    )
     _show(written, output / core.PARITY_NAME, faces.val_pairs is not None)
 
 
@@ -47,11 +93,21 @@ def _show(written, parity_path: Path, with_accuracy: bool) -> None:
     from rich.table import Table
 
     table = Table(title=escape(f"{parity_path.parent}: cosine with the Keras model per face"))
-    columns = ["file", "format", "quant.", "faces", "min cos", "mean cos", "check"] + (["val acc"] if with_accuracy else [])
+    columns = ["file", "format", "quant.", "faces", "min cos", "mean cos", "check"] + (
+        ["val acc"] if with_accuracy else []
+    )
     for column in columns:
-        table.add_column(column, justify="right" if "cos" in column or column == "faces" else "left", no_wrap=column == "file")
+        table.add_column(
+            column,
+            justify="right" if "cos" in column or column == "faces" else "left",
+            no_wrap=column == "file",
+        )
     for item in written:
-        check = "[green]pass[/]" if item.threshold is not None else f"drop {1 - item.parity.mean_cosine:.1e}"
+        check = (
+            "[green]pass[/]"
+            if item.threshold is not None
+            else f"drop {1 - item.parity.mean_cosine:.1e}"
+        )
         table.add_row(
             item.path.name,
             item.format,
@@ -64,5 +120,13 @@ def _show(written, parity_path: Path, with_accuracy: bool) -> None:
         )
     out.print(table)
     if with_accuracy:
-        out.print(f"val acc: pair-list accuracy at the Keras model's best threshold (Keras: {written[0].keras_val_accuracy:.4f})", markup=False, highlight=False)
-    out.print(f"unquantized exports must reach min cos ≥ 0.9999; figures in {parity_path}", markup=False, highlight=False)
+        out.print(
+            f"val acc: pair-list accuracy at the Keras model's best threshold (Keras: {written[0].keras_val_accuracy:.4f})",
+            markup=False,
+            highlight=False,
+        )
+    out.print(
+        f"unquantized exports must reach min cos ≥ 0.9999; figures in {parity_path}",
+        markup=False,
+        highlight=False,
+    )

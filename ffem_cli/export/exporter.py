@@ -40,7 +40,8 @@ class ExportSource:
 
     ``crop``: how faces were cut in training (``run.toml`` ``[data]``);
     ``pack``: the pack the run trained on when it still exists;
-    ``provenance``: run path, model file, backbone … for the metadata.
+    ``provenance``: run path, model file, backbone … for the metadata;
+    ``default_output``: ``RUN/export/``, or ``export/`` beside a ``--model`` file.
     """
 
     model: object
@@ -49,7 +50,7 @@ class ExportSource:
     crop: FaceCrop
     pack: Path | None
     provenance: dict
-    default_output: Path | None
+    default_output: Path
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,9 @@ class ExportedFile:
         return UNQUANTIZED_MIN_COSINE if self.quantization == "none" else None
 
 
-def load_source(run: Path | None = None, model_file: Path | None = None, image_size: int | None = None) -> ExportSource:
+def load_source(
+    run: Path | None = None, model_file: Path | None = None, image_size: int | None = None
+) -> ExportSource:
     """The embedder of a run directory or of a ``.keras`` file; ``FfemError`` on bad input."""
     if (run is None) == (model_file is None):
         raise FfemError("give exactly one of --run RUN_DIR or --model FILE.keras")
@@ -110,14 +113,16 @@ def load_source(run: Path | None = None, model_file: Path | None = None, image_s
         "embedding_size": embedding_size,
         "face_crop": {"image_size": size, "crop": crop.crop, "margin": crop.margin},
     }
-    default_output = RunDir(run).export_dir if run is not None else None
+    default_output = RunDir(run).export_dir if run is not None else model_path.parent / "export"
     return ExportSource(model, size, embedding_size, crop, pack, provenance, default_output)
 
 
 def _input_size(model, model_path: Path, run_size, option_size: int | None) -> int:
     shape = tuple(model.input_shape)
     if len(shape) != 4 or shape[-1] != 3 or shape[1] != shape[2]:
-        raise FfemError(f"{model_path}: expected an embedder taking (N, S, S, 3) faces, got input shape {shape}")
+        raise FfemError(
+            f"{model_path}: expected an embedder taking (N, S, S, 3) faces, got input shape {shape}"
+        )
     candidates = {int(v) for v in (shape[1], run_size, option_size) if v is not None}
     if len(candidates) > 1:
         raise FfemError(
@@ -152,27 +157,50 @@ def gather_faces(
         read = pack_faces(calibration, source.image_size, calibration_count + parity_count)
         calibration_faces = read[:calibration_count]
     if parity_images is not None:
-        parity, described = folder_faces(parity_images, source.crop, parity_count), f"images in {parity_images}"
+        parity, described = (
+            folder_faces(parity_images, source.crop, parity_count),
+            f"images in {parity_images}",
+        )
     elif calibration_faces is not None:
         if len(read) > calibration_count:
-            parity, described = read[calibration_count:], f"pack {calibration}, faces after the calibration ones"
+            parity, described = (
+                read[calibration_count:],
+                f"pack {calibration}, faces after the calibration ones",
+            )
         else:
-            parity, described = read[:parity_count], f"pack {calibration}, the calibration faces themselves"
+            parity, described = (
+                read[:parity_count],
+                f"pack {calibration}, the calibration faces themselves",
+            )
     elif source.pack is not None:
-        parity, described = pack_faces(source.pack, source.image_size, parity_count), f"pack {source.pack} (the run's training pack)"
+        parity, described = (
+            pack_faces(source.pack, source.image_size, parity_count),
+            f"pack {source.pack} (the run's training pack)",
+        )
     else:
-        parity, described = synthetic_faces(source.crop, parity_count), "synthetic drawn faces (no pack or images given)"
-    calibration_source = None if calibration is None else f"pack {calibration}, {len(calibration_faces)} faces"
+        parity, described = (
+            synthetic_faces(source.crop, parity_count),
+            "synthetic drawn faces (no pack or images given)",
+        )
+    calibration_source = (
+        None if calibration is None else f"pack {calibration}, {len(calibration_faces)} faces"
+    )
     pairs = None if val_pairs is None else load_val_pairs(val_pairs, val_root, source.crop)
-    return ExportFaces(parity, f"{described}: {len(parity)} faces", calibration_faces, calibration_source, pairs)
+    return ExportFaces(
+        parity, f"{described}: {len(parity)} faces", calibration_faces, calibration_source, pairs
+    )
 
 
 def _check_pack_dir(path: Path, option: str) -> None:
     if not Path(path).is_dir():
-        raise FfemError(f"{path}: {option} must be a pack directory (ffem pack output); no such folder")
+        raise FfemError(
+            f"{path}: {option} must be a pack directory (ffem pack output); no such folder"
+        )
 
 
-def check_request(formats: list[str], quantizations: list[str], has_calibration: bool) -> list[tuple[str, str]]:
+def check_request(
+    formats: list[str], quantizations: list[str], has_calibration: bool
+) -> list[tuple[str, str]]:
     """The ``(format, quantization)`` jobs of a request; ``FfemError`` on a bad combination."""
     if not formats:
         raise FfemError(f"no --format given; choose from: {', '.join(FORMATS)}")
@@ -181,15 +209,21 @@ def check_request(formats: list[str], quantizations: list[str], has_calibration:
             raise FfemError(f"unknown format {fmt!r}; choose from: {', '.join(FORMATS)}")
     for quantization in quantizations:
         if quantization not in QUANTIZATIONS:
-            raise FfemError(f"unknown quantization {quantization!r}; choose from: {', '.join(QUANTIZATIONS)}")
+            raise FfemError(
+                f"unknown quantization {quantization!r}; choose from: {', '.join(QUANTIZATIONS)}"
+            )
     quantized = [q for q in quantizations if q != "none"]
     if quantized and "tflite" not in formats:
         raise FfemError(f"--quantize {quantized[0]} applies to --format tflite only")
     if "int8-full" in quantizations and not has_calibration:
-        raise FfemError("--quantize int8-full needs --calibration PACK_DIR (faces to calibrate activation ranges)")
+        raise FfemError(
+            "--quantize int8-full needs --calibration PACK_DIR (faces to calibrate activation ranges)"
+        )
     jobs = []
     for fmt in dict.fromkeys(formats):
-        for quantization in dict.fromkeys(quantizations or ["none"]) if fmt == "tflite" else ["none"]:
+        for quantization in (
+            dict.fromkeys(quantizations or ["none"]) if fmt == "tflite" else ["none"]
+        ):
             jobs.append((fmt, quantization))
     return jobs
 
@@ -213,17 +247,26 @@ def export(
     decision = None
     if faces.val_pairs is not None:
         announce(f"embedding the {len(faces.val_pairs.faces)} pair-list faces with the Keras model")
-        decision = keras_decision(faces.val_pairs, runtimes.embed_in_batches(keras_runtime(source.model), faces.val_pairs.faces))
+        decision = keras_decision(
+            faces.val_pairs,
+            runtimes.embed_in_batches(keras_runtime(source.model), faces.val_pairs.faces),
+        )
     written: list[ExportedFile] = []
     try:
-        with tempfile.TemporaryDirectory(prefix=f"{atomic.TMP_PREFIX}staging.", dir=output) as staging:
+        with tempfile.TemporaryDirectory(
+            prefix=f"{atomic.TMP_PREFIX}staging.", dir=output
+        ) as staging:
             saved_model = Path(staging) / "saved_model"
             announce("tracing the serving function (uint8 faces → embeddings) into a SavedModel")
             with captured_output():
                 converters.write_savedmodel(source.model, saved_model, source.image_size)
             for fmt, quantization in jobs:
                 announce(f"exporting {export_name(fmt, quantization)}")
-                written.append(_export_one(source, fmt, quantization, saved_model, faces, reference, decision, output))
+                written.append(
+                    _export_one(
+                        source, fmt, quantization, saved_model, faces, reference, decision, output
+                    )
+                )
     finally:
         if written:
             _update_parity_file(output / PARITY_NAME, written, faces, decision)
@@ -235,7 +278,9 @@ def keras_runtime(model) -> runtimes.Embed:
     return lambda faces: np.asarray(model(faces.astype(np.float32), training=False))
 
 
-def _export_one(source, fmt, quantization, saved_model, faces, reference, decision, output) -> ExportedFile:
+def _export_one(
+    source, fmt, quantization, saved_model, faces, reference, decision, output
+) -> ExportedFile:
     final = output / export_name(fmt, quantization)
     val_accuracy = None
     if fmt == "savedmodel":
@@ -265,7 +310,15 @@ def _export_one(source, fmt, quantization, saved_model, faces, reference, decisi
         parity_record["calibration"] = faces.calibration_source
     atomic.write_json(
         final.with_name(final.name + ".json"),
-        metadata.describe(final, fmt, quantization, source.image_size, source.embedding_size, source.provenance, parity_record),
+        metadata.describe(
+            final,
+            fmt,
+            quantization,
+            source.image_size,
+            source.embedding_size,
+            source.provenance,
+            parity_record,
+        ),
     )
     keras_accuracy = None if decision is None else decision.accuracy
     return ExportedFile(final, fmt, quantization, parity, val_accuracy, keras_accuracy)
@@ -284,7 +337,9 @@ def _val_record(val_accuracy: float, pairs: ValPairs, decision: KerasDecision) -
     }
 
 
-def _measure(embed, faces: ExportFaces, reference: np.ndarray, name: str, quantization: str) -> Parity:
+def _measure(
+    embed, faces: ExportFaces, reference: np.ndarray, name: str, quantization: str
+) -> Parity:
     parity = cosine_parity(reference, runtimes.embed_in_batches(embed, faces.parity))
     if quantization == "none" and not parity.passes(UNQUANTIZED_MIN_COSINE):
         raise FfemError(
@@ -294,7 +349,9 @@ def _measure(embed, faces: ExportFaces, reference: np.ndarray, name: str, quanti
     return parity
 
 
-def _update_parity_file(path: Path, written: list[ExportedFile], faces: ExportFaces, decision) -> None:
+def _update_parity_file(
+    path: Path, written: list[ExportedFile], faces: ExportFaces, decision
+) -> None:
     """Merge this call's figures into ``parity.json`` (keyed by file name)."""
     try:
         record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
@@ -310,5 +367,10 @@ def _update_parity_file(path: Path, written: list[ExportedFile], faces: ExportFa
             "faces_source": faces.parity_source,
         }
         if decision is not None:
-            exports[item.path.name].update(_val_record(item.val_accuracy, faces.val_pairs, decision))
-    atomic.write_json(path, {"metric": "cosine(exported, keras) per face", "exports": dict(sorted(exports.items()))})
+            exports[item.path.name].update(
+                _val_record(item.val_accuracy, faces.val_pairs, decision)
+            )
+    atomic.write_json(
+        path,
+        {"metric": "cosine(exported, keras) per face", "exports": dict(sorted(exports.items()))},
+    )

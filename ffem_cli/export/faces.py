@@ -35,7 +35,14 @@ class FaceCrop:
         """``crop_face`` with these settings; ``box=None`` takes the whole image as the face."""
         if box is None:
             return crop_face(image, None, size=self.image_size)
-        return crop_face(image, box, landmarks, size=self.image_size, margin=self.margin, align=self.crop == "align")
+        return crop_face(
+            image,
+            box,
+            landmarks,
+            size=self.image_size,
+            margin=self.margin,
+            align=self.crop == "align",
+        )
 
 
 def pack_faces(pack_dir: Path, image_size: int, count: int) -> np.ndarray:
@@ -45,7 +52,9 @@ def pack_faces(pack_dir: Path, image_size: int, count: int) -> np.ndarray:
     manifest = read_manifest(pack_dir)
     pack_size = int(manifest.get("image_size", image_size))
     if pack_size != image_size:
-        raise FfemError(f"{pack_dir}: pack faces are {pack_size}x{pack_size} but the model takes {image_size}x{image_size}")
+        raise FfemError(
+            f"{pack_dir}: pack faces are {pack_size}x{pack_size} but the model takes {image_size}x{image_size}"
+        )
     batches, total = [], 0
     for images, _labels, _paths in eval_dataset(pack_dir, batch_size=64):
         batch = np.clip(np.rint(np.asarray(images)), 0, 255).astype(np.uint8)
@@ -76,7 +85,9 @@ def folder_faces(folder: Path, crop: FaceCrop, count: int) -> np.ndarray:
         except ImageReadError as exc:
             raise FfemError(str(exc)) from exc
         except ValueError as exc:  # e.g. crop = "align" but the list has no landmarks
-            raise FfemError(f"{list_path}: {path.relative_to(folder).as_posix()}: cannot cut the face ({exc})") from exc
+            raise FfemError(
+                f"{list_path}: {path.relative_to(folder).as_posix()}: cannot cut the face ({exc})"
+            ) from exc
     if not faces:
         raise FfemError(f"{folder}: no face images found")
     return np.stack(faces)

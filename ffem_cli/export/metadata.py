@@ -23,7 +23,11 @@ def sha256_of(path: Path) -> str:
     path = Path(path)
     if path.is_file():
         return _file_digest(path)
-    lines = [f"{item.relative_to(path).as_posix()} {_file_digest(item)}\n" for item in sorted(path.rglob("*")) if item.is_file()]
+    lines = [
+        f"{item.relative_to(path).as_posix()} {_file_digest(item)}\n"
+        for item in sorted(path.rglob("*"))
+        if item.is_file()
+    ]
     return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
