@@ -199,3 +199,15 @@ def test_no_face_found_is_counted_and_scored(workspace, tmp_path, synthetic_face
 
     table = pd.read_csv(out / "pairs.csv")
     assert (table.loc[table.face_found == 0, "score"] == -1.0).all()
+
+
+def test_folder_without_any_query(workspace, tmp_path, synthetic_faces):
+    root, _ = synthetic_faces
+    lonely = tmp_path / "lonely"
+    for person in ("synthetic_0", "synthetic_1"):
+        (lonely / person).mkdir(parents=True)
+        shutil.copy(root / person / "000.jpg", lonely / person / "000.jpg")
+    result = invoke("eval", "folder", "--root", lonely, "--run", workspace["run"], "--output-dir", tmp_path / "o")
+    assert result.exit_code == 1
+    assert "error: no identity has two or more images: nothing to query" in result.output
+    assert not (tmp_path / "o").exists()

@@ -112,7 +112,7 @@ def read_lfw_pairs(path: Path) -> PairList:
     if not body:
         raise FfemError(f"{path}: empty list (no pairs after the header)")
     if len(body) != expected:
-        raise FfemError(f"{path}: the header {header!r} announces {expected} pairs but the file has {len(body)}")
+        raise FfemError(f"{path}: the header '{' '.join(counts)}' announces {expected} pairs but the file has {len(body)}")
     first, second, same, lines = _parse_name_lines(path, body)
     folds = np.arange(len(body)) // (2 * per_class)
     return PairList(path, first, second, np.array(same), folds, lines)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ffem_cli.errors import FfemError
 from ffem_cli.evaluate.metrics import r_precision_and_map_at_r, recall_at_k
 from ffem_cli.evaluate.search import topk_search
 
@@ -63,7 +64,7 @@ def evaluate_retrieval(
     relevant = counts[inverse] - 1  # other images of the same identity (R)
     queries = np.flatnonzero(relevant >= 1)
     if queries.size == 0:
-        raise ValueError("no identity has two or more images: nothing to query")
+        raise FfemError("no identity has two or more images: nothing to query")
     gallery_index = np.flatnonzero(valid)
     position_in_gallery = np.full(n, -1, dtype=np.int64)
     position_in_gallery[gallery_index] = np.arange(gallery_index.size)
