@@ -129,8 +129,9 @@ class StepMonitor(keras.callbacks.Callback):
         return record
 
     def log_epoch(self, record: dict) -> None:
-        parts = [f"epoch {record['epoch']}/{self.config.epochs}", f"step {record['step']}",
-                 f"loss {record['loss']:.4f}"]
+        parts = [f"epoch {record['epoch']}/{self.config.epochs}", f"step {record['step']}"]
+        if record["loss"] is not None:
+            parts.append(f"loss {record['loss']:.4f}")
         if "accuracy" in record:
             parts.append(f"acc {record['accuracy']:.3f}")
         if "val_accuracy" in record:
@@ -139,7 +140,7 @@ class StepMonitor(keras.callbacks.Callback):
         err.print("  ".join(parts), highlight=False)
         names = {"loss": "epoch/loss", "accuracy": "epoch/accuracy", "val_accuracy": "epoch/val_accuracy"}
         write_scalars(self.writer, record["step"],
-                      {tag: record[key] for key, tag in names.items() if key in record})
+                      {tag: record[key] for key, tag in names.items() if record.get(key) is not None})
 
 
 def write_scalars(writer, step: int, scalars: dict[str, float]) -> None:

@@ -264,8 +264,9 @@ def _loop(config: TrainConfig, run: RunDir, parts: _Parts, strategy, steps: int,
                 dataset = train_dataset(config.data, config.batch_size, epoch=epoch, seed=config.seed,
                                         augment=config.augment, pk=pk).skip(skip)
                 monitor.start_epoch(epoch)
-                parts.model.fit(dataset, epochs=1, steps_per_epoch=steps - skip, shuffle=False, verbose=0,
-                                callbacks=[monitor])
+                if skip < steps:  # a step checkpoint may fall on the epoch's last step
+                    parts.model.fit(dataset, epochs=1, steps_per_epoch=steps - skip, shuffle=False,
+                                    verbose=0, callbacks=[monitor])
                 if monitor.halted:
                     break
                 epoch += 1
