@@ -17,6 +17,7 @@ import pytest
 
 from ffem_cli.errors import FfemError
 from ffem_cli.models import BACKBONES, POOLINGS, NormAwareReweight, build_embedder
+from ffem_cli.models.flops import iter_layers
 
 MODELS_DIR = pathlib.Path(__file__).resolve().parents[1] / "ffem_cli" / "models"
 
@@ -188,20 +189,28 @@ def mixed_policy(request):
         keras.mixed_precision.set_global_policy(previous)
 
 
-@pytest.mark.parametrize(("backbone", "pooling"), [("tiny", "gnap"), ("mobilefacenet", "gdc")])
+@pytest.mark.parametrize(
+    ("backbone", "pooling"),
+    [("tiny", "gnap"), ("mobilefacenet", "gdc"), ("mobilenetv3-small", "flatten-fc")],
+)
 def test_mixed_precision_embedding_is_float32_and_unit(mixed_policy, backbone, pooling):
     model = build_embedder(backbone, pooling, embedding_size=128)
     compute_dtype = mixed_policy.removeprefix("mixed_")
-    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    convs = [layer for layer in iter_layers(model) if isinstance(layer, keras.layers.Conv2D)]
     assert convs and all(layer.compute_dtype == compute_dtype for layer in convs)
     # Batch statistics: with a fresh model's moving statistics the deep float16
     # activations underflow to 0 (an untrained-BN artefact, not a precision bug).
     embeddings = model(random_pixels(4), training=True)
     assert keras.backend.standardize_dtype(embeddings.dtype) == "float32"
     np.testing.assert_allclose(unit_norms(embeddings), 1.0, atol=1e-5)
+
+
+def test_mixed_precision_training_step_is_finite(mixed_policy):
+    model = build_embedder("tiny", "gnap", embedding_size=32, input_size=64)
     model.compile(optimizer="sgd", loss="mse")
-    loss = model.train_on_batch(random_pixels(4), np.zeros((4, 128), dtype="float32"))
+    loss = model.train_on_batch(random_pixels(4, 64), np.zeros((4, 32), dtype="float32"))
     assert np.isfinite(loss)
+    assert all(np.all(np.isfinite(np.asarray(w))) for w in model.trainable_weights)
 
 
 def imported_modules(path: pathlib.Path) -> set[str]:
@@ -228,7 +237,7 @@ JAX_FORWARD = textwrap.dedent(
     from ffem_cli.models import build_embedder
     pixels = np.random.default_rng(0).uniform(0, 255, (2, 112, 112, 3)).astype("float32")
     for backbone, pooling in [("tiny", "gnap"), ("mobilefacenet", "gdc")]:
-        out = np.asarray(build_embedder(backbone, pooling, 128)(pixels, training=False))
+        out = np.asarray(build_embedder(backbone, pooling, 128).predict_on_batch(pixels))
         assert out.shape == (2, 128) and out.dtype == np.float32, (out.shape, out.dtype)
         assert np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
     assert "tensorflow" not in sys.modules, "tensorflow was imported"
@@ -244,6 +253,7 @@ def jax_interpreter() -> str | None:
     return sys.executable if importlib.util.find_spec("jax") is not None else None
 
 
+@pytest.mark.slow  # ~25 s: building layer by layer under JAX traces every layer
 @pytest.mark.skipif(
     jax_interpreter() is None,
     reason="jax is not installed here (the project venv ships TensorFlow only); "
