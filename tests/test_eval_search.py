@@ -30,6 +30,7 @@ def test_gallery_blocks_and_exclusion(monkeypatch):
     import ffem_cli.evaluate.search as search
 
     monkeypatch.setattr(search, "_block_sizes", lambda q, g, b: (7, 11))
+    monkeypatch.setattr(search, "ARGPARTITION_ROWS", 3)
     rng = np.random.default_rng(0)
     x = unit_rows(rng, 60, 8)
     scores, indices = topk_search(x, x, 4, exclude=np.arange(60))

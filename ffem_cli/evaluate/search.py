@@ -15,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 DEFAULT_BLOCK_BYTES = 256 * 2**20
+ARGPARTITION_ROWS = 256
 
 
 def _block_sizes(num_queries: int, num_gallery: int, block_bytes: int) -> tuple[int, int]:
@@ -96,12 +97,15 @@ def _merge_block(sims: np.ndarray, offset: int, scores: np.ndarray, indices: np.
         indices[better, 0] = local[better] + offset
         return
     take = min(k, sims.shape[1])
-    local = np.argpartition(sims, sims.shape[1] - take, axis=1)[:, -take:]
-    merged_scores = np.concatenate([scores, np.take_along_axis(sims, local, axis=1)], axis=1)
-    merged_indices = np.concatenate([indices, local + offset], axis=1)
-    keep = np.argpartition(merged_scores, merged_scores.shape[1] - k, axis=1)[:, -k:]
-    scores[:] = np.take_along_axis(merged_scores, keep, axis=1)
-    indices[:] = np.take_along_axis(merged_indices, keep, axis=1)
+    for r0 in range(0, sims.shape[0], ARGPARTITION_ROWS):  # bounds argpartition's int64 index array
+        r1 = min(r0 + ARGPARTITION_ROWS, sims.shape[0])
+        block = sims[r0:r1]
+        local = np.argpartition(block, block.shape[1] - take, axis=1)[:, -take:]
+        merged_scores = np.concatenate([scores[r0:r1], np.take_along_axis(block, local, axis=1)], axis=1)
+        merged_indices = np.concatenate([indices[r0:r1], local + offset], axis=1)
+        keep = np.argpartition(merged_scores, merged_scores.shape[1] - k, axis=1)[:, -k:]
+        scores[r0:r1] = np.take_along_axis(merged_scores, keep, axis=1)
+        indices[r0:r1] = np.take_along_axis(merged_indices, keep, axis=1)
 
 
 def pair_scores(embeddings: np.ndarray, first: np.ndarray, second: np.ndarray, chunk: int = 65536) -> np.ndarray:
