@@ -272,3 +272,13 @@ def test_embedder_runs_on_the_jax_backend():
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("ok")
+
+
+def test_layer_names_do_not_depend_on_what_was_built_before():
+    # Checkpoints and saved weights are keyed on layer names: a second build in
+    # the same process must name its layers exactly like the first.
+    first = [layer.name for layer in build_embedder("mobilefacenet", "gnap", 64).layers]
+    build_embedder("tiny", "gap", 64)
+    second = [layer.name for layer in build_embedder("mobilefacenet", "gnap", 64).layers]
+    assert first == second
+    assert len(set(first)) == len(first)
