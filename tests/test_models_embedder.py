@@ -46,6 +46,11 @@ def test_default_embedder_follows_the_contract(mobilefacenet):
     np.testing.assert_allclose(unit_norms(embeddings), 1.0, atol=1e-5)
 
 
+def test_pooling_none_takes_the_backbones_published_head():
+    names = [layer.name for layer in build_embedder("iresnet18", None, 64).layers]
+    assert "flatten_fc_fc" in names and "gdc_fc" not in names
+
+
 def test_first_layer_maps_pixels_to_centred_range(mobilefacenet):
     normalize = mobilefacenet.get_layer("normalize_pixels")
     values = np.array([[[[0.0, 127.5, 255.0]]]], dtype="float32")
@@ -106,9 +111,12 @@ def test_bad_arguments_raise_one_line_errors(arguments, message):
     assert str(caught.value) == message
 
 
-@pytest.mark.parametrize("pooling", sorted(POOLINGS))
-def test_dropout_is_active_only_in_training(pooling):
-    model = build_embedder("tiny", pooling, embedding_size=32, dropout=0.5)
+@pytest.mark.parametrize(
+    ("pooling", "embedding_size"),
+    [(name, 32) for name in sorted(POOLINGS)] + [("gnap", 128), ("gnap", 256)],
+)
+def test_dropout_is_active_only_in_training(pooling, embedding_size):
+    model = build_embedder("tiny", pooling, embedding_size=embedding_size, dropout=0.5)
     assert any(isinstance(layer, keras.layers.Dropout) for layer in model.layers)
     pixels = random_pixels(4)
     inference = [np.asarray(model(pixels, training=False)) for _ in range(2)]

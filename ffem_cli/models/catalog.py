@@ -14,8 +14,6 @@ import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-import keras
-
 from ffem_cli.models.backbones import BACKBONES
 from ffem_cli.models.embedder import build_embedder
 from ffem_cli.models.flops import count_macs, count_parameters
@@ -50,8 +48,6 @@ def backbone_rows(embedding_size: int = 512, input_size: int = 112) -> Iterator[
             count_macs(model),
             spec.paper,
         )
-        del model
-        keras.backend.clear_session()
 
 
 def first_doc_line(obj: object) -> str:

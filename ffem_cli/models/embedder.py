@@ -18,14 +18,15 @@ from ffem_cli.models.pooling import POOLINGS
 
 def build_embedder(
     backbone: str = "mobilefacenet",
-    pooling: str = "gdc",
+    pooling: str | None = "gdc",
     embedding_size: int = 512,
     input_size: int = 112,
     dropout: float = 0.0,
 ) -> keras.Model:
     """Build the embedding model.
 
-    backbone: a ``BACKBONES`` name; pooling: a ``POOLINGS`` name;
+    backbone: a ``BACKBONES`` name; pooling: a ``POOLINGS`` name, or None for
+    the backbone's published head (``BACKBONES[backbone].default_pooling``);
     embedding_size: D, the output width; input_size: S, the side of the square
     face crop in pixels; dropout: rate before the head's FC layer (0 = none).
     Returns a model (N, S, S, 3) float32 pixels → (N, D) float32, unit L2 norm.
@@ -33,9 +34,10 @@ def build_embedder(
     """
     if backbone not in BACKBONES:
         raise FfemError(f"unknown backbone {backbone!r}; choose one of: {', '.join(BACKBONES)}")
+    spec = BACKBONES[backbone]
+    pooling = spec.default_pooling if pooling is None else pooling
     if pooling not in POOLINGS:
         raise FfemError(f"unknown pooling {pooling!r}; choose one of: {', '.join(POOLINGS)}")
-    spec = BACKBONES[backbone]
     if input_size < spec.min_input_size:
         raise FfemError(
             f"input size {input_size} is too small for backbone {backbone!r} "

@@ -79,8 +79,8 @@ def build_gnap(features, embedding_size: int, dropout: float):
     """(N, h, w, C) → GNAP → (N, D), following insightface's ``fc_type='GNAP'``.
 
     If D > C a 1×1 conv → BN → PReLU first widens the map to D channels. Then
-    BN (no γ) → :class:`NormAwareReweight` → GAP; if D < C, BN (no γ) →
-    dropout → FC(D); finally BN.
+    BN (no γ) → :class:`NormAwareReweight` → GAP (N, C); if D < C, BN (no γ)
+    → dropout → FC(D), else dropout only; finally BN.
     """
     channels = int(features.shape[-1])
     x = features
@@ -92,10 +92,12 @@ def build_gnap(features, embedding_size: int, dropout: float):
     x = layers.BatchNormalization(epsilon=BN_EPSILON, scale=False, name="gnap_bn")(x)
     x = NormAwareReweight(name="gnap_reweight")(x)
     x = layers.GlobalAveragePooling2D(name="gnap_pool")(x)
-    if embedding_size < channels:
+    narrowing = embedding_size < channels
+    if narrowing:
         x = layers.BatchNormalization(epsilon=BN_EPSILON, scale=False, name="gnap_pool_bn")(x)
-        if dropout > 0:
-            x = layers.Dropout(dropout, name="gnap_dropout")(x)
+    if dropout > 0:
+        x = layers.Dropout(dropout, name="gnap_dropout")(x)
+    if narrowing:
         x = layers.Dense(embedding_size, name="gnap_fc")(x)
     return embedding_bn(x, "gnap")
 
