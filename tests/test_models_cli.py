@@ -37,6 +37,14 @@ def test_models_lists_measured_backbones_and_poolings(two_backbones):
         assert "Miners (--miner)" in result.output
 
 
+def test_models_leaves_out_backbones_that_need_a_larger_input(two_backbones):
+    result = CliRunner().invoke(app, ["models", "--input-size", "64"])
+    assert result.exit_code == 0, result.output
+    assert "left out (need a larger input than 64 px): mobilefacenet" in result.output
+    rows = [line.split("│")[1].strip() for line in result.output.splitlines() if "│" in line]
+    assert "tiny" in rows and "mobilefacenet" not in rows
+
+
 def test_models_rejects_a_tiny_input_size():
     result = CliRunner().invoke(app, ["models", "--input-size", "8"])
     assert result.exit_code == 2

@@ -35,7 +35,8 @@ def models(
             no_wrap=column != "paper",
         )
     with progress_bar(transient=True) as bar:
-        task = bar.add_task("measure backbones", total=len(BACKBONES), unit="model")
+        measured = sum(input_size >= spec.min_input_size for spec in BACKBONES.values())
+        task = bar.add_task("measure backbones", total=measured, unit="model")
         for row in backbone_rows(embedding_size, input_size):
             table.add_row(
                 row.name,
@@ -47,6 +48,9 @@ def models(
             )
             bar.advance(task)
     out.print(table)
+    too_small = [name for name, spec in BACKBONES.items() if input_size < spec.min_input_size]
+    if too_small:
+        out.print(f"left out (need a larger input than {input_size} px): {', '.join(too_small)}")
 
     poolings = Table(title="Poolings / embedding heads (--pooling)")
     poolings.add_column("pooling", no_wrap=True)

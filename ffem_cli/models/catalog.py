@@ -36,8 +36,13 @@ class BackboneRow:
 
 
 def backbone_rows(embedding_size: int = 512, input_size: int = 112) -> Iterator[BackboneRow]:
-    """Build each backbone with its default head in turn and yield its counts."""
+    """Build each backbone with its default head in turn and yield its counts.
+
+    Backbones whose ``min_input_size`` exceeds ``input_size`` are left out.
+    """
     for name, spec in BACKBONES.items():
+        if input_size < spec.min_input_size:
+            continue
         model = build_embedder(name, spec.default_pooling, embedding_size, input_size)
         yield BackboneRow(
             name,
