@@ -135,9 +135,14 @@ def evaluate_lfw(
 
 def console_rows(report: dict) -> tuple[str, list[str], list[list]]:
     accuracy, val = report["accuracy"], report["val_at_far"]
+    if report["view"] == 2:
+        accuracy_text, val_text = mean_std(accuracy["mean"], accuracy["std"]), mean_std(val["val"], val["val_std"])
+    else:  # one test split: no spread to show
+        accuracy_text = f"{accuracy['mean']:.4f} (threshold {accuracy['threshold']:.4f} from pairsDevTrain)"
+        val_text = f"{val['val']:.4f}"
     rows = [
-        ["accuracy", mean_std(accuracy["mean"], accuracy["std"])],
-        [f"VAL@FAR={val['far_target']:g}", f"{mean_std(val['val'], val['val_std'])} (FAR {val['far']:.5f})"],
+        ["accuracy", accuracy_text],
+        [f"VAL@FAR={val['far_target']:g}", f"{val_text} (FAR {val['far']:.5f})"],
         ["AUC", report["auc"]],
         ["EER", report["eer"]],
         ["pairs (same / different)", f"{report['pairs']} ({report['same_pairs']} / {report['different_pairs']})"],
