@@ -129,21 +129,15 @@ def train_dataset(
                 f"{pack_dir}: {manifest['num_examples']} images cannot fill one batch of {batch_size}"
             )
         records = _shuffled_records(pack_dir, manifest, epoch_seed, shuffle_buffer)
-    dataset = records.map(
-        lambda r: _parse(r, size)[:2], num_parallel_calls=AUTOTUNE, deterministic=True
+    seed_tensor = tf.constant(epoch_seed, tf.int64)
+    dataset = records.enumerate().map(
+        lambda index, record: _parse_train(record, index, seed_tensor, augment, size),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=True,
     )
     dataset = dataset.batch(
         batch_size, drop_remainder=True, num_parallel_calls=AUTOTUNE, deterministic=True
     )
-    if augment.is_off:
-        dataset = dataset.map(lambda x, y: (tf.cast(x, tf.float32), y))
-    else:
-        seed_tensor = tf.constant(epoch_seed, tf.int64)
-        dataset = dataset.enumerate().map(
-            lambda step, batch: _augment_batch(batch, step, seed_tensor, augment, size),
-            num_parallel_calls=AUTOTUNE,
-            deterministic=True,
-        )
     return dataset.prefetch(AUTOTUNE)
 
 
@@ -248,6 +242,7 @@ _FEATURES = {
     "image/label": tf.io.FixedLenFeature([], tf.int64),
     "image/path": tf.io.FixedLenFeature([], tf.string),
 }
+_TRAIN_FEATURES = {key: _FEATURES[key] for key in ("image/encoded", "image/label")}
 
 
 def _parse(record: tf.Tensor, size: int):
@@ -257,36 +252,61 @@ def _parse(record: tf.Tensor, size: int):
     return image, tf.cast(example["image/label"], tf.int32), example["image/path"]
 
 
-def _augment_batch(batch, step: tf.Tensor, seed: tf.Tensor, augment: Augment, size: int):
-    """Augment a uint8 batch ``(B, S, S, 3)`` → float32, with draws seeded by (epoch seed, step)."""
-    images, labels = batch
-    images = tf.cast(images, tf.float32)
-    count = tf.shape(images)[0]
+def _parse_train(record, index: tf.Tensor, seed: tf.Tensor, augment: Augment, size: int):
+    """Parse, decode and augment one example → ``(float32 (S, S, 3) in [0, 255], int32 label)``.
+
+    Augmentation is per image, inside the parallel decode map, with draws
+    seeded by (epoch seed, position in the epoch), so it is independent of
+    thread scheduling. The random crop is decoded directly from the JPEG
+    (``decode_and_crop_jpeg`` skips the rest) and resized back (bilinear);
+    the flip happens on the small uint8 crop; saturation, contrast and
+    brightness are one affine colour map ``x -> A x + b`` (A 3x3).
+    """
+    example = tf.io.parse_single_example(record, _TRAIN_FEATURES)
+    encoded, label = example["image/encoded"], tf.cast(example["image/label"], tf.int32)
     keys = tf.random.experimental.stateless_split(
-        tf.random.experimental.stateless_fold_in(seed, step), num=6
+        tf.random.experimental.stateless_fold_in(seed, index), num=4
     )
-    uniform = lambda key, shape, low, high: tf.random.stateless_uniform(shape, key, low, high)  # noqa: E731
     low, high = augment.scale
     if low < 1.0 or high < 1.0:
-        side = uniform(keys[0], [count], low, high)
-        top = uniform(keys[1], [count], 0.0, 1.0) * (1.0 - side)
-        left = uniform(keys[2], [count], 0.0, 1.0) * (1.0 - side)
-        boxes = tf.stack([top, left, top + side, left + side], axis=1)
-        images = tf.image.crop_and_resize(images, boxes, tf.range(count), (size, size))
+        fraction = tf.random.stateless_uniform([], keys[0], low, high)
+        side = tf.clip_by_value(tf.cast(tf.round(fraction * size), tf.int32), 1, size)
+        corner = tf.random.stateless_uniform([2], keys[1], 0.0, 1.0)
+        corner = tf.cast(corner * tf.cast(size - side + 1, tf.float32), tf.int32)
+        window = tf.stack([corner[0], corner[1], side, side])
+        image = tf.io.decode_and_crop_jpeg(encoded, window, channels=3)
+    else:
+        image = tf.io.decode_jpeg(encoded, channels=3)
     if augment.flip:
-        flip = uniform(keys[3], [count, 1, 1, 1], 0.0, 1.0) < 0.5
-        images = tf.where(flip, tf.reverse(images, axis=[2]), images)
+        mirror = tf.random.stateless_uniform([], keys[2], 0.0, 1.0) < 0.5
+        image = tf.cond(mirror, lambda: tf.reverse(image, axis=[1]), lambda: image)
+    if low < 1.0 or high < 1.0:
+        image = tf.image.resize(image, (size, size), method="bilinear")
+    else:
+        image = tf.cast(image, tf.float32)
     if augment.brightness or augment.contrast or augment.saturation:
-        jitter = uniform(keys[4], [count, 3], -1.0, 1.0)
-        offset = jitter[:, 0, None, None, None] * (augment.brightness * 255.0)
-        contrast = 1.0 + jitter[:, 1, None, None, None] * augment.contrast
-        saturation = 1.0 + jitter[:, 2, None, None, None] * augment.saturation
-        grey = tf.reduce_sum(images * tf.constant([0.299, 0.587, 0.114]), axis=-1, keepdims=True)
-        images = grey + (images - grey) * saturation
-        mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
-        images = mean + (images - mean) * contrast + offset
-        images = tf.clip_by_value(images, 0.0, 255.0)
-    return images, labels
+        jitter = tf.random.stateless_uniform([3], keys[3], -1.0, 1.0)
+        image = _colour_jitter(image, jitter, augment)
+    return tf.ensure_shape(image, (size, size, 3)), label
+
+
+def _colour_jitter(image: tf.Tensor, jitter: tf.Tensor, augment: Augment) -> tf.Tensor:
+    """Saturation (around the pixel's grey), contrast (around the image mean), brightness.
+
+    ``image`` float32 ``(H, W, 3)``; ``jitter`` uniform ``(3,)`` in ``[-1, 1]``.
+    x' = S x with S = s I + (1 - s) 1 w^T (w: grey weights), then
+    x'' = c x' + (1 - c) mean(x') + brightness offset, clipped to [0, 255].
+    """
+    offset = jitter[0] * (augment.brightness * 255.0)
+    contrast = 1.0 + jitter[1] * augment.contrast
+    saturation = 1.0 + jitter[2] * augment.saturation
+    grey_weights = tf.constant([[0.299, 0.587, 0.114]])
+    mix = saturation * tf.eye(3) + (1.0 - saturation) * tf.ones([3, 1]) @ grey_weights
+    flat = tf.reshape(image, [-1, 3])
+    mean_after_mix = tf.reduce_mean(tf.linalg.matvec(mix, tf.reduce_mean(flat, axis=0)))
+    bias = (1.0 - contrast) * mean_after_mix + offset
+    flat = tf.matmul(flat, contrast * mix, transpose_b=True) + bias
+    return tf.reshape(tf.clip_by_value(flat, 0.0, 255.0), tf.shape(image))
 
 
 # ---------------------------------------------------------------- helpers

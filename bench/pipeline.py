@@ -1,0 +1,146 @@
+"""Benchmark: training-mode images/s from packed shards vs raw tf.data decode of the same JPEGs.
+
+LFW images are packed (112x112 margin crops, 16 shards); the very same JPEG
+crops are also written out as one file each. In the same process:
+
+- raw:   ``tf.data`` over the files: shuffle names, ``read_file`` +
+         ``decode_jpeg`` (AUTOTUNE), batch, cast to float32, prefetch — the
+         least a JPEG training input can do.
+- train: ``data.pipeline.train_dataset`` (interleaved shards, shuffle buffer,
+         parse, decode, flip + random crop/scale + colour jitter, batch,
+         prefetch), also without augmentation, and with P×K batches.
+- eval:  ``data.pipeline.eval_dataset``.
+
+Each variant is iterated for whole epochs after a warm-up epoch; variants
+alternate over rounds and the best round counts (the machine is shared).
+Goal: train (augmented) >= 0.8 of raw.
+
+    .venv/bin/python bench/pipeline.py            # 2,000 images, 3 rounds
+    .venv/bin/python bench/pipeline.py --quick    # 300 images, 2 rounds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from ffem_cli import realdata  # noqa: E402
+from ffem_cli.data import pack as packing  # noqa: E402
+
+BOX = {"x1": 62, "y1": 62, "x2": 187, "y2": 187}
+
+
+def make_pack(count: int, folder: Path) -> Path:
+    """Pack ``count`` LFW images of people with 2+ photos (at most 10 each, so P×K can run)."""
+    images = realdata.lfw_root() / "images"
+    keys = []
+    for person in sorted(p for p in images.iterdir() if p.is_dir()):
+        photos = sorted(person.glob("*.jpg"))
+        if len(photos) >= 2:
+            keys.extend(p.relative_to(images).as_posix() for p in photos[:10])
+        if len(keys) >= count:
+            break
+    keys = keys[:count]
+    labels = {name: i for i, name in enumerate(sorted({k.split("/")[0] for k in keys}))}
+    entries = {k: {"label": labels[k.split("/")[0]], **BOX} for k in keys}
+    list_path = folder / "image_list.json"
+    list_path.write_text(json.dumps(entries))
+    packing.pack(list_path, images, folder / "pack", packing.PackSettings(shards=16), workers=2)
+    return folder / "pack"
+
+
+def write_jpegs(pack_dir: Path, folder: Path) -> list[str]:
+    """The pack's JPEG crops as individual files (the raw baseline reads these)."""
+    import tensorflow as tf
+
+    folder.mkdir()
+    files = []
+    feature = {"image/encoded": tf.io.FixedLenFeature([], tf.string)}
+    records = tf.data.TFRecordDataset(sorted(str(p) for p in pack_dir.glob("*.tfrecord")))
+    for i, record in enumerate(records):
+        path = folder / f"{i:06d}.jpg"
+        path.write_bytes(tf.io.parse_single_example(record, feature)["image/encoded"].numpy())
+        files.append(str(path))
+    return files
+
+
+def raw_dataset(files: list[str], batch_size: int, epoch: int):
+    import tensorflow as tf
+
+    def load(path):
+        return tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
+
+    dataset = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=epoch)
+    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size, drop_remainder=True)
+    return dataset.map(lambda x: tf.cast(x, tf.float32)).prefetch(tf.data.AUTOTUNE)
+
+
+def rate(make, epochs: int) -> float:
+    """Images/s over ``epochs`` fresh epochs built by ``make(epoch)``."""
+    images = 0
+    started = time.perf_counter()
+    for epoch in range(epochs):
+        for batch in make(epoch):
+            images += int(batch[0].shape[0])
+    return images / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="300 images and 2 rounds")
+    parser.add_argument("--images", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args()
+    count = args.images or (300 if args.quick else 2000)
+    rounds = 2 if args.quick else 3
+    reason = realdata.missing_reason(realdata.lfw_root() / "images")
+    if reason:
+        print(f"skipped: {reason}")
+        return
+    from ffem_cli.data import pipeline
+
+    batch = args.batch_size
+    epochs = max(1, 4000 // count) if not args.quick else 2
+    with tempfile.TemporaryDirectory(prefix="ffem-bench-pipeline-") as tmp:
+        pack_dir = make_pack(count, Path(tmp))
+        files = write_jpegs(pack_dir, Path(tmp) / "jpegs")
+        variants = {
+            "raw tf.data decode of the JPEG files": lambda e: raw_dataset(files, batch, e),
+            "train_dataset, augmented": lambda e: pipeline.train_dataset(
+                pack_dir, batch, epoch=e, seed=0, augment=True
+            ),
+            "train_dataset, no augmentation": lambda e: pipeline.train_dataset(
+                pack_dir, batch, epoch=e, seed=0, augment=False
+            ),
+            f"train_dataset, P×K ({batch // 4}x4), augmented": lambda e: pipeline.train_dataset(
+                pack_dir, 0, epoch=e, seed=0, augment=True, pk=(batch // 4, 4)
+            ),
+            "eval_dataset": lambda e: pipeline.eval_dataset(pack_dir, batch),
+        }
+        for make in variants.values():  # warm-up: page cache, tracing
+            rate(make, 1)
+        best = dict.fromkeys(variants, 0.0)
+        for _ in range(rounds):
+            for name, make in variants.items():
+                best[name] = max(best[name], rate(make, epochs))
+        print(
+            f"{len(files)} LFW crops 112x112, batch {batch}, {epochs} epoch(s) x {rounds} rounds, "
+            f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
+        )
+        raw = best["raw tf.data decode of the JPEG files"]
+        for name, value in best.items():
+            print(f"{name:44s}: {value:8.1f} img/s  ({value / raw:.2f} of raw)")
+        print("goal: train_dataset, augmented >= 0.80 of raw")
+
+
+if __name__ == "__main__":
+    main()
