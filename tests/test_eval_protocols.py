@@ -211,3 +211,31 @@ def test_folder_without_any_query(workspace, tmp_path, synthetic_faces):
     assert result.exit_code == 1
     assert "error: no identity has two or more images: nothing to query" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_folder_with_face_list_uses_its_boxes_and_counts_unlisted_images(workspace, tmp_path, synthetic_faces):
+    root, list_path = synthetic_faces
+    entries = json.loads(list_path.read_text())
+    dropped = sorted(entries)[0]
+    del entries[dropped]
+    faces = tmp_path / "faces.json"
+    faces.write_text(json.dumps(entries))
+    out = tmp_path / "folder"
+    result = invoke("eval", "folder", "--root", root, "--run", workspace["run"], "--faces", faces, "--output-dir", out)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["images_without_face"] == 1 and report["queries_without_face"] == 1
+    assert report["queries"] == 36  # the unlisted image still counts as a (missed) query
+
+    # the listed faces were cut with the list's boxes: embeddings equal a direct crop -> model
+    import keras
+
+    model = keras.models.load_model(workspace["run"] / "embedder.keras")
+    rel = sorted(entries)[0]
+    e = entries[rel]
+    face = crop_face(read_rgb(root / rel), (e["x1"], e["y1"], e["x2"], e["y2"]), np.array(e["landmarks"]), size=IMAGE_SIZE, margin=0.2)
+    expected = model.predict_on_batch(face[None].astype(np.float32))[0]
+    sources = embedding.folder_sources(root, [rel], faces)
+    embedder = embedding.load_embedder(workspace["run"], None)
+    got = embedding.compute_embeddings(embedder, sources).vectors[0]
+    np.testing.assert_allclose(got, expected, atol=1e-5)

@@ -23,6 +23,9 @@ def embed(
     image_size: int | None = typer.Option(None, "--image-size", help="Face side for --model (default: the model's input)."),
     detect: bool = typer.Option(False, "--detect", help="Find faces with MTCNN first (photos, not face crops)."),
     flip: bool = typer.Option(False, "--flip", help="Add the mirrored face's embedding, then re-normalise."),
+    faces: Path | None = typer.Option(
+        None, "--faces", help="image_list.json (e.g. from ffem detect) with each image's box and landmarks."
+    ),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Faces per model call."),
 ) -> None:
     """Embed a folder of faces into a Parquet gallery (readable with pandas/pyarrow)."""
@@ -30,7 +33,7 @@ def embed(
     from ffem_cli.evaluate.gallery import embed_folder
 
     embedder = load_embedder(run, model, image_size=image_size, detect=detect, flip=flip)
-    counts = embed_folder(embedder, root, output, batch_size)
+    counts = embed_folder(embedder, root, output, batch_size, faces)
     who = f" of {counts['identities']} identities" if counts["identities"] else ""
     err.print(f"wrote {output}: {counts['images']} images{who}, {counts['embedding_size']}-d embeddings", highlight=False)
     if counts["without_face"]:

@@ -23,6 +23,9 @@ DETECT = typer.Option(False, "--detect", help="Find faces with MTCNN first (for 
 FLIP = typer.Option(False, "--flip", help="Add the embedding of the mirrored face, then re-normalise.")
 OUTPUT_DIR = typer.Option(None, "--output-dir", help="Where report.json, CSVs and PNGs go (default RUN/eval/<protocol>).")
 BATCH_SIZE = typer.Option(64, "--batch-size", min=1, help="Faces per model call.")
+FACES = typer.Option(
+    None, "--faces", help="image_list.json (e.g. from ffem detect) with each image's box and landmarks; images it lacks count as 'no face'."
+)
 NO_CACHE = typer.Option(False, "--no-cache", help="Neither read nor write the embedding cache.")
 
 
@@ -115,6 +118,7 @@ def folder(
     image_size: int | None = IMAGE_SIZE,
     detect: bool = DETECT,
     flip: bool = FLIP,
+    faces: Path | None = FACES,
     output_dir: Path | None = OUTPUT_DIR,
     batch_size: int = BATCH_SIZE,
     no_cache: bool = NO_CACHE,
@@ -123,7 +127,7 @@ def folder(
     from ffem_cli.evaluate import folder as protocol
 
     embedder, output_dir, cache_dir = _prepare("folder", run, model, image_size, detect, flip, output_dir, no_cache)
-    report = protocol.evaluate_folder(embedder, root, output_dir, cache_dir, batch_size)
+    report = protocol.evaluate_folder(embedder, root, output_dir, cache_dir, batch_size, faces)
     _show(protocol.console_rows, report, output_dir)
 
 

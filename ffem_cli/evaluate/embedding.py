@@ -63,15 +63,41 @@ class FacePrep:
 
 @dataclass(frozen=True)
 class FaceSource:
-    """One image to embed: absolute ``path``; optional ``box`` (x1, y1, x2, y2) and ``landmarks`` (5 x (x, y))."""
+    """One image to embed: absolute ``path``; optional ``box`` (x1, y1, x2, y2) and ``landmarks`` (5 x (x, y)).
+
+    ``unlisted``: a face list was given and does not hold this image (e.g.
+    ``ffem detect`` rejected it), so it counts as an image without a face.
+    """
 
     path: Path
     box: tuple[float, float, float, float] | None = None
     landmarks: tuple[tuple[float, float], ...] | None = None
+    unlisted: bool = False
 
     def signature(self) -> str:
         """A string naming the image and the face location (the cache key of one entry)."""
-        return f"{self.path}|{self.box}|{self.landmarks}"
+        return f"{self.path}|{self.box}|{self.landmarks}|{self.unlisted}"
+
+
+def folder_sources(root: Path, rel_paths: Sequence[str], faces: Path | None = None) -> list[FaceSource]:
+    """``FaceSource``s for ``root/rel_path``; with ``faces`` (an ``image_list.json``,
+    e.g. from ``ffem detect``) each image's box and landmarks come from the list,
+    and images the list does not hold are ``unlisted`` (no face)."""
+    root = Path(root)
+    if faces is None:
+        return [FaceSource((root / p).resolve()) for p in rel_paths]
+    from ffem_cli.data.image_list import load_image_list
+
+    entries = load_image_list(faces)
+    sources = []
+    for rel in rel_paths:
+        entry = entries.get(rel)
+        if entry is None:
+            sources.append(FaceSource((root / rel).resolve(), unlisted=True))
+            continue
+        landmarks = None if entry.landmarks is None else tuple(tuple(map(float, point)) for point in entry.landmarks)
+        sources.append(FaceSource((root / rel).resolve(), tuple(map(float, entry.box)), landmarks))
+    return sources
 
 
 @dataclass
@@ -287,7 +313,7 @@ def _prepared_batches(pool: ThreadPoolExecutor, sources, prep: FacePrep, batch_s
     def submit(start: int) -> list[Future]:
         chunk = sources[start : start + batch_size]
         if detector is None:
-            return [pool.submit(prepare_face, source, prep) for source in chunk]
+            return [pool.submit(_prepare_listed, source, prep) for source in chunk]
         return [pool.submit(_detect_and_prepare, source, prep, detector) for source in chunk]
 
     starts = list(range(0, len(sources), batch_size))
@@ -320,6 +346,10 @@ def _detector():
         return entry.box, np.asarray(entry.landmarks, dtype=np.float64)
 
     return find_face
+
+
+def _prepare_listed(source: FaceSource, prep: FacePrep) -> np.ndarray | None:
+    return None if source.unlisted else prepare_face(source, prep)
 
 
 def _detect_and_prepare(source: FaceSource, prep: FacePrep, detector):

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ffem_cli.evaluate.embedding import Embedder, FaceSource, compute_embeddings
+from ffem_cli.evaluate.embedding import Embedder, compute_embeddings, folder_sources
 from ffem_cli.evaluate.report import write_results
 from ffem_cli.evaluate.retrieval import evaluate_retrieval
 from ffem_cli.images import scan_identity_folder
@@ -23,10 +23,16 @@ from ffem_cli.images import scan_identity_folder
 KS = (1, 5, 10)
 
 
-def evaluate_folder(embedder: Embedder, root: Path, output_dir: Path, cache_dir: Path | None, batch_size: int = 64) -> dict:
-    """Run retrieval over ``root``; write ``report.json``, ``identities.csv``, ``queries.csv``; return the report."""
+def evaluate_folder(
+    embedder: Embedder, root: Path, output_dir: Path, cache_dir: Path | None, batch_size: int = 64, faces: Path | None = None
+) -> dict:
+    """Run retrieval over ``root``; write ``report.json``, ``identities.csv``, ``queries.csv``; return the report.
+
+    ``faces``: an ``image_list.json`` giving each image's box and landmarks
+    (see ``embedding.folder_sources``).
+    """
     folder = scan_identity_folder(root)
-    sources = [FaceSource((Path(root) / p).resolve()) for p in folder.paths]
+    sources = folder_sources(root, folder.paths, faces)
     embedded = compute_embeddings(embedder, sources, cache_dir, batch_size, description="embed folder")
     labels = np.asarray(folder.labels)
     result = evaluate_retrieval(embedded.vectors, labels, embedded.valid, ks=KS, with_r_metrics=True)

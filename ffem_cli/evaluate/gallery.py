@@ -19,7 +19,7 @@ import numpy as np
 
 from ffem_cli import atomic
 from ffem_cli.errors import FfemError
-from ffem_cli.evaluate.embedding import Embedder, FaceSource, compute_embeddings
+from ffem_cli.evaluate.embedding import Embedder, FaceSource, compute_embeddings, folder_sources
 from ffem_cli.evaluate.search import topk_search
 from ffem_cli.images import is_image_file, scan_identity_folder
 
@@ -39,14 +39,18 @@ def list_images(root: Path) -> tuple[list[str], list[str] | None]:
     return folder.paths, [p.split("/", 1)[0] for p in folder.paths]
 
 
-def embed_folder(embedder: Embedder, root: Path, output: Path, batch_size: int = 64) -> dict:
-    """Embed every image under ``root`` and write the gallery ``output`` atomically; return counts."""
+def embed_folder(embedder: Embedder, root: Path, output: Path, batch_size: int = 64, faces: Path | None = None) -> dict:
+    """Embed every image under ``root`` and write the gallery ``output`` atomically; return counts.
+
+    ``faces``: an ``image_list.json`` giving each image's box and landmarks
+    (see ``embedding.folder_sources``).
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     root = Path(root)
     paths, identities = list_images(root)
-    sources = [FaceSource((root / p).resolve()) for p in paths]
+    sources = folder_sources(root, paths, faces)
     embedded = compute_embeddings(embedder, sources, cache_dir=None, batch_size=batch_size, description="embed")
     columns = {"path": pa.array([str(s.path) for s in sources], pa.string())}
     if identities is not None:
