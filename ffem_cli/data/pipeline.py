@@ -25,6 +25,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import mmap
 from dataclasses import dataclass
@@ -130,8 +131,9 @@ def train_dataset(
             )
         records = _shuffled_records(pack_dir, manifest, epoch_seed, shuffle_buffer)
     seed_tensor = tf.constant(epoch_seed, tf.int64)
+    parse = _train_parser(augment, size)
     dataset = records.enumerate().map(
-        lambda index, record: _parse_train(record, index, seed_tensor, augment, size),
+        lambda index, record: parse(record, index, seed_tensor),
         num_parallel_calls=AUTOTUNE,
         deterministic=True,
     )
@@ -252,6 +254,19 @@ def _parse(record: tf.Tensor, size: int):
     return image, tf.cast(example["image/label"], tf.int32), example["image/path"]
 
 
+@functools.cache
+def _train_parser(augment: Augment, size: int):
+    """``_parse_train`` for one (augment, size), traced once and reused by every epoch."""
+    return tf.function(
+        lambda record, index, seed: _parse_train(record, index, seed, augment, size),
+        input_signature=[
+            tf.TensorSpec([], tf.string),
+            tf.TensorSpec([], tf.int64),
+            tf.TensorSpec([2], tf.int64),
+        ],
+    )
+
+
 def _parse_train(record, index: tf.Tensor, seed: tf.Tensor, augment: Augment, size: int):
     """Parse, decode and augment one example → ``(float32 (S, S, 3) in [0, 255], int32 label)``.
 
@@ -294,19 +309,18 @@ def _colour_jitter(image: tf.Tensor, jitter: tf.Tensor, augment: Augment) -> tf.
     """Saturation (around the pixel's grey), contrast (around the image mean), brightness.
 
     ``image`` float32 ``(H, W, 3)``; ``jitter`` uniform ``(3,)`` in ``[-1, 1]``.
-    x' = S x with S = s I + (1 - s) 1 w^T (w: grey weights), then
-    x'' = c x' + (1 - c) mean(x') + brightness offset, clipped to [0, 255].
+    With g the pixel's grey value (Rec. 601 weights), x' = s x + (1 - s) g, then
+    x'' = c x' + (1 - c) mean(x') + brightness offset, clipped to [0, 255] —
+    written as one elementwise expression (a 3x3 matmul per pixel is slower).
     """
     offset = jitter[0] * (augment.brightness * 255.0)
     contrast = 1.0 + jitter[1] * augment.contrast
     saturation = 1.0 + jitter[2] * augment.saturation
-    grey_weights = tf.constant([[0.299, 0.587, 0.114]])
-    mix = saturation * tf.eye(3) + (1.0 - saturation) * tf.ones([3, 1]) @ grey_weights
-    flat = tf.reshape(image, [-1, 3])
-    mean_after_mix = tf.reduce_mean(tf.linalg.matvec(mix, tf.reduce_mean(flat, axis=0)))
+    grey = image[..., 0:1] * 0.299 + image[..., 1:2] * 0.587 + image[..., 2:3] * 0.114
+    mean_after_mix = saturation * tf.reduce_mean(image) + (1.0 - saturation) * tf.reduce_mean(grey)
     bias = (1.0 - contrast) * mean_after_mix + offset
-    flat = tf.matmul(flat, contrast * mix, transpose_b=True) + bias
-    return tf.reshape(tf.clip_by_value(flat, 0.0, 255.0), tf.shape(image))
+    mixed = (contrast * saturation) * image + (contrast * (1.0 - saturation)) * grey + bias
+    return tf.clip_by_value(mixed, 0.0, 255.0)
 
 
 # ---------------------------------------------------------------- helpers
