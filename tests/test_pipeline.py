@@ -83,6 +83,21 @@ def test_flip_only_augmentation_mirrors_some_images(pack_dir):
     assert 0 < sum(mirrored) < len(images)
 
 
+def test_brightness_only_shifts_every_pixel_of_an_image_by_one_offset(pack_dir):
+    brightness = Augment(flip=False, scale=(1.0, 1.0), brightness=0.2, contrast=0.0, saturation=0.0)
+    plain = as_arrays(train_dataset(pack_dir, 4, epoch=0, seed=3, augment=False))
+    shifted = as_arrays(train_dataset(pack_dir, 4, epoch=0, seed=3, augment=brightness))
+    offsets = []
+    for (x, _), (y, _) in zip(plain, shifted, strict=True):
+        for before, after in zip(x, y, strict=True):
+            inside = (after > 0.5) & (after < 254.5)
+            delta = (after - before)[inside]
+            assert np.ptp(delta) < 1e-3  # one offset per image
+            offsets.append(float(delta.mean()))
+    assert max(abs(o) for o in offsets) <= 0.2 * 255 + 1e-3
+    assert len({round(o, 2) for o in offsets}) > len(offsets) // 2  # drawn per image
+
+
 def test_pk_batches_hold_p_identities_times_k_images(pack_dir):
     batches = as_arrays(train_dataset(pack_dir, 0, epoch=0, seed=0, augment=True, pk=(3, 2)))
     assert len(batches) == steps_per_epoch(pack_dir, 0, pk=(3, 2)) == 36 // 6
