@@ -24,7 +24,7 @@ if [ -z "$DATA" ]; then
   $PY -c "import sys; from PIL import Image; from skimage.data import astronaut; Image.fromarray(astronaut()).save(sys.argv[1])" \
     "$DEMO/astronaut/eileen_collins/astronaut.png"
   $FFEM detect "$DEMO/astronaut" --output "$DEMO/astronaut/image_list.json"
-  $PY -c "import json,sys; print(json.dumps(json.load(open(sys.argv[1])), indent=1))" "$DEMO/astronaut/image_list.json"
+  cat "$DEMO/astronaut/image_list.json"
 
   step "Generate a SYNTHETIC face set: 24 drawn identities x 16 images (not real people)"
   $PY -m ffem_cli.data.synthetic "$DEMO/photos" --identities 24 --images 16 --seed 0
@@ -52,17 +52,28 @@ step "Train stage 2: metric fine-tuning (ArcFace) from the classifier's embedder
 $FFEM train --data "$DEMO/pack" --run "$DEMO/runs/arcface" --stage metric \
   --init-from "$DEMO/runs/classifier" --epochs $((EPOCHS / 2)) --batch-size 32 --lr 1e-2
 
-step "Evaluate: retrieval on the labelled folder (Recall@k, MAP@R)"
-$FFEM eval folder --root "$ROOT" --run "$DEMO/runs/arcface"
+step "Evaluate: retrieval on the labelled folder (Recall@k, R-precision, MAP@R), faces cut with the list's landmarks"
+$FFEM eval folder --root "$ROOT" --faces "$LIST" --run "$DEMO/runs/arcface"
 
 step "Export: SavedModel, TFLite (fp32 + float16) and ONNX, each checked against Keras"
 $FFEM export --run "$DEMO/runs/arcface" --format savedmodel --format tflite --format onnx \
   --quantize none --quantize float16 --calibration "$DEMO/pack"
 
-step "Use the model: embed the folder, search one face, draw the face map"
-$FFEM embed "$ROOT" --run "$DEMO/runs/arcface" --output "$DEMO/embeddings.parquet"
-QUERY=$($PY -c "import json,sys; print(sorted(json.load(open(sys.argv[1])))[1])" "$LIST")
-$FFEM search "$ROOT/$QUERY" --gallery "$DEMO/embeddings.parquet" --run "$DEMO/runs/arcface" -k 5 \
+step "Use the model: embed the folder, look up one face crop, draw the face map"
+$FFEM embed "$ROOT" --faces "$LIST" --run "$DEMO/runs/arcface" --output "$DEMO/embeddings.parquet"
+$PY - "$ROOT" "$LIST" "$SIZE" "$DEMO/query.png" <<'PYEOF'
+import sys
+from PIL import Image
+from ffem_cli.data.crop import crop_face
+from ffem_cli.data.image_list import load_image_list
+from ffem_cli.images import read_rgb
+root, list_path, size, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+rel, entry = sorted(load_image_list(list_path).items())[1]
+face = crop_face(read_rgb(f"{root}/{rel}"), entry.box, entry.landmarks, size=size, align=entry.landmarks is not None)
+Image.fromarray(face).save(out)
+print(f"query: the aligned face of {rel}")
+PYEOF
+$FFEM search "$DEMO/query.png" --gallery "$DEMO/embeddings.parquet" --run "$DEMO/runs/arcface" -k 5 \
   --output "$DEMO/search.png"
 $FFEM map --gallery "$DEMO/embeddings.parquet" --output "$DEMO/facemap.png"
 

@@ -172,6 +172,7 @@ def test_folder_protocol_with_model_file_and_flip(workspace, tmp_path, synthetic
         assert 0.0 <= report[key] <= 1.0
     assert report["recall@1"] <= report["recall@5"] <= report["recall@10"]
     assert (out / "identities.csv").is_file() and (out / "queries.csv").is_file()
+    assert is_png(out / "top1_scores.png") and "top1_scores.png" in report["files"]
 
 
 def test_no_face_found_is_counted_and_scored(workspace, tmp_path, synthetic_faces, monkeypatch):

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ffem_cli.evaluate.embedding import Embedder, compute_embeddings, folder_sources
+from ffem_cli.evaluate.plots import score_histogram_png
 from ffem_cli.evaluate.report import write_results
 from ffem_cli.evaluate.retrieval import evaluate_retrieval
 from ffem_cli.images import scan_identity_folder
@@ -74,7 +75,14 @@ def evaluate_folder(
             "and is never retrieved."
         ),
     }
-    write_results(output_dir, report, tables={"identities": identities, "queries": queries})
+    hit = result.hits_at[1].astype(bool)
+    scored = result.top1 >= 0
+    top1 = {
+        "nearest is the same identity": result.top1_score[hit & scored],
+        "nearest is another identity": result.top1_score[~hit & scored],
+    }
+    figures = {"top1_scores.png": lambda path: score_histogram_png(path, top1, f"Nearest-neighbour similarity, {Path(root).name}")}
+    write_results(output_dir, report, tables={"identities": identities, "queries": queries}, figures=figures)
     return report
 
 

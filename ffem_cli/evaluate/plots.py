@@ -61,3 +61,19 @@ def group_bars_png(
     figure.tight_layout()
     figure.savefig(path, format="png")
     plt.close(figure)
+
+
+def score_histogram_png(path: Path, scores: Mapping[str, np.ndarray], title: str, xlabel: str = "cosine similarity") -> None:
+    """Overlaid histograms of similarity scores ``{label: scores}`` on shared bins over [-1, 1]."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(7, 4.5), dpi=100)
+    bins = np.linspace(-1.0, 1.0, 81)
+    for label, values in scores.items():
+        values = np.asarray(values, dtype=np.float64)
+        axis.hist(values, bins=bins, alpha=0.55, label=f"{label} ({values.size})")
+    axis.set(xlabel=xlabel, ylabel="queries", title=title)
+    axis.grid(alpha=0.3)
+    axis.legend(loc="upper left", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+    plt.close(figure)
