@@ -25,12 +25,12 @@ EMBEDDING = 32
 runner = CliRunner()
 
 
-def make_run(path: Path, with_embedder: bool = True, seed: int = 0) -> RunDir:
+def make_run(path: Path, with_embedder: bool = True, seed: int = 0, size: int = SIZE) -> RunDir:
     """A run directory as ``ffem train`` leaves it: embedder.keras + run.toml."""
     run = RunDir(path)
     run.path.mkdir(parents=True, exist_ok=True)
     if with_embedder:
-        model = build_embedder("tiny", "gdc", EMBEDDING, SIZE)
+        model = build_embedder("tiny", "gdc", EMBEDDING, size)
         # Batch-norm statistics of real inputs (as after training): with the
         # initial ones every face gets almost the same embedding, and parity
         # would be trivially high.
@@ -40,7 +40,7 @@ def make_run(path: Path, with_embedder: bool = True, seed: int = 0) -> RunDir:
         for layer in batch_norms:
             layer.momentum = 0.0
         model(
-            faces.synthetic_faces(faces.FaceCrop(SIZE), 32, seed=seed).astype("float32"),
+            faces.synthetic_faces(faces.FaceCrop(size), 32, seed=seed).astype("float32"),
             training=True,
         )
         for layer in batch_norms:
@@ -48,7 +48,7 @@ def make_run(path: Path, with_embedder: bool = True, seed: int = 0) -> RunDir:
         model.save(run.embedder_path)
     run.write_config(
         {
-            "data": {"image_size": SIZE, "crop": "margin", "margin": 0.2},
+            "data": {"image_size": size, "crop": "margin", "margin": 0.2},
             "model": {"backbone": "tiny", "pooling": "gdc", "embedding_size": EMBEDDING},
         }
     )
@@ -349,4 +349,16 @@ def test_val_pairs_with_a_missing_image_gives_one_line(tmp_path, synthetic_faces
     assert result.exit_code == 1
     assert result.stderr.strip().startswith(f"error: {pair_list}")
     assert "synthetic_0/099.jpg" in result.stderr
+    assert not run.export_dir.exists()
+
+
+def test_calibration_pack_of_another_face_size_is_refused(tmp_path, face_pack):
+    run = make_run(tmp_path / "run", size=48)
+    result = invoke(
+        "--run", run.path, "-f", "tflite", "-q", "int8-full", "--calibration", face_pack
+    )
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        f"error: {face_pack}: pack faces are 64x64 but the model takes 48x48"
+    )
     assert not run.export_dir.exists()

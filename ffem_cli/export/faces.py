@@ -50,7 +50,7 @@ def pack_faces(pack_dir: Path, image_size: int, count: int) -> np.ndarray:
     from ffem_cli.data.pipeline import eval_dataset, read_manifest
 
     manifest = read_manifest(pack_dir)
-    pack_size = int(manifest.get("image_size", image_size))
+    pack_size = int(manifest["image_size"])  # a required key (read_manifest checks it)
     if pack_size != image_size:
         raise FfemError(
             f"{pack_dir}: pack faces are {pack_size}x{pack_size} but the model takes {image_size}x{image_size}"
