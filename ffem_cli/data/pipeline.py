@@ -7,9 +7,11 @@
   from stateless seeds, so a resumed run rebuilds the same epoch and
   ``skip()``s to its step.
 
-  - default: the shards (in a seeded order) are read interleaved, records go
-    through a seeded shuffle buffer, are parsed and JPEG-decoded in parallel,
-    batched, augmented per batch (vectorised), and prefetched.
+  - default: the shards (in a seeded order) are read interleaved (8 at a
+    time), records go through a seeded shuffle buffer (``shuffle_buffer``
+    records; the pack already spread identities over shards at random), then
+    are parsed, JPEG-decoded and augmented per image in a parallel map
+    (AUTOTUNE), batched and prefetched.
   - ``pk=(P, K)``: identity-balanced batches for metric losses. Each batch
     holds P distinct identities × K images each (B = P·K, in identity
     blocks: rows ``p*K … p*K+K-1`` share a label). Identities with a single
