@@ -46,6 +46,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from queue import Empty
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -556,7 +557,7 @@ def _run_jobs(
         while not pending.ready() or not queue.empty():
             try:
                 report(queue.get(timeout=0.1))
-            except Exception:  # queue.Empty
+            except Empty:
                 continue
         for result in pending.get():
             results[result.file] = result
