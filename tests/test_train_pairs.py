@@ -7,12 +7,12 @@ import json
 import keras
 import numpy as np
 import pytest
+from train_fixtures import make_pack, write_pair_list
 from typer.testing import CliRunner
 
 from ffem_cli.cli import app
 from ffem_cli.data import pipeline
 from ffem_cli.train.validation import embed_pack, read_pairs, verification_accuracy
-from tests.train_fixtures import make_pack, write_pair_list
 
 P, K = 4, 4
 
