@@ -12,6 +12,7 @@ import functools
 from collections.abc import Callable
 
 import typer
+from rich.text import Text
 
 from ffem_cli import __version__
 from ffem_cli.commands import detect, embed, evaluate, export, models, pack, train
@@ -36,7 +37,7 @@ def guarded(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except FfemError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err.print(Text.assemble(("error:", "bold red"), f" {exc}"), highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
 
     return run

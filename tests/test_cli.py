@@ -33,3 +33,19 @@ def test_version_names_ffem_tensorflow_and_keras_without_native_log_noise():
     assert "Keras 3.15" in result.stdout
     assert "absl::InitializeLog" not in result.stderr
     assert "cudart_stub" not in result.stderr
+
+
+def test_error_line_is_printed_verbatim_with_its_exit_code():
+    import typer
+
+    from ffem_cli.cli import register
+    from ffem_cli.errors import FfemError
+
+    def broken() -> None:
+        raise FfemError("run.toml has no [data] table", exit_code=3)
+
+    demo = typer.Typer()
+    register(demo, broken)
+    result = runner.invoke(demo, [])
+    assert result.exit_code == 3
+    assert result.output == "error: run.toml has no [data] table\n"
