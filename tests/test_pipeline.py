@@ -34,7 +34,7 @@ def as_arrays(dataset) -> list[tuple[np.ndarray, ...]]:
 
 
 def test_train_batches_have_the_contract_shapes_types_and_range(pack_dir):
-    batches = as_arrays(train_dataset(pack_dir, 8, epoch=0, seed=0, augment=True))
+    batches = as_arrays(train_dataset(pack_dir, 8, epoch=0, seed=0, augment=Augment.strong()))
     assert len(batches) == steps_per_epoch(pack_dir, 8) == 36 // 8
     for images, labels in batches:
         assert images.shape == (8, 48, 48, 3) and images.dtype == np.float32
@@ -44,17 +44,18 @@ def test_train_batches_have_the_contract_shapes_types_and_range(pack_dir):
 
 
 def test_an_epoch_is_a_function_of_seed_and_epoch(pack_dir):
-    first = as_arrays(train_dataset(pack_dir, 8, epoch=3, seed=7, augment=True))
-    again = as_arrays(train_dataset(pack_dir, 8, epoch=3, seed=7, augment=True))
-    other_epoch = as_arrays(train_dataset(pack_dir, 8, epoch=4, seed=7, augment=True))
-    other_seed = as_arrays(train_dataset(pack_dir, 8, epoch=3, seed=8, augment=True))
+    strong = Augment.strong()
+    first = as_arrays(train_dataset(pack_dir, 8, epoch=3, seed=7, augment=strong))
+    again = as_arrays(train_dataset(pack_dir, 8, epoch=3, seed=7, augment=strong))
+    other_epoch = as_arrays(train_dataset(pack_dir, 8, epoch=4, seed=7, augment=strong))
+    other_seed = as_arrays(train_dataset(pack_dir, 8, epoch=3, seed=8, augment=strong))
     for (x, y), (x2, y2) in zip(first, again, strict=True):
         np.testing.assert_array_equal(x, x2)
         np.testing.assert_array_equal(y, y2)
     assert not all(np.array_equal(a[1], b[1]) for a, b in zip(first, other_epoch, strict=True))
     assert not all(np.array_equal(a[0], b[0]) for a, b in zip(first, other_seed, strict=True))
     # A resumed run skips to its step and sees the same batches.
-    resumed = as_arrays(train_dataset(pack_dir, 8, epoch=3, seed=7, augment=True).skip(2))
+    resumed = as_arrays(train_dataset(pack_dir, 8, epoch=3, seed=7, augment=strong).skip(2))
     np.testing.assert_array_equal(resumed[0][0], first[2][0])
 
 
@@ -67,15 +68,14 @@ def test_augmentation_off_yields_the_stored_pixels(pack_dir):
     for images, _ in plain:
         for image in images:
             assert image.tobytes() in evaluated
-    augmented = as_arrays(train_dataset(pack_dir, 4, epoch=0, seed=0, augment=Augment()))
+    augmented = as_arrays(train_dataset(pack_dir, 4, epoch=0, seed=0, augment=Augment.strong()))
     assert sum(image.tobytes() not in evaluated for images, _ in augmented for image in images) > 20
 
 
-def test_flip_only_augmentation_mirrors_some_images(pack_dir):
+def test_default_augmentation_only_mirrors_some_images(pack_dir):
     stored = {img.tobytes() for imgs, _, _ in as_arrays(eval_dataset(pack_dir, 36)) for img in imgs}
-    flip = Augment(flip=True, scale=(1.0, 1.0), brightness=0.0, contrast=0.0, saturation=0.0)
     images = np.concatenate(
-        [x for x, _ in as_arrays(train_dataset(pack_dir, 4, epoch=0, seed=1, augment=flip))]
+        [x for x, _ in as_arrays(train_dataset(pack_dir, 4, epoch=0, seed=1, augment=True))]
     )
     kept = [img.tobytes() in stored for img in images]
     mirrored = [img[:, ::-1].tobytes() in stored for img in images]
@@ -84,7 +84,7 @@ def test_flip_only_augmentation_mirrors_some_images(pack_dir):
 
 
 def test_brightness_only_shifts_every_pixel_of_an_image_by_one_offset(pack_dir):
-    brightness = Augment(flip=False, scale=(1.0, 1.0), brightness=0.2, contrast=0.0, saturation=0.0)
+    brightness = Augment(flip=False, brightness=0.2)
     plain = as_arrays(train_dataset(pack_dir, 4, epoch=0, seed=3, augment=False))
     shifted = as_arrays(train_dataset(pack_dir, 4, epoch=0, seed=3, augment=brightness))
     offsets = []

@@ -10,8 +10,8 @@
   - default: the shards (in a seeded order) are read interleaved (8 at a
     time), records go through a seeded shuffle buffer (``shuffle_buffer``
     records; the pack already spread identities over shards at random), then
-    are parsed, JPEG-decoded and augmented per image in a parallel map
-    (AUTOTUNE), batched and prefetched.
+    are parsed, JPEG-decoded and augmented one by one in a parallel map
+    (AUTOTUNE), batched, cast to float32 and prefetched.
   - ``pk=(P, K)``: identity-balanced batches for metric losses. Each batch
     holds P distinct identities × K images each (B = P·K, in identity
     blocks: rows ``p*K … p*K+K-1`` share a label). Identities with a single
@@ -56,22 +56,29 @@ class Augment:
     ``±brightness·255``. ``contrast``/``saturation``: factor uniform in
     ``[1 - x, 1 + x]`` around the image mean / the pixel's grey value.
     Results are clipped to ``[0, 255]``.
+
+    The default is the flip alone, as in InsightFace/ArcFace training: faces
+    are already cropped (or aligned) exactly as eval and export crop them,
+    and random crops shift that geometry. ``Augment.strong()`` adds crop/scale
+    and colour jitter (for small or uncontrolled sets; it costs ~3x the
+    decode time on CPU, see bench/pipeline.py); ``Augment.off()`` disables all.
     """
 
     flip: bool = True
-    scale: tuple[float, float] = (0.85, 1.0)
-    brightness: float = 0.15
-    contrast: float = 0.2
-    saturation: float = 0.2
+    scale: tuple[float, float] = (1.0, 1.0)
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
 
     @classmethod
     def off(cls) -> Augment:
         """No augmentation at all."""
-        return cls(flip=False, scale=(1.0, 1.0), brightness=0.0, contrast=0.0, saturation=0.0)
+        return cls(flip=False)
 
-    @property
-    def is_off(self) -> bool:
-        return self == Augment.off()
+    @classmethod
+    def strong(cls) -> Augment:
+        """Flip, random crop of 85-100% of the side, brightness ±15%, contrast and saturation ±20%."""
+        return cls(flip=True, scale=(0.85, 1.0), brightness=0.15, contrast=0.2, saturation=0.2)
 
 
 def read_manifest(pack_dir: str | Path) -> dict:
@@ -133,15 +140,13 @@ def train_dataset(
             )
         records = _shuffled_records(pack_dir, manifest, epoch_seed, shuffle_buffer)
     seed_tensor = tf.constant(epoch_seed, tf.int64)
-    parse = _train_parser(augment, size)
+    decode = _train_decoder(augment, size)
     dataset = records.enumerate().map(
-        lambda index, record: parse(record, index, seed_tensor),
+        lambda position, record: decode(record, position, seed_tensor),
         num_parallel_calls=AUTOTUNE,
         deterministic=True,
     )
-    dataset = dataset.batch(
-        batch_size, drop_remainder=True, num_parallel_calls=AUTOTUNE, deterministic=True
-    )
+    dataset = dataset.batch(batch_size, drop_remainder=True).map(_to_float)
     return dataset.prefetch(AUTOTUNE)
 
 
@@ -149,14 +154,11 @@ def eval_dataset(pack_dir: str | Path, batch_size: int) -> tf.data.Dataset:
     """``(images float32 (B,S,S,3) in [0,255], labels int32 (B,), paths string (B,))`` in file order."""
     manifest = read_manifest(pack_dir)
     _check_batch_size(batch_size)
-    size = int(manifest["image_size"])
     files = [str(Path(pack_dir) / s["file"]) for s in manifest["shards"] if s["count"] > 0]
+    decode = _eval_decoder(int(manifest["image_size"]))
     dataset = tf.data.TFRecordDataset(files, buffer_size=1 << 20)
-    dataset = dataset.map(
-        lambda r: _parse(r, size), num_parallel_calls=AUTOTUNE, deterministic=True
-    )
-    dataset = dataset.batch(batch_size, num_parallel_calls=AUTOTUNE, deterministic=True)
-    dataset = dataset.map(lambda x, y, p: (tf.cast(x, tf.float32), y, p))
+    dataset = dataset.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True)
+    dataset = dataset.batch(batch_size).map(_to_float)
     return dataset.prefetch(AUTOTUNE)
 
 
@@ -177,6 +179,8 @@ def _shuffled_records(
         deterministic=True,
     )
     buffer = max(1, min(buffer, int(manifest["num_examples"])))
+    # The prefetch lets the parallel shard readers run ahead of the shuffle's consumer.
+    dataset = dataset.prefetch(AUTOTUNE)
     return dataset.shuffle(buffer, seed=epoch_seed[0], reshuffle_each_iteration=False)
 
 
@@ -265,43 +269,65 @@ _FEATURES = {
 _TRAIN_FEATURES = {key: _FEATURES[key] for key in ("image/encoded", "image/label")}
 
 
-def _parse(record: tf.Tensor, size: int):
-    example = tf.io.parse_single_example(record, _FEATURES)
-    image = tf.io.decode_jpeg(example["image/encoded"], channels=3)
-    image = tf.ensure_shape(image, (size, size, 3))
-    return image, tf.cast(example["image/label"], tf.int32), example["image/path"]
+# One record per map call, batched afterwards: measured on fresh epochs, this
+# keeps up with raw JPEG-file decoding, while parsing whole batches and
+# decoding them in a map_fn did not. Images stay uint8 until batched (a
+# quarter of the bytes to copy) and are cast to float32 once per batch.
 
 
 @functools.cache
-def _train_parser(augment: Augment, size: int):
-    """``_parse_train`` for one (augment, size), traced once and reused by every epoch."""
-    return tf.function(
-        lambda record, index, seed: _parse_train(record, index, seed, augment, size),
-        input_signature=[
-            tf.TensorSpec([], tf.string),
-            tf.TensorSpec([], tf.int64),
-            tf.TensorSpec([2], tf.int64),
-        ],
-    )
+def _train_decoder(augment: Augment, size: int):
+    """Serialized record → ``(uint8 (S, S, 3), int32 label)``, augmented; traced once."""
+
+    def decode(record, position, seed):
+        example = tf.io.parse_single_example(record, _TRAIN_FEATURES)
+        image = _decode_augment(example["image/encoded"], position, seed, augment, size)
+        return image, tf.cast(example["image/label"], tf.int32)
+
+    signature = [
+        tf.TensorSpec([], tf.string),
+        tf.TensorSpec([], tf.int64),
+        tf.TensorSpec([2], tf.int64),
+    ]
+    return tf.function(decode, input_signature=signature)
 
 
-def _parse_train(record, index: tf.Tensor, seed: tf.Tensor, augment: Augment, size: int):
-    """Parse, decode and augment one example → ``(float32 (S, S, 3) in [0, 255], int32 label)``.
+@functools.cache
+def _eval_decoder(size: int):
+    """Serialized record → ``(uint8 (S, S, 3), int32 label, string path)``, unaugmented."""
 
-    Augmentation is per image, inside the parallel decode map, with draws
-    seeded by (epoch seed, position in the epoch), so it is independent of
-    thread scheduling. The random crop is decoded directly from the JPEG
-    (``decode_and_crop_jpeg`` skips the rest) and resized back (bilinear);
-    the flip happens on the small uint8 crop; saturation, contrast and
-    brightness are one affine colour map ``x -> A x + b`` (A 3x3).
+    def decode(record):
+        example = tf.io.parse_single_example(record, _FEATURES)
+        image = tf.ensure_shape(
+            tf.io.decode_jpeg(example["image/encoded"], channels=3), (size, size, 3)
+        )
+        return image, tf.cast(example["image/label"], tf.int32), example["image/path"]
+
+    return tf.function(decode, input_signature=[tf.TensorSpec([], tf.string)])
+
+
+def _to_float(images, *rest):
+    return (tf.cast(images, tf.float32), *rest)
+
+
+def _decode_augment(encoded, position: tf.Tensor, seed: tf.Tensor, augment: Augment, size: int):
+    """Decode and augment one JPEG → uint8 ``(S, S, 3)``.
+
+    Every draw is seeded by (epoch seed, position in the epoch), so the result
+    does not depend on thread scheduling. The random crop is decoded directly
+    from the JPEG (``decode_and_crop_jpeg`` skips the rest) and resized back
+    (bilinear); the flip happens on the small uint8 crop; saturation, contrast
+    and brightness are one elementwise colour map. Resampled or jittered
+    pixels are rounded back to uint8 (the source is an 8-bit JPEG anyway).
     """
-    example = tf.io.parse_single_example(record, _TRAIN_FEATURES)
-    encoded, label = example["image/encoded"], tf.cast(example["image/label"], tf.int32)
+    if augment == Augment.off():
+        return tf.ensure_shape(tf.io.decode_jpeg(encoded, channels=3), (size, size, 3))
     keys = tf.random.experimental.stateless_split(
-        tf.random.experimental.stateless_fold_in(seed, index), num=4
+        tf.random.experimental.stateless_fold_in(seed, position), num=4
     )
     low, high = augment.scale
-    if low < 1.0 or high < 1.0:
+    crop = low < 1.0 or high < 1.0
+    if crop:
         fraction = tf.random.stateless_uniform([], keys[0], low, high)
         side = tf.clip_by_value(tf.cast(tf.round(fraction * size), tf.int32), 1, size)
         corner = tf.random.stateless_uniform([2], keys[1], 0.0, 1.0)
@@ -313,14 +339,16 @@ def _parse_train(record, index: tf.Tensor, seed: tf.Tensor, augment: Augment, si
     if augment.flip:
         mirror = tf.random.stateless_uniform([], keys[2], 0.0, 1.0) < 0.5
         image = tf.cond(mirror, lambda: tf.reverse(image, axis=[1]), lambda: image)
-    if low < 1.0 or high < 1.0:
-        image = tf.image.resize(image, (size, size), method="bilinear")
-    else:
+    colour = augment.brightness or augment.contrast or augment.saturation
+    if crop or colour:
         image = tf.cast(image, tf.float32)
-    if augment.brightness or augment.contrast or augment.saturation:
-        jitter = tf.random.stateless_uniform([3], keys[3], -1.0, 1.0)
-        image = _colour_jitter(image, jitter, augment)
-    return tf.ensure_shape(image, (size, size, 3)), label
+        if crop:
+            image = tf.image.resize(image, (size, size), method="bilinear")
+        if colour:
+            jitter = tf.random.stateless_uniform([3], keys[3], -1.0, 1.0)
+            image = _colour_jitter(image, jitter, augment)
+        image = tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
+    return tf.ensure_shape(image, (size, size, 3))
 
 
 def _colour_jitter(image: tf.Tensor, jitter: tf.Tensor, augment: Augment) -> tf.Tensor:
