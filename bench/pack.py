@@ -14,6 +14,10 @@ one run:
 
 Goals: 2 workers >= 1.7x 1 worker; 2 workers >= 0.8 of the 2-core ceiling.
 
+On a shared machine two processes rarely get two whole cores, so the same
+plain loop is also run in two processes at once (halves of the list) and
+its measured rate printed: that is what the machine gave at that moment.
+
     .venv/bin/python bench/pack.py            # 2,000 images
     .venv/bin/python bench/pack.py --quick    # 300 images
 """
@@ -72,6 +76,21 @@ def ceiling_rate(root: Path, keys: list[str]) -> float:
     return len(keys) / (time.perf_counter() - started)
 
 
+def _ceiling_half(args) -> float:
+    root, keys = args
+    return ceiling_rate(root, keys)
+
+
+def two_process_rate(root: Path, keys: list[str]) -> float:
+    """Images/s of the plain loop run in two processes at once, over wall time."""
+    import multiprocessing
+
+    started = time.perf_counter()
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        pool.map(_ceiling_half, [(root, keys[0::2]), (root, keys[1::2])])
+    return len(keys) / (time.perf_counter() - started)
+
+
 def pack_rate(list_path: Path, root: Path, output: Path, workers: int) -> float:
     started = time.perf_counter()
     result = packing.pack(list_path, root, output, packing.PackSettings(shards=16), workers=workers)
@@ -111,7 +130,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="300 images instead of 2,000")
     parser.add_argument("--images", type=int, default=None, help="number of LFW images")
+    parser.add_argument("--rounds", type=int, default=None, help="alternating rounds (3; quick 2)")
     args = parser.parse_args()
+    args.rounds = args.rounds or (2 if args.quick else 3)
     count = args.images or (300 if args.quick else 2000)
     reason = realdata.missing_reason(realdata.lfw_root() / "images")
     if reason:
@@ -125,22 +146,31 @@ def main() -> None:
         list_path = write_list(keys, folder)
         for key in keys:  # warm the page cache so every variant reads from memory
             (root / key).read_bytes()
-        ceiling = ceiling_rate(root, keys)
-        one = pack_rate(list_path, root, folder / "w1", workers=1)
-        two = pack_rate(list_path, root, folder / "w2", workers=2)
-        ceiling_again = ceiling_rate(root, keys)
+        best = {"plain": 0.0, "one": 0.0, "two": 0.0, "plain2": 0.0}
+        for round_number in range(args.rounds):  # alternate, keep each variant's best round
+            best["plain"] = max(best["plain"], ceiling_rate(root, keys))
+            best["one"] = max(
+                best["one"], pack_rate(list_path, root, folder / f"w1-{round_number}", 1)
+            )
+            best["plain2"] = max(best["plain2"], two_process_rate(root, keys))
+            best["two"] = max(
+                best["two"], pack_rate(list_path, root, folder / f"w2-{round_number}", 2)
+            )
+        ceiling, one, two, measured_two = best["plain"], best["one"], best["two"], best["plain2"]
         print(
-            f"PIL decode+crop+encode, 1 process : {ceiling:8.1f} img/s (again after: {ceiling_again:.1f})"
+            f"best of {args.rounds} alternating rounds; load average now {os.getloadavg()[0]:.2f}"
         )
-        ceiling = max(ceiling, ceiling_again)
-        print(f"2-core ceiling (2x best)          : {2 * ceiling:8.1f} img/s")
-        print(f"ffem pack, 1 worker               : {one:8.1f} img/s")
-        print(f"ffem pack, 2 workers              : {two:8.1f} img/s")
-        print(f"2 workers / 1 worker              : {two / one:8.2f}   (goal >= 1.7)")
-        print(f"2 workers / 2-core ceiling        : {two / (2 * ceiling):8.2f}   (goal >= 0.8)")
+        print(f"PIL decode+crop+encode, 1 process  : {ceiling:8.1f} img/s")
+        print(f"2-core ceiling (2x that)           : {2 * ceiling:8.1f} img/s")
+        print(f"ffem pack, 1 worker                : {one:8.1f} img/s")
+        print(f"ffem pack, 2 workers               : {two:8.1f} img/s")
+        print(f"2 workers / 1 worker               : {two / one:8.2f}   (goal >= 1.7)")
+        print(f"2 workers / 2-core ceiling         : {two / (2 * ceiling):8.2f}   (goal >= 0.8)")
+        print(f"plain loop in 2 processes, measured: {measured_two:8.1f} img/s")
+        print(f"2 workers / measured 2-process rate: {two / measured_two:8.2f}")
         python_rate, tf_rate = writer_rates(root, keys, folder)
-        print(f"TFRecord framing, pure Python     : {python_rate:8.0f} records/s")
-        print(f"TFRecord framing, tf.io writer    : {tf_rate:8.0f} records/s")
+        print(f"TFRecord framing, pure Python      : {python_rate:8.0f} records/s")
+        print(f"TFRecord framing, tf.io writer     : {tf_rate:8.0f} records/s")
 
 
 if __name__ == "__main__":
