@@ -48,7 +48,31 @@ class TrainingModel(keras.Model):
         if self.accuracy_tracker is not None:
             logits = self.loss_layer.logits(ops.stop_gradient(y_pred))
             self.accuracy_tracker.update_state(y, logits)
-        return self.get_metrics_result()
+        results = self.get_metrics_result()
+        if _multi_worker():
+            # Keras 3.15 averages step logs over workers with strategy.reduce(MEAN, v, axis=0),
+            # which fails on scalars ("Invalid reduction dimension 0 for input with 0
+            # dimensions"): give each a length-1 axis; the reduce makes them scalars again.
+            results = {name: ops.reshape(value, (1,)) for name, value in results.items()}
+        return results
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """TensorFlow trainer hook before ``fit``: build the model from a batch's shapes.
+
+        Keras 3.15 first averages a whole distributed batch with
+        ``strategy.reduce``, which MultiWorkerMirroredStrategy cannot do for the
+        (images, labels) tuple ("Attempt to convert a value (PerReplica...) with
+        an unsupported type to a Tensor", keras-team/keras#20585); only shapes
+        and dtypes are needed, and one replica's slice has them.
+        """
+        strategy = getattr(self, "_distribute_strategy", None)
+        if iterator is not None and data_batch is None and _multi_worker(strategy):
+            first_replica = lambda value: strategy.experimental_local_results(value)[0]  # noqa: E731
+            for _, _, batches in iterator:
+                data_batch = keras.tree.map_structure(first_replica, next(batches))
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     @property
     def metrics(self):
@@ -66,6 +90,16 @@ def _scale_for_replicas(loss):
 
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     return loss / float(replicas) if replicas > 1 else loss
+
+
+def _multi_worker(strategy=None) -> bool:
+    """True under ``tf.distribute.MultiWorkerMirroredStrategy`` (``strategy``, or the active one)."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    strategy = strategy if strategy is not None else tf.distribute.get_strategy()
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
 
 def build_optimizer(name: str, learning_rate, *, momentum: float = 0.9, nesterov: bool = True,
