@@ -1,0 +1,153 @@
+"""``ffem train`` as two local workers (``TF_CONFIG``, MultiWorkerMirroredStrategy over loopback).
+
+Both workers run the same command with the same ``--run``; worker 0 (the
+chief) writes the run directory, worker 1 trains into a scratch folder that
+it deletes. The loss curve is compared with one process training alone:
+
+- epochs 1–2 train the ArcFace head only (``--freeze-backbone-epochs 2``).
+  The head's gradient is the mean over the same global batch of 16 whether
+  one process computes it or two workers compute 8 each and all-reduce, so
+  the per-step losses agree to float32 summation order (rel 1e-5).
+- epoch 3 trains the whole model: BatchNorm then normalises each worker's
+  half batch with its own statistics (no cross-replica sync, as with
+  ``--devices 2``), so that epoch's loss only agrees within that noise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from train_fixtures import make_pack
+
+from ffem_cli.train import config as C
+from ffem_cli.train.trainer import train
+
+FLAGS = [
+    "--backbone",
+    "tiny",
+    "--embedding-size",
+    "32",
+    "--batch-size",
+    "16",
+    "--lr",
+    "0.003",
+    "--epochs",
+    "3",
+    "--freeze-backbone-epochs",
+    "2",
+    "--no-augment",
+    "--checkpoint-every",
+    "100",
+]
+
+
+@pytest.fixture(scope="module")
+def pack_dir(tmp_path_factory):
+    return make_pack(tmp_path_factory.mktemp("multiworker_pack"), seed=5)
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the OS has just handed out on 127.0.0.1 (held together, so all differ)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def step_losses(run) -> list[float]:
+    """The ``train/loss`` TensorBoard scalar of every step, in step order."""
+    import tensorflow as tf
+
+    found = {}
+    for events in sorted((run / "logs").glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(events)):
+            for value in event.summary.value:
+                if value.tag == "train/loss":
+                    found[event.step] = float(tf.make_ndarray(value.tensor))
+    return [found[step] for step in sorted(found)]
+
+
+@pytest.mark.timeout(180)
+def test_two_workers_on_loopback_follow_the_single_process_loss_curve(pack_dir, tmp_path):
+    run = tmp_path / "run"
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
+    workers = []
+    for index in range(2):
+        scratch = tmp_path / f"scratch{index}"
+        scratch.mkdir()
+        env = {
+            **os.environ,
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "CUDA_VISIBLE_DEVICES": "",
+            "TMPDIR": str(scratch),
+            "TF_CONFIG": json.dumps(
+                {"cluster": cluster, "task": {"type": "worker", "index": index}}
+            ),
+        }
+        command = [
+            sys.executable,
+            "-c",
+            "from ffem_cli.cli import main; main()",
+            "train",
+            "--data",
+            str(pack_dir),
+            "--run",
+            str(run),
+            *FLAGS,
+        ]
+        workers.append(
+            subprocess.Popen(
+                command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+        )
+    try:
+        outputs = [worker.communicate(timeout=150) for worker in workers]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+    for worker, (_, stderr) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, stderr[-3000:]
+    assert f"{run}: 3 epochs, 18 steps" in outputs[0][0].replace("\n", "")
+
+    # the chief wrote the run; the other worker's scratch run directory is gone
+    assert (run / "run.toml").is_file() and (run / "embedder.keras").is_file()
+    assert "/job:worker/replica:0/task:0/device:CPU:0" in (run / "run.toml").read_text()
+    assert list((tmp_path / "scratch1").iterdir()) == []
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [6, 12, 18]
+
+    alone = tmp_path / "alone"
+    flags = dict(
+        data=str(pack_dir),
+        backbone="tiny",
+        embedding_size=32,
+        batch_size=16,
+        lr=0.003,
+        epochs=3,
+        freeze_backbone_epochs=2,
+        augment=False,
+        checkpoint_every=100,
+    )
+    train(C.resolve({}, flags), alone, show_progress=False)
+    single = [json.loads(line) for line in (alone / "metrics.jsonl").read_text().splitlines()]
+
+    two, one = step_losses(run), step_losses(alone)
+    assert len(two) == len(one) == 18
+    np.testing.assert_allclose(two[:12], one[:12], rtol=1e-5)  # head only: the same global batches
+    for mine, reference in zip(records[:2], single[:2], strict=True):
+        assert mine["loss"] == pytest.approx(reference["loss"], rel=1e-5)
+        assert mine["accuracy"] == pytest.approx(reference["accuracy"], abs=1e-6)
+    # whole model: per-worker BatchNorm statistics (1.4% apart here), so only that close
+    assert np.isfinite(two[12:]).all()
+    assert records[2]["loss"] == pytest.approx(single[2]["loss"], rel=0.15)
