@@ -36,12 +36,14 @@ op-by-op eager dispatch, so that row only runs when asked (``--xla off``).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import subprocess
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+logging.getLogger("tensorflow").setLevel(logging.ERROR)  # each row's new model retraces its step
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
