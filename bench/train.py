@@ -113,42 +113,48 @@ def synthetic_batch(batch: int, classes: int):
     return ops.convert_to_tensor(pixels), ops.convert_to_tensor(labels)
 
 
+def build_training_model(backbone: str, classes: int, xla: bool) -> TrainingModel:
+    """The trainer's model under the current policy: embedder + ArcFace head, SGD on WarmupDecay."""
+    embedder = build_embedder(
+        backbone, BACKBONES[backbone].default_pooling, EMBEDDING_SIZE, IMAGE_SIZE
+    )
+    loss_layer = build_loss("arcface", classes, EMBEDDING_SIZE)
+    # create the head's weights by one call, as the trainer does
+    loss_layer(ops.zeros((2, EMBEDDING_SIZE)), ops.zeros((2,), "int32"))
+    model = TrainingModel(embedder, loss_layer)
+    schedule = WarmupDecay(0.1, total_steps=10_000, decay="cosine")
+    model.compile(optimizer=build_optimizer("sgd", schedule, weight_decay=5e-4), jit_compile=xla)
+    return model
+
+
 def bench_step(
     backbone: str, policy: str, xla: bool, batch: int, classes: int, warmup: int, steps: int
 ) -> dict:
-    """Seconds of warm-up and images/s of ``steps`` timed ``train_on_batch`` calls for one setting."""
+    """Seconds of warm-up and images/s of ``steps`` timed ``train_on_batch`` calls for one setting.
+
+    The precision policy stays set while the step is traced and timed, as in the trainer.
+    """
     keras.backend.clear_session()
     keras.mixed_precision.set_global_policy(policy)
     try:
-        embedder = build_embedder(
-            backbone, BACKBONES[backbone].default_pooling, EMBEDDING_SIZE, IMAGE_SIZE
-        )
-        loss_layer = build_loss("arcface", classes, EMBEDDING_SIZE)
-        loss_layer(
-            ops.zeros((2, EMBEDDING_SIZE)), ops.zeros((2,), "int32")
-        )  # its weights, as the trainer
-        model = TrainingModel(embedder, loss_layer)
-        schedule = WarmupDecay(0.1, total_steps=10_000, decay="cosine")
-        model.compile(
-            optimizer=build_optimizer("sgd", schedule, weight_decay=5e-4), jit_compile=xla
-        )
+        model = build_training_model(backbone, classes, xla)
+        pixels, labels = synthetic_batch(batch, classes)
+        start = time.perf_counter()
+        for _ in range(warmup):
+            logs = model.train_on_batch(pixels, labels, return_dict=True)
+        warmup_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        for _ in range(steps):
+            logs = model.train_on_batch(pixels, labels, return_dict=True)  # host floats: a sync
+        seconds = (time.perf_counter() - start) / steps
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    pixels, labels = synthetic_batch(batch, classes)
-    start = time.perf_counter()
-    for _ in range(warmup):
-        logs = model.train_on_batch(pixels, labels, return_dict=True)
-    warmup_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    for _ in range(steps):
-        logs = model.train_on_batch(pixels, labels, return_dict=True)  # returns host floats: a sync
-    seconds = (time.perf_counter() - start) / steps
     if not np.isfinite(logs["loss"]):
         raise SystemExit(f"{backbone} {policy} xla={xla}: the loss is {logs['loss']}")
     return {
         "warmup_s": warmup_seconds,
         "images_per_s": batch / seconds,
-        "train_flops_per_image": 3 * count_flops(embedder),
+        "train_flops_per_image": 3 * count_flops(model.embedder),
         "loss": float(logs["loss"]),
     }
 
