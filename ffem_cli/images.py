@@ -86,20 +86,26 @@ class ImageReadError(Exception):
         self.detail = detail
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
-    """Decode an image file to an RGB ``uint8`` array of shape ``(H, W, 3)``.
+def open_rgb(path: str | Path) -> Image.Image:
+    """Decode an image file to an RGB PIL image (pixels loaded, file closed).
 
     Grayscale, palette and RGBA images are converted to RGB (alpha dropped);
     EXIF orientation is applied. Raises ``ImageReadError`` with reason
-    ``missing`` or ``corrupt``.
+    ``missing`` or ``corrupt``. Pack crops PIL images directly, which saves
+    two full-image copies per photo over ``read_rgb``.
     """
     path = Path(path)
     try:
-        with Image.open(path) as image:
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+        image = Image.open(path)
+        image.load()  # reads the pixels and closes the file of a single-frame image
+        ImageOps.exif_transpose(image, in_place=True)
+        return image if image.mode == "RGB" else image.convert("RGB")
     except FileNotFoundError as exc:
         raise ImageReadError(path, "missing", "no such file") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(path, "corrupt", str(exc).split("\n")[0]) from exc
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """``open_rgb`` as an RGB ``uint8`` array of shape ``(H, W, 3)``."""
+    return np.asarray(open_rgb(path), dtype=np.uint8)

@@ -18,8 +18,9 @@ from typer.testing import CliRunner
 from ffem_cli.cli import app
 from ffem_cli.data.crop import crop_face
 from ffem_cli.data.image_list import fingerprint, load_image_list
-from ffem_cli.data.pack import PackSettings, encode_face, pack, sha256_of, shard_name
+from ffem_cli.data.pack import PackSettings, encode_face, pack, shard_name
 from ffem_cli.errors import FfemError
+from ffem_cli.hashing import file_sha256
 from ffem_cli.images import read_rgb
 
 SETTINGS = PackSettings(shards=4)
@@ -88,8 +89,8 @@ def test_manifest_counts_checksums_and_settings(packed, labelled_list):
     assert [s["file"] for s in manifest["shards"]] == [shard_name(i, 4) for i in range(4)]
     assert manifest["shards"][0]["file"] == "faces-00000-of-00004.tfrecord"
     for shard in manifest["shards"]:
-        assert sha256_of(output / shard["file"]) == shard["sha256"]
-    assert manifest["index"]["sha256"] == sha256_of(output / "index.npz")
+        assert file_sha256(output / shard["file"]) == shard["sha256"]
+    assert manifest["index"]["sha256"] == file_sha256(output / "index.npz")
     assert (manifest["num_classes"], manifest["image_size"], manifest["crop"]) == (6, 112, "margin")
     assert manifest["margin"] == 0.2 and manifest["settings"]["jpeg_quality"] == 95
     assert manifest["label_map"] == json.loads((list_path.parent / "label_map.json").read_text())
@@ -153,7 +154,7 @@ def test_two_workers_write_the_same_bytes_as_one(packed, labelled_list, tmp_path
     assert result.exit_code == 0, result.output
     assert "images/s" in result.output and "skipped" in result.output
     for i in range(4):
-        assert sha256_of(tmp_path / "p" / shard_name(i, 4)) == sha256_of(output / shard_name(i, 4))
+        assert file_sha256(tmp_path / "p" / shard_name(i, 4)) == file_sha256(output / shard_name(i, 4))
 
 
 def test_align_mode_is_recorded(labelled_list, tmp_path):
@@ -196,7 +197,7 @@ def test_resume_keeps_good_shards_and_rewrites_a_corrupted_one(packed, labelled_
 
     assert result.kept_shards == 3 and result.images_written == original["shards"][2]["count"]
     assert {i: (output / shard_name(i, 4)).stat().st_mtime_ns for i in (0, 1, 3)} == untouched
-    assert sha256_of(damaged) == original["shards"][2]["sha256"]
+    assert file_sha256(damaged) == original["shards"][2]["sha256"]
     manifest = json.loads((output / "manifest.json").read_text())
     assert manifest["shards"] == original["shards"]
     assert not list(output.glob("*.done")) and not (output / "pack-progress.json").exists()
@@ -254,14 +255,14 @@ def test_killed_pack_leaves_nothing_that_looks_finished_and_resume_completes(
     assert finished_files(output) == [shard_name(0, 4)]
     assert any(n.startswith(".tmp-" + shard_name(1, 4)) for n in names)  # the half-written shard
     done = json.loads((output / (shard_name(0, 4) + ".done")).read_text())
-    assert done["sha256"] == sha256_of(output / shard_name(0, 4))
+    assert done["sha256"] == file_sha256(output / shard_name(0, 4))
     with pytest.raises(FfemError, match="not a finished pack"):
         read_manifest(output)
 
     result = pack(list_path, root, output, SETTINGS, workers=1, resume=True)
     assert result.kept_shards == 1
     for i in range(4):
-        assert sha256_of(output / shard_name(i, 4)) == sha256_of(clean / shard_name(i, 4))
+        assert file_sha256(output / shard_name(i, 4)) == file_sha256(clean / shard_name(i, 4))
     assert not [n for n in os.listdir(output) if n.startswith(".tmp-") or n.endswith(".done")]
 
 

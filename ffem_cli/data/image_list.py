@@ -23,7 +23,6 @@ list maps identity name to label.
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
 import json
 import math
 import os
@@ -36,6 +35,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ffem_cli import atomic
 from ffem_cli.errors import FfemError
+from ffem_cli.hashing import file_sha256
 
 BOX_KEYS = ("x1", "y1", "x2", "y2")
 LABEL_MAP_NAME = "label_map.json"
@@ -321,9 +321,5 @@ def load_label_map(path: str | os.PathLike) -> dict[str, int]:
 
 
 def fingerprint(path: str | os.PathLike) -> str:
-    """The sha256 hex digest of a file (pack records the image list's)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """The sha256 hex digest of an image list file (pack records it)."""
+    return file_sha256(path)

@@ -41,6 +41,7 @@ from ffem_cli import atomic
 from ffem_cli.console import progress_bar
 from ffem_cli.data.crop import crop_face
 from ffem_cli.errors import FfemError
+from ffem_cli.hashing import file_sha256
 from ffem_cli.images import ImageReadError, read_rgb
 
 CACHE_FORMAT = 1
@@ -116,14 +117,6 @@ class Embedder:
     def cache_key(self) -> str:
         spec = {"format": CACHE_FORMAT, "model_sha256": self.model_sha256, "prep": asdict(self.prep)}
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_embedder(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ffem_cli import __version__
 from ffem_cli.export.converters import INPUT_NAME, ONNX_OPSET, OUTPUT_NAME
+from ffem_cli.hashing import file_sha256
 
 NORMALISATION = "(x - 127.5) / 128, inside the graph (feed raw pixels)"
 
@@ -22,21 +23,13 @@ def sha256_of(path: Path) -> str:
     """SHA-256 of a file; for a folder (SavedModel), of its sorted ``relative path, file digest`` lines."""
     path = Path(path)
     if path.is_file():
-        return _file_digest(path)
+        return file_sha256(path)
     lines = [
-        f"{item.relative_to(path).as_posix()} {_file_digest(item)}\n"
+        f"{item.relative_to(path).as_posix()} {file_sha256(item)}\n"
         for item in sorted(path.rglob("*"))
         if item.is_file()
     ]
     return hashlib.sha256("".join(lines).encode()).hexdigest()
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def versions(fmt: str) -> dict:

@@ -8,7 +8,6 @@ The data fingerprint (``manifest_sha256``) lives in the ``[data]`` table.
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import subprocess
 import sys
@@ -31,14 +30,6 @@ def git_commit(root: Path = PROJECT_ROOT) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{sha}-dirty" if status.strip() else sha
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def collect(devices: list[str], argv: list[str] | None = None) -> dict:

@@ -24,6 +24,7 @@ import numpy as np
 from ffem_cli import atomic
 from ffem_cli.console import err
 from ffem_cli.errors import FfemError
+from ffem_cli.hashing import file_sha256
 from ffem_cli.rundir import RunDir
 from ffem_cli.train import checkpoint, provenance
 from ffem_cli.train import config as config_module
@@ -222,7 +223,7 @@ def _write_run_toml(run: RunDir, config: TrainConfig, manifest: dict, parts: _Pa
             "crop": manifest["crop"],
             "margin": float(manifest.get("margin", 0.0)),
             "num_classes": int(manifest["num_classes"]),
-            "manifest_sha256": provenance.sha256_file(manifest_path),
+            "manifest_sha256": file_sha256(manifest_path),
         },
         "model": {"backbone": config.backbone, "pooling": config.pooling,
                   "embedding_size": config.embedding_size, "dropout": config.dropout},
