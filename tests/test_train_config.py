@@ -34,6 +34,8 @@ def test_bad_settings_are_refused_in_one_line(tmp_path):
         C.resolve({}, {"optimizer": "rmsprop"})
     with pytest.raises(FfemError, match=r"^training setting 'epochs' must be int, got '3'$"):
         C.resolve({}, {"epochs": "3"})
+    with pytest.raises(FfemError, match=r"^unknown augment 'colour'; choose one of: flip, strong, off$"):
+        C.resolve({}, {"augment": "colour"})
     with pytest.raises(FfemError, match=r"^unknown stage 'pre'; choose one of: classifier, metric$"):
         C.resolve({}, {"stage": "pre"})
     with pytest.raises(FfemError, match=r"^batch size 10 is not a multiple of images-per-identity 4"):

@@ -68,7 +68,7 @@ SCRIPT = textwrap.dedent("""
     report = {}
     for frozen in map(int, sys.argv[4:]):
         flags = dict(data=pack, backbone="tiny", embedding_size=32, batch_size=16, lr=0.003, epochs=3,
-                     augment=False, devices=devices, checkpoint_every=100, freeze_backbone_epochs=frozen)
+                     augment="off", devices=devices, checkpoint_every=100, freeze_backbone_epochs=frozen)
         name = f"d{devices}f{frozen}"
         train(C.resolve({}, flags), f"{out}/{name}", show_progress=False)
         with open(f"{out}/{name}/metrics.jsonl") as handle:

@@ -41,7 +41,7 @@ FLAGS = [
     "3",
     "--freeze-backbone-epochs",
     "2",
-    "--no-augment",
+    "--augment", "off",
     "--checkpoint-every",
     "100",
 ]
@@ -136,7 +136,7 @@ def test_two_workers_on_loopback_follow_the_single_process_loss_curve(pack_dir, 
         lr=0.003,
         epochs=3,
         freeze_backbone_epochs=2,
-        augment=False,
+        augment="off",
         checkpoint_every=100,
     )
     train(C.resolve({}, flags), alone, show_progress=False)

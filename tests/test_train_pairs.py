@@ -57,7 +57,7 @@ def metric_flags(pack_dir, run, *extra):
         "adam",
         "--lr",
         "0.003",
-        "--no-augment",
+        "--augment", "off",
         "--checkpoint-every",
         "100",
         *extra,

@@ -35,7 +35,7 @@ def pack_dir(tmp_path_factory):
 def small(pack_dir, **changes):
     """A fast config: tiny backbone, 32-d embeddings, batch 16, Adam 3e-3."""
     flags = dict(data=str(pack_dir), backbone="tiny", embedding_size=32, batch_size=16, lr=3e-3,
-                 epochs=2, checkpoint_every=2, augment=False)
+                 epochs=2, checkpoint_every=2, augment="off")
     flags.update(changes)
     return C.resolve({}, flags)
 
@@ -56,7 +56,7 @@ def test_classifier_then_metric_stage(pack_dir, tmp_path):
     first = tmp_path / "classifier"
     result = CliRunner().invoke(app, [
         "train", "--data", str(pack_dir), "--run", str(first), "--backbone", "tiny", "--embedding-size", "32",
-        "--batch-size", "16", "--lr", "0.01", "--epochs", "10", "--checkpoint-every", "4", "--no-augment"])
+        "--batch-size", "16", "--lr", "0.01", "--epochs", "10", "--checkpoint-every", "4", "--augment", "off"])
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in (first / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == list(range(1, 11)) and lines[-1]["step"] == 60

@@ -36,7 +36,9 @@ def train(
     precision: str = typer.Option(None, help="fp32 | mixed_float16 | mixed_bfloat16."),
     xla: bool = typer.Option(None, "--xla/--no-xla", help="Compile the training step with XLA."),
     seed: int = typer.Option(None, help="Seed of the data order and augmentation."),
-    augment: bool = typer.Option(None, "--augment/--no-augment", help="Flip/crop/colour augmentation. Default on."),
+    augment: str = typer.Option(
+        None, help="flip (default: horizontal flips, as InsightFace trains) | strong (+ random crop/scale, colour jitter) | off."
+    ),
     num_classes: int = typer.Option(None, help="Expected class count; refused when the pack disagrees."),
     checkpoint_every: int = typer.Option(None, help="Checkpoint every N steps (and at each epoch end). Default 500."),
     keep_checkpoints: int = typer.Option(None, help="Checkpoints kept. Default 3."),

@@ -31,6 +31,7 @@ STAGES = ("classifier", "metric")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step", "poly")
 PRECISIONS = ("fp32", "mixed_float16", "mixed_bfloat16")
+AUGMENTATIONS = ("flip", "strong", "off")  # data.pipeline.Augment(), .strong(), .off()
 
 
 @dataclass
@@ -42,7 +43,7 @@ class TrainConfig:
     data: str = ""  # pack directory
     batch_size: int = 128  # global batch (all replicas together)
     images_per_identity: int = 0  # K of P×K batches; 0 = plain shuffled batches
-    augment: bool = True
+    augment: str = "flip"  # flip | strong (crop/scale + colour jitter) | off
     seed: int = 0
     num_classes: int = 0  # 0 = the pack's class count
     # model
@@ -144,6 +145,7 @@ def validate(config: TrainConfig) -> None:
     _choice("optimizer", config.optimizer, OPTIMIZERS)
     _choice("schedule", config.schedule, SCHEDULES)
     _choice("precision", config.precision, PRECISIONS)
+    _choice("augment", config.augment, AUGMENTATIONS)
     for name in ("batch_size", "epochs", "checkpoint_every", "keep_checkpoints"):
         if getattr(config, name) < 1:
             raise FfemError(f"{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")

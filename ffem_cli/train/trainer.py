@@ -268,7 +268,7 @@ def _loop(config: TrainConfig, run: RunDir, parts: _Parts, strategy, steps: int,
                     frozen = freeze
                 skip = monitor.position.step_in_epoch
                 dataset = train_dataset(config.data, config.batch_size, epoch=epoch, seed=config.seed,
-                                        augment=config.augment, pk=pk).skip(skip).with_options(shard_by_batch)
+                                        augment=augmentation(config.augment), pk=pk).skip(skip).with_options(shard_by_batch)
                 monitor.start_epoch(epoch)
                 if skip < steps:  # a step checkpoint may fall on the epoch's last step
                     parts.model.fit(dataset, epochs=1, steps_per_epoch=steps - skip, shuffle=False,
@@ -296,6 +296,13 @@ def _loop(config: TrainConfig, run: RunDir, parts: _Parts, strategy, steps: int,
         save_embedder(parts.embedder, config, run.embedder_path)
     return TrainResult(run.path, monitor.position.step, monitor.position.epoch, monitor.last_loss, best,
                        monitor.images_per_second, monitor.halted)
+
+
+def augmentation(name: str):
+    """The pipeline's ``Augment`` preset named by ``TrainConfig.augment``."""
+    from ffem_cli.data.pipeline import Augment
+
+    return {"flip": Augment(), "strong": Augment.strong(), "off": Augment.off()}[name]
 
 
 def _val_pairs(config: TrainConfig):
