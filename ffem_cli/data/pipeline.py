@@ -10,8 +10,9 @@
   - default: the shards (in a seeded order) are read interleaved (8 at a
     time), records go through a seeded shuffle buffer (``shuffle_buffer``
     records; the pack already spread identities over shards at random), then
-    are parsed, JPEG-decoded and augmented one by one in a parallel map
-    (AUTOTUNE), batched, cast to float32 and prefetched.
+    are parsed, JPEG-decoded (and cropped / colour-jittered when asked) one
+    by one in a parallel map (AUTOTUNE), batched, mirrored and cast to float32
+    per batch, and prefetched.
   - ``pk=(P, K)``: identity-balanced batches for metric losses. Each batch
     holds P distinct identities × K images each (B = P·K, in identity
     blocks: rows ``p*K … p*K+K-1`` share a label). Identities with a single
@@ -19,7 +20,7 @@
     2 ≤ n < K images are sampled with replacement (so the same photo may
     appear twice, augmented differently). An epoch has
     ``eligible images // (P·K)`` batches. Records are read directly by byte
-    offset (``index.npz``) through a Python generator.
+    offset (``index.npz``) through a Python generator, a batch per call.
 
 * ``eval_dataset`` — ``(images, labels, paths)`` batches in file order
   (shard 0 first), no augmentation, last batch kept.
@@ -43,6 +44,7 @@ INDEX = "index.npz"
 REQUIRED_KEYS = ("image_size", "crop", "num_examples", "num_classes", "shards")
 MIN_IMAGES_PER_IDENTITY = 2
 AUTOTUNE = tf.data.AUTOTUNE
+MIRROR_STREAM = 1  # numpy seed suffix that separates the flip draws from the P×K draws
 
 
 @dataclass(frozen=True)
@@ -130,7 +132,7 @@ def train_dataset(
     size = int(manifest["image_size"])
     epoch_seed = _epoch_seed(seed, epoch)
     if pk is not None:
-        records = _pk_records(pack_dir, manifest, pk, seed, epoch)
+        records, steps = _pk_records(pack_dir, manifest, pk, seed, epoch)
         batch_size = pk[0] * pk[1]
     else:
         _check_batch_size(batch_size)
@@ -139,15 +141,28 @@ def train_dataset(
                 f"{pack_dir}: {manifest['num_examples']} images cannot fill one batch of {batch_size}"
             )
         records = _shuffled_records(pack_dir, manifest, epoch_seed, shuffle_buffer)
-    seed_tensor = tf.constant(epoch_seed, tf.int64)
-    decode = _train_decoder(augment, size)
-    dataset = records.enumerate().map(
-        lambda position, record: decode(record, position, seed_tensor),
-        num_parallel_calls=AUTOTUNE,
-        deterministic=True,
+        steps = int(manifest["num_examples"]) // batch_size
+    # Per image: parse + decode (+ crop/colour when asked), keyed by its position
+    # in the epoch. Per batch: the flip, as one gather-free partition/reverse/stitch,
+    # and the float32 cast; its coin tosses come from (seed, epoch) in numpy.
+    per_image = _train_decoder(augment, size)
+    if _needs_position(augment):
+        seed_tensor = tf.constant(epoch_seed, tf.int64)
+        images = records.enumerate().map(
+            lambda position, record: per_image(record, position, seed_tensor),
+            num_parallel_calls=AUTOTUNE,
+            deterministic=True,
+        )
+    else:
+        images = records.map(per_image, num_parallel_calls=AUTOTUNE, deterministic=True)
+    batches = images.batch(batch_size, drop_remainder=True)
+    mirror = _mirror_draws(epoch_seed, steps, batch_size, augment.flip)
+    batches = tf.data.Dataset.zip(batches, tf.data.Dataset.from_tensor_slices(mirror))
+    finish = _batch_finisher(size)
+    batches = batches.map(
+        lambda batch, flags: finish(*batch, flags), num_parallel_calls=AUTOTUNE, deterministic=True
     )
-    dataset = dataset.batch(batch_size, drop_remainder=True).map(_to_float)
-    return dataset.prefetch(AUTOTUNE)
+    return batches.prefetch(AUTOTUNE)
 
 
 def eval_dataset(pack_dir: str | Path, batch_size: int) -> tf.data.Dataset:
@@ -228,25 +243,34 @@ def _repeated(picks: np.ndarray) -> np.ndarray:
     return (np.diff(ordered, axis=-1) == 0).any(axis=-1)
 
 
-def _pk_records(pack_dir, manifest: dict, pk, seed: int, epoch: int) -> tf.data.Dataset:
+def _pk_records(pack_dir, manifest: dict, pk, seed: int, epoch: int):
+    """The epoch's P×K records (unbatched, scalar strings) and its number of batches.
+
+    Records are sliced by byte offset (``index.npz``) from memory-mapped
+    shards, one whole batch per generator step (the Python per-call cost is
+    paid once per batch, not per image), then unbatched for the decoder.
+    """
     index = _load_index(pack_dir)
-    order = pk_batches(index["label"], pk, seed, epoch).reshape(-1)
+    order = pk_batches(index["label"], pk, seed, epoch)
     files = [Path(pack_dir) / s["file"] for s in manifest["shards"]]
-    shard, offset, length = index["shard"][order], index["offset"][order], index["length"][order]
+    shard, offset, length = (index[key][order].tolist() for key in ("shard", "offset", "length"))
 
     def generate():
         maps = {}
         try:
-            for s, o, n in zip(shard.tolist(), offset.tolist(), length.tolist(), strict=True):
-                if s not in maps:
+            for batch in zip(shard, offset, length, strict=True):
+                for s in set(batch[0]) - maps.keys():
                     with open(files[s], "rb") as handle:
                         maps[s] = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-                yield maps[s][o : o + n]
+                yield [maps[s][o : o + n] for s, o, n in zip(*batch, strict=True)]
         finally:
             for view in maps.values():
                 view.close()
 
-    return tf.data.Dataset.from_generator(generate, output_signature=tf.TensorSpec((), tf.string))
+    records = tf.data.Dataset.from_generator(
+        generate, output_signature=tf.TensorSpec((None,), tf.string)
+    )
+    return records.unbatch(), len(order)
 
 
 def _load_index(pack_dir) -> dict[str, np.ndarray]:
@@ -269,27 +293,83 @@ _FEATURES = {
 _TRAIN_FEATURES = {key: _FEATURES[key] for key in ("image/encoded", "image/label")}
 
 
-# One record per map call, batched afterwards: measured on fresh epochs, this
-# keeps up with raw JPEG-file decoding, while parsing whole batches and
-# decoding them in a map_fn did not. Images stay uint8 until batched (a
-# quarter of the bytes to copy) and are cast to float32 once per batch.
+# One record per map call (parse + decode), batched afterwards: measured on
+# fresh epochs, this keeps up with raw JPEG-file decoding, while parsing whole
+# batches and decoding them in a map_fn did not. Images stay uint8 until
+# batched (a quarter of the bytes to copy); the flip and the float32 cast are
+# whole-batch ops (bench/pipeline.py: flip per image in a tf.cond cost ~15%).
+
+
+def _needs_position(augment: Augment) -> bool:
+    """Whether per-image draws (crop, colour) are needed, keyed by position in the epoch."""
+    return augment.scale != (1.0, 1.0) or bool(
+        augment.brightness or augment.contrast or augment.saturation
+    )
 
 
 @functools.cache
 def _train_decoder(augment: Augment, size: int):
-    """Serialized record → ``(uint8 (S, S, 3), int32 label)``, augmented; traced once."""
+    """Serialized record (, position, epoch seed) → ``(uint8 (S, S, 3), int32 label)``; traced once.
 
-    def decode(record, position, seed):
+    Takes the position and seed only when ``augment`` has per-image draws.
+    """
+
+    def parse(record):
         example = tf.io.parse_single_example(record, _TRAIN_FEATURES)
-        image = _decode_augment(example["image/encoded"], position, seed, augment, size)
-        return image, tf.cast(example["image/label"], tf.int32)
+        return example["image/encoded"], tf.cast(example["image/label"], tf.int32)
+
+    if not _needs_position(augment):
+
+        def decode(record):
+            encoded, label = parse(record)
+            return tf.ensure_shape(tf.io.decode_jpeg(encoded, channels=3), (size, size, 3)), label
+
+        return tf.function(decode, input_signature=[tf.TensorSpec([], tf.string)])
+
+    def decode_augment(record, position, seed):
+        encoded, label = parse(record)
+        return _decode_augment(encoded, position, seed, augment, size), label
 
     signature = [
         tf.TensorSpec([], tf.string),
         tf.TensorSpec([], tf.int64),
         tf.TensorSpec([2], tf.int64),
     ]
-    return tf.function(decode, input_signature=signature)
+    return tf.function(decode_augment, input_signature=signature)
+
+
+def _mirror_draws(epoch_seed: tuple[int, int], steps: int, batch_size: int, flip: bool):
+    """bool ``(steps, B)``: which images of each batch are mirrored (p = 0.5; none if not ``flip``)."""
+    if not flip:
+        return np.zeros((steps, batch_size), bool)
+    rng = np.random.default_rng([*epoch_seed, MIRROR_STREAM])
+    return rng.random((steps, batch_size)) < 0.5
+
+
+@functools.cache
+def _batch_finisher(size: int):
+    """``(uint8 (B, S, S, 3), int32 (B,), bool (B,))`` → float32 images, mirrored where flagged.
+
+    The mirrored images are split off (``dynamic_partition``), reversed as
+    ``(rows, S, 3)`` (a rank-3 reverse; rank 4 or ``tf.where`` is several
+    times slower on CPU), stitched back in place and cast once.
+    """
+
+    def finish(images, labels, mirror):
+        which = tf.cast(mirror, tf.int32)
+        kept, mirrored = tf.dynamic_partition(images, which, 2)
+        kept_at, mirrored_at = tf.dynamic_partition(tf.range(tf.shape(images)[0]), which, 2)
+        rows = tf.reverse(tf.reshape(mirrored, (-1, size, 3)), axis=[1])
+        mirrored = tf.reshape(rows, tf.shape(mirrored))
+        images = tf.dynamic_stitch([kept_at, mirrored_at], [kept, mirrored])
+        return tf.cast(images, tf.float32), labels
+
+    signature = [
+        tf.TensorSpec([None, size, size, 3], tf.uint8),
+        tf.TensorSpec([None], tf.int32),
+        tf.TensorSpec([None], tf.bool),
+    ]
+    return tf.function(finish, input_signature=signature)
 
 
 @functools.cache
@@ -311,19 +391,17 @@ def _to_float(images, *rest):
 
 
 def _decode_augment(encoded, position: tf.Tensor, seed: tf.Tensor, augment: Augment, size: int):
-    """Decode and augment one JPEG → uint8 ``(S, S, 3)``.
+    """Decode, crop and/or colour-jitter one JPEG → uint8 ``(S, S, 3)`` (``_needs_position``).
 
     Every draw is seeded by (epoch seed, position in the epoch), so the result
     does not depend on thread scheduling. The random crop is decoded directly
     from the JPEG (``decode_and_crop_jpeg`` skips the rest) and resized back
-    (bilinear); the flip happens on the small uint8 crop; saturation, contrast
-    and brightness are one elementwise colour map. Resampled or jittered
+    (bilinear); saturation, contrast and brightness are one elementwise colour
+    map (the flip is done per batch, ``_batch_finisher``). Resampled or jittered
     pixels are rounded back to uint8 (the source is an 8-bit JPEG anyway).
     """
-    if augment == Augment.off():
-        return tf.ensure_shape(tf.io.decode_jpeg(encoded, channels=3), (size, size, 3))
     keys = tf.random.experimental.stateless_split(
-        tf.random.experimental.stateless_fold_in(seed, position), num=4
+        tf.random.experimental.stateless_fold_in(seed, position), num=3
     )
     low, high = augment.scale
     crop = low < 1.0 or high < 1.0
@@ -336,18 +414,13 @@ def _decode_augment(encoded, position: tf.Tensor, seed: tf.Tensor, augment: Augm
         image = tf.io.decode_and_crop_jpeg(encoded, window, channels=3)
     else:
         image = tf.io.decode_jpeg(encoded, channels=3)
-    if augment.flip:
-        mirror = tf.random.stateless_uniform([], keys[2], 0.0, 1.0) < 0.5
-        image = tf.cond(mirror, lambda: tf.reverse(image, axis=[1]), lambda: image)
-    colour = augment.brightness or augment.contrast or augment.saturation
-    if crop or colour:
-        image = tf.cast(image, tf.float32)
-        if crop:
-            image = tf.image.resize(image, (size, size), method="bilinear")
-        if colour:
-            jitter = tf.random.stateless_uniform([3], keys[3], -1.0, 1.0)
-            image = _colour_jitter(image, jitter, augment)
-        image = tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
+    image = tf.cast(image, tf.float32)
+    if crop:
+        image = tf.image.resize(image, (size, size), method="bilinear")
+    if augment.brightness or augment.contrast or augment.saturation:
+        jitter = tf.random.stateless_uniform([3], keys[2], -1.0, 1.0)
+        image = _colour_jitter(image, jitter, augment)
+    image = tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
     return tf.ensure_shape(image, (size, size, 3))
 
 
