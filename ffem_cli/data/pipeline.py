@@ -3,24 +3,24 @@
 * ``train_dataset`` — ONE epoch of augmented ``(images, labels)`` batches,
   ``images`` float32 ``(B, S, S, 3)`` RGB in ``[0, 255]``, ``labels`` int32
   ``(B,)``, ``drop_remainder=True``. The epoch is a pure function of
-  ``(seed, epoch)``: shard order, shuffle and every augmentation draw come
-  from stateless seeds, so a resumed run rebuilds the same epoch and
+  ``(seed, epoch)``: the example order and every augmentation draw come
+  from seeds, so a resumed run rebuilds the same epoch and
   ``skip()``s to its step.
 
-  - default: the shards (in a seeded order) are read interleaved (8 at a
-    time), records go through a seeded shuffle buffer (``shuffle_buffer``
-    records; the pack already spread identities over shards at random), then
-    are parsed, JPEG-decoded (and cropped / colour-jittered when asked) one
-    by one in a parallel map (AUTOTUNE), batched, mirrored and cast to float32
-    per batch, and prefetched.
-  - ``pk=(P, K)``: identity-balanced batches for metric losses. Each batch
-    holds P distinct identities × K images each (B = P·K, in identity
-    blocks: rows ``p*K … p*K+K-1`` share a label). Identities with a single
-    image cannot give a positive pair and are left out; identities with
-    2 ≤ n < K images are sampled with replacement (so the same photo may
-    appear twice, augmented differently). An epoch has
-    ``eligible images // (P·K)`` batches. Records are read directly by byte
-    offset (``index.npz``) through a Python generator, a batch per call.
+  - every epoch is a list of batches of example indices: a seeded
+    permutation of the whole pack (default; the remainder is dropped) or
+    identity-balanced P×K draws (``pk``). Records are sliced by byte offset
+    (``index.npz``) from memory-mapped shards, a batch per Python generator
+    call, parsed per batch, JPEG-decoded (and cropped / colour-jittered when
+    asked) one by one in a parallel map (AUTOTUNE), batched again, mirrored
+    and cast to float32 per batch, and prefetched. The shuffle is exact (no
+    shuffle buffer, no interleave).
+  - ``pk=(P, K)``: each batch holds P distinct identities × K images each
+    (B = P·K, in identity blocks: rows ``p*K … p*K+K-1`` share a label).
+    Identities with a single image cannot give a positive pair and are left
+    out; identities with 2 ≤ n < K images are sampled with replacement (so
+    the same photo may appear twice, augmented differently). An epoch has
+    ``eligible images // (P·K)`` batches.
 
 * ``eval_dataset`` — ``(images, labels, paths)`` batches in file order
   (shard 0 first), no augmentation, last batch kept.
@@ -124,15 +124,15 @@ def train_dataset(
     seed: int,
     augment: Augment | bool | None = True,
     pk: tuple[int, int] | None = None,
-    shuffle_buffer: int = 8192,
 ) -> tf.data.Dataset:
     """One deterministic epoch of augmented training batches (module docstring)."""
     manifest = read_manifest(pack_dir)
     augment = _as_augment(augment)
     size = int(manifest["image_size"])
     epoch_seed = _epoch_seed(seed, epoch)
+    index = _load_index(pack_dir)
     if pk is not None:
-        records, steps = _pk_records(pack_dir, manifest, pk, seed, epoch)
+        order = pk_batches(index["label"], pk, seed, epoch)
         batch_size = pk[0] * pk[1]
     else:
         _check_batch_size(batch_size)
@@ -140,16 +140,18 @@ def train_dataset(
             raise FfemError(
                 f"{pack_dir}: {manifest['num_examples']} images cannot fill one batch of {batch_size}"
             )
-        records = _shuffled_records(pack_dir, manifest, epoch_seed, shuffle_buffer)
-        steps = int(manifest["num_examples"]) // batch_size
-    # Per image: parse + decode (+ crop/colour when asked), keyed by its position
-    # in the epoch. Per batch: the flip, as one gather-free partition/reverse/stitch,
-    # and the float32 cast; its coin tosses come from (seed, epoch) in numpy.
+        order = _shuffled_batches(len(index["label"]), batch_size, epoch_seed)
+    steps = len(order)
+    # Per batch: the records, sliced by offset, and one parse_example. Per image:
+    # decode (+ crop/colour when asked), keyed by its position in the epoch. Per
+    # batch again: the flip (gather-free partition/reverse/stitch; coin tosses
+    # from (seed, epoch) in numpy) and the float32 cast.
+    records = _indexed_records(pack_dir, manifest, index, order).map(_parse_batch).unbatch()
     per_image = _train_decoder(augment, size)
     if _needs_position(augment):
         seed_tensor = tf.constant(epoch_seed, tf.int64)
         images = records.enumerate().map(
-            lambda position, record: per_image(record, position, seed_tensor),
+            lambda position, record: per_image(*record, position, seed_tensor),
             num_parallel_calls=AUTOTUNE,
             deterministic=True,
         )
@@ -180,23 +182,11 @@ def eval_dataset(pack_dir: str | Path, batch_size: int) -> tf.data.Dataset:
 # ---------------------------------------------------------------- record sources
 
 
-def _shuffled_records(
-    pack_dir, manifest: dict, epoch_seed: tuple[int, int], buffer: int
-) -> tf.data.Dataset:
-    files = [str(Path(pack_dir) / s["file"]) for s in manifest["shards"] if s["count"] > 0]
-    order = np.random.default_rng(epoch_seed).permutation(len(files))
-    files = [files[i] for i in order]
-    dataset = tf.data.Dataset.from_tensor_slices(files).interleave(
-        lambda f: tf.data.TFRecordDataset(f, buffer_size=1 << 20),
-        cycle_length=min(len(files), 8),
-        block_length=1,
-        num_parallel_calls=AUTOTUNE,
-        deterministic=True,
-    )
-    buffer = max(1, min(buffer, int(manifest["num_examples"])))
-    # The prefetch lets the parallel shard readers run ahead of the shuffle's consumer.
-    dataset = dataset.prefetch(AUTOTUNE)
-    return dataset.shuffle(buffer, seed=epoch_seed[0], reshuffle_each_iteration=False)
+def _shuffled_batches(count: int, batch_size: int, epoch_seed: tuple[int, int]) -> np.ndarray:
+    """Example indices for one epoch: int64 ``(count // B, B)``, a seeded permutation of all."""
+    order = np.random.default_rng(epoch_seed).permutation(count)
+    steps = count // batch_size
+    return order[: steps * batch_size].reshape(steps, batch_size)
 
 
 def pk_batches(labels: np.ndarray, pk: tuple[int, int], seed: int, epoch: int) -> np.ndarray:
@@ -243,15 +233,13 @@ def _repeated(picks: np.ndarray) -> np.ndarray:
     return (np.diff(ordered, axis=-1) == 0).any(axis=-1)
 
 
-def _pk_records(pack_dir, manifest: dict, pk, seed: int, epoch: int):
-    """The epoch's P×K records (unbatched, scalar strings) and its number of batches.
+def _indexed_records(pack_dir, manifest: dict, index: dict, order: np.ndarray):
+    """Serialized records, a batch ``order[i]`` (int ``(steps, B)`` example indices) per element.
 
-    Records are sliced by byte offset (``index.npz``) from memory-mapped
-    shards, one whole batch per generator step (the Python per-call cost is
-    paid once per batch, not per image), then unbatched for the decoder.
+    Each record is sliced by byte offset (``index.npz``) from its memory-mapped
+    shard, so the epoch's order is exact and costs no shuffle buffer; the
+    Python generator runs once per batch, not per image.
     """
-    index = _load_index(pack_dir)
-    order = pk_batches(index["label"], pk, seed, epoch)
     files = [Path(pack_dir) / s["file"] for s in manifest["shards"]]
     shard, offset, length = (index[key][order].tolist() for key in ("shard", "offset", "length"))
 
@@ -267,10 +255,9 @@ def _pk_records(pack_dir, manifest: dict, pk, seed: int, epoch: int):
             for view in maps.values():
                 view.close()
 
-    records = tf.data.Dataset.from_generator(
-        generate, output_signature=tf.TensorSpec((None,), tf.string)
+    return tf.data.Dataset.from_generator(
+        generate, output_signature=tf.TensorSpec((order.shape[1],), tf.string)
     )
-    return records.unbatch(), len(order)
 
 
 def _load_index(pack_dir) -> dict[str, np.ndarray]:
@@ -293,11 +280,11 @@ _FEATURES = {
 _TRAIN_FEATURES = {key: _FEATURES[key] for key in ("image/encoded", "image/label")}
 
 
-# One record per map call (parse + decode), batched afterwards: measured on
-# fresh epochs, this keeps up with raw JPEG-file decoding, while parsing whole
-# batches and decoding them in a map_fn did not. Images stay uint8 until
-# batched (a quarter of the bytes to copy); the flip and the float32 cast are
-# whole-batch ops (bench/pipeline.py: flip per image in a tf.cond cost ~15%).
+# Records are parsed a batch at a time (one parse_example), then decoded one
+# JPEG per parallel map call and batched again: decoding whole batches in a
+# map_fn was slower. Images stay uint8 until batched (a quarter of the bytes to
+# copy); the flip and the float32 cast are whole-batch ops (bench/pipeline.py:
+# flip per image in a tf.cond cost ~15%).
 
 
 def _needs_position(augment: Augment) -> bool:
@@ -307,31 +294,32 @@ def _needs_position(augment: Augment) -> bool:
     )
 
 
+def _parse_batch(records: tf.Tensor):
+    """Serialized records ``(B,)`` → ``(JPEG bytes (B,), int32 labels (B,))``, one parse_example."""
+    example = tf.io.parse_example(records, _TRAIN_FEATURES)
+    return example["image/encoded"], tf.cast(example["image/label"], tf.int32)
+
+
 @functools.cache
 def _train_decoder(augment: Augment, size: int):
-    """Serialized record (, position, epoch seed) → ``(uint8 (S, S, 3), int32 label)``; traced once.
+    """JPEG bytes, label (, position, epoch seed) → ``(uint8 (S, S, 3), label)``; traced once.
 
     Takes the position and seed only when ``augment`` has per-image draws.
     """
-
-    def parse(record):
-        example = tf.io.parse_single_example(record, _TRAIN_FEATURES)
-        return example["image/encoded"], tf.cast(example["image/label"], tf.int32)
-
     if not _needs_position(augment):
 
-        def decode(record):
-            encoded, label = parse(record)
+        def decode(encoded, label):
             return tf.ensure_shape(tf.io.decode_jpeg(encoded, channels=3), (size, size, 3)), label
 
-        return tf.function(decode, input_signature=[tf.TensorSpec([], tf.string)])
+        signature = [tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.int32)]
+        return tf.function(decode, input_signature=signature)
 
-    def decode_augment(record, position, seed):
-        encoded, label = parse(record)
+    def decode_augment(encoded, label, position, seed):
         return _decode_augment(encoded, position, seed, augment, size), label
 
     signature = [
         tf.TensorSpec([], tf.string),
+        tf.TensorSpec([], tf.int32),
         tf.TensorSpec([], tf.int64),
         tf.TensorSpec([2], tf.int64),
     ]
