@@ -253,11 +253,6 @@ def _loop(config: TrainConfig, run: RunDir, parts: _Parts, strategy, steps: int,
     best = _best_val_accuracy(run)
     pairs = _val_pairs(config)
     epoch = position.epoch
-    # Several workers split every global batch (DATA sharding): they read the
-    # same deterministic epoch, so their step counts and skip() positions agree.
-    # Sharding by file would give workers unequal shards and break resume.
-    shard_by_batch = tf.data.Options()
-    shard_by_batch.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     try:
         with monitor.display():
             while epoch < config.epochs and not monitor.halted:
@@ -268,7 +263,7 @@ def _loop(config: TrainConfig, run: RunDir, parts: _Parts, strategy, steps: int,
                     frozen = freeze
                 skip = monitor.position.step_in_epoch
                 dataset = train_dataset(config.data, config.batch_size, epoch=epoch, seed=config.seed,
-                                        augment=augmentation(config.augment), pk=pk).skip(skip).with_options(shard_by_batch)
+                                        augment=augmentation(config.augment), pk=pk).skip(skip)
                 monitor.start_epoch(epoch)
                 if skip < steps:  # a step checkpoint may fall on the epoch's last step
                     parts.model.fit(dataset, epochs=1, steps_per_epoch=steps - skip, shuffle=False,
