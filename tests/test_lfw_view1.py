@@ -1,0 +1,110 @@
+"""The pure parts of ``bench/lfw_view1.py``: the people file → image list step, eigenfaces, folds, accuracies."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ffem_cli.data.image_list import check_against_images, load_image_list, write_image_list
+from ffem_cli.evaluate.lfw import image_dir
+from ffem_cli.evaluate.pairfiles import PairList, read_lfw_people
+from ffem_cli.evaluate.verification import ScoredPairs
+
+SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "lfw_view1.py"
+_spec = importlib.util.spec_from_file_location("lfw_view1", SCRIPT)
+lfw_view1 = importlib.util.module_from_spec(_spec)
+sys.modules["lfw_view1"] = lfw_view1  # dataclasses look their module up by name
+_spec.loader.exec_module(lfw_view1)
+
+BOX = (79, 65, 170, 188)
+
+
+def test_people_image_list_keeps_people_with_two_or_more_images(tmp_path):
+    people = {"Zoe_B": 2, "Al_A": 3, "Solo_C": 1}
+    entries, label_map = lfw_view1.people_image_list(people, BOX)
+    assert label_map == {"Al_A": 0, "Zoe_B": 1}
+    assert sorted(entries) == [
+        "Al_A/Al_A_0001.jpg", "Al_A/Al_A_0002.jpg", "Al_A/Al_A_0003.jpg",
+        "Zoe_B/Zoe_B_0001.jpg", "Zoe_B/Zoe_B_0002.jpg",
+    ]
+    assert [entries[k].label for k in sorted(entries)] == [0, 0, 0, 1, 1]
+    assert {entries[k].box for k in entries} == {BOX}
+    write_image_list(tmp_path / "image_list.json", entries)
+    assert load_image_list(tmp_path / "image_list.json") == entries
+
+
+def test_class_balanced_folds_put_50_same_and_50_different_pairs_in_each_fold():
+    same = np.r_[np.ones(500, bool), np.zeros(500, bool)]
+    folds = lfw_view1.class_balanced_folds(same)
+    for fold in range(10):
+        assert (same[folds == fold]).sum() == 50 and (~same[folds == fold]).sum() == 50
+    assert folds[0] == 0 and folds[499] == 9 and folds[500] == 0 and folds[999] == 9
+
+
+def _faces(rng, identities: int, per_identity: int, side: int = 16, noise: float = 20.0):
+    """uint8 faces: a random pattern per identity plus pixel noise; labels."""
+    patterns = rng.uniform(40, 215, (identities, side, side, 3))
+    labels = np.repeat(np.arange(identities), per_identity)
+    faces = patterns[labels] + rng.normal(0, noise, (labels.size, side, side, 3))
+    return np.clip(faces, 0, 255).astype(np.uint8), labels
+
+
+def test_eigenfaces_axes_match_the_exact_svd_and_projections_are_unit_vectors():
+    rng = np.random.default_rng(0)
+    faces, _ = _faces(rng, identities=8, per_identity=10)
+    model = lfw_view1.Eigenfaces(components=5, whiten=True).fit(faces)
+    gray = faces.astype(np.float32) @ lfw_view1.Eigenfaces.LUMA
+    flat = gray.reshape(len(faces), -1)
+    _, singular, vt = np.linalg.svd(flat - flat.mean(0), full_matrices=False)
+    # same subspace and spread as the exact SVD (randomized SVD, signs free)
+    np.testing.assert_allclose(np.abs(np.sum(model.axes * vt[:5], axis=1)), 1.0, atol=1e-3)
+    np.testing.assert_allclose(model.scale, singular[:5] / np.sqrt(len(faces) - 1), rtol=1e-3)
+    assert 0 < model.explained < 1
+    assert model.input_shape == (None, 16, 16, 3) and model.output_shape == (None, 5)
+    vectors = model.predict_on_batch(faces.astype(np.float32))
+    assert vectors.shape == (80, 5)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+
+
+def test_eigenfaces_cosine_separates_identities_better_than_raw_chance():
+    rng = np.random.default_rng(1)
+    faces, labels = _faces(rng, identities=10, per_identity=6)
+    for whiten in (False, True):
+        vectors = lfw_view1.Eigenfaces(components=9, whiten=whiten).fit(faces).predict_on_batch(faces.astype(np.float32))
+        similarity = vectors @ vectors.T
+        same = (labels[:, None] == labels[None]) & ~np.eye(labels.size, dtype=bool)
+        different = labels[:, None] != labels[None]
+        assert similarity[same].mean() > 0.9 > similarity[different].mean() + 0.5
+
+
+def _scored(scores, same) -> ScoredPairs:
+    n = len(scores)
+    names = [f"p/p_{i:04d}.jpg" for i in range(n)]
+    pairs = PairList(Path("pairs.txt"), names, names, np.asarray(same), np.zeros(n, int), list(range(2, n + 2)))
+    return ScoredPairs(pairs, np.asarray(scores, dtype=np.float32), np.ones(n, bool), [])
+
+
+def test_accuracies_apply_the_devtrain_threshold_to_the_test_pairs():
+    same = np.r_[np.ones(100, bool), np.zeros(100, bool)]
+    # training pairs separate at 0.5; test pairs are shifted so that 0.5 misclassifies 20 same pairs
+    train = _scored(np.where(same, 0.8, 0.2), same)
+    test_scores = np.where(same, 0.7, 0.1)
+    test_scores[:20] = 0.45
+    result = lfw_view1.accuracies(train, _scored(test_scores, same))
+    assert result["devtrain_threshold"] == pytest.approx(0.5)
+    assert result["devtrain_accuracy"] == 1.0
+    assert result["devtrain_threshold_test_accuracy"] == pytest.approx(0.9)
+    assert result["cv10_mean"] == 1.0  # 0.45 still separates from 0.1 within the test folds
+    assert result["auc"] == 1.0 and len(result["cv10_folds"]) == 10
+
+
+@pytest.mark.realdata
+def test_real_people_dev_train_gives_1184_identities_with_every_image_present(lfw_root):
+    people = read_lfw_people(lfw_root / "peopleDevTrain.txt")[0]
+    entries, label_map = lfw_view1.people_image_list(people, lfw_view1.FACE_BOX)
+    assert (len(people), len(label_map), len(entries)) == (4038, 1184, 6671)
+    check_against_images(entries, image_dir(lfw_root))  # every file exists and the box fits 250x250
