@@ -98,9 +98,10 @@ def test_two_replicas_follow_the_single_device_loss_curve(pack_dir, tmp_path):
     losses.update(_run_script(script, pack_dir, tmp_path, "2", "0"))
     # head only: the gradient is the mean over the global batch on one or two replicas alike
     assert losses["d2f3"] == pytest.approx(losses["d1f3"], rel=1e-4)
-    # whole model: BatchNorm normalises each replica's half batch (no cross-replica sync),
-    # so the curves differ by that noise but both fall
+    # whole model: synchronised BatchNorm normalises with the global batch's statistics on
+    # both replicas, so two devices train the whole model like one (float summation order
+    # grows to ~0.2% after 18 steps; without the sync the epoch-3 losses were 70% apart)
     one, two = losses["d1f0"], losses["d2f0"]
-    assert one[-1] < 0.5 * one[0] and two[-1] < 0.5 * two[0]
-    assert two[-1] == pytest.approx(one[-1], rel=0.5)
+    assert one[-1] < 0.5 * one[0]
+    assert two == pytest.approx(one, rel=1e-2)
     assert losses["refusal2"] == "batch size 15 does not divide among 2 replicas; use a multiple of 2"

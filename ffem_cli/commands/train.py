@@ -47,6 +47,10 @@ def train(
     val_pairs: Path = typer.Option(None, "--val-pairs", help="Pair list (EE488B '1,a.jpg,b.jpg' or LFW pairs.txt) checked each epoch; the best embedder is kept."),
     val_pack: Path = typer.Option(None, "--val-pack", help="Pack holding the --val-pairs images. Default: the training pack."),
     devices: int = typer.Option(None, help="Local replicas (GPUs). Default: all GPUs, or one CPU."),
+    sync_batchnorm: bool = typer.Option(
+        None, "--sync-batchnorm/--no-sync-batchnorm",
+        help="With several replicas, BatchNorm uses the global batch's statistics (as one device would). Default on.",
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --run from its last checkpoint."),
 ) -> None:
     """Train one stage of a face-embedding model on a pack; write runs/NAME/.
@@ -72,7 +76,7 @@ def train(
         "num_classes": num_classes, "checkpoint_every": checkpoint_every, "keep_checkpoints": keep_checkpoints,
         "init_from": str(init_from) if init_from else None, "freeze_backbone_epochs": freeze_backbone_epochs,
         "val_pairs": str(val_pairs) if val_pairs else None, "val_pack": str(val_pack) if val_pack else None,
-        "devices": devices,
+        "devices": devices, "sync_batchnorm": sync_batchnorm,
     }
     resolved = config_module.for_run(run, resume, config, flags)
     result = train_stage(resolved, run, resume=resume, argv=sys.argv)

@@ -79,6 +79,7 @@ class TrainConfig:
     val_pairs: str = ""  # pair list checked each epoch (EE488B "1,a.jpg,b.jpg" or LFW pairs.txt)
     val_pack: str = ""  # pack holding the pair images; "" = the training pack
     devices: int = 0  # replicas on this machine; 0 = every GPU (or the CPU)
+    sync_batchnorm: bool = True  # several replicas: BatchNorm statistics over the global batch
 
     def to_toml(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -85,6 +85,8 @@ def train(config: TrainConfig, run_path: str | Path, *, resume: bool = False, ar
         keras.utils.set_random_seed(config.seed)  # same seed → same initial weights
         with strategy.scope():
             parts = _build(config, pack_classes)
+        if replicas > 1 and config.sync_batchnorm:
+            synchronize_batchnorm(parts.embedder)
         pk = _pk(config, parts.loss_layer, replicas)
         steps = pipeline.steps_per_epoch(config.data, config.batch_size, pk)
         if steps < 1:
@@ -147,6 +149,26 @@ class _Parts:
     embedder: object
     loss_layer: object
     optimizer: object = None
+
+
+def synchronize_batchnorm(model) -> int:
+    """Make every BatchNormalization layer in ``model`` (nested models too) normalise
+    with the mean and variance of the global batch, all-reduced over the replicas,
+    so that several devices train exactly like one; returns how many layers.
+
+    Set on the training copy only: ``save_embedder`` rebuilds a plain embedder,
+    so the saved model carries no TensorFlow-only setting.
+    """
+    import keras
+
+    count = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = True
+            count += 1
+        elif isinstance(layer, keras.Model):
+            count += synchronize_batchnorm(layer)
+    return count
 
 
 def _build(config: TrainConfig, num_classes: int) -> _Parts:
