@@ -3,28 +3,28 @@
 LFW images are packed (112x112 margin crops, 16 shards); the very same JPEG
 crops are also written out as one file each. In the same process:
 
-- raw:   ``tf.data`` over the files: shuffle names, ``read_file`` +
-         ``decode_jpeg`` (AUTOTUNE), batch, cast to float32, prefetch — the
-         least a JPEG training input can do.
-- train: ``data.pipeline.train_dataset`` (interleaved shards, shuffle buffer,
-         per-image parse + decode (+ crop/colour), per-batch flip + cast, prefetch) with the
-         default augmentation (flip), none, flip + colour jitter,
+- raw:   ``tf.data`` over the files: shuffle (path, label) pairs,
+         ``read_file`` + ``decode_jpeg`` (AUTOTUNE), batch, cast to float32,
+         prefetch — the least a JPEG training input can do; it yields the
+         same pixels, batch, dtypes and labels as the train variants.
+- train: ``data.pipeline.train_dataset`` (seeded index permutation, records
+         sliced from memory-mapped shards a batch at a time, then one map call
+         per batch: parse, decode (+ crop/colour) in a map_fn, flip, cast)
+         with the default augmentation (flip), none, flip + colour jitter,
          ``Augment.strong()`` (flip + crop/scale + colour), and P×K batches.
 - eval:  ``data.pipeline.eval_dataset``.
 
-Each variant is iterated for whole epochs after a warm-up epoch; variants
-alternate over rounds (the machine is shared) and the rates are totals over
-all rounds; each round's rate is also divided by raw's in that round (the
-shared machine's load shifts between rounds, less within one), and the
-median and range of those ratios are printed.
+Every epoch is a fresh dataset and iterator (as the trainer builds one per
+epoch), after one warm-up epoch each. Variants alternate within each round
+(the machine is shared: its load shifts between rounds, less within one);
+each round's rate is divided by raw's in that round and the median [range]
+of those ratios is printed, for streaming (after the first batch) and for
+whole epochs (building + first batch included). The process CPU time per
+image is printed too: unlike rates, it hardly depends on the load.
 Goal: training mode (default augmentation) >= 0.8 of raw.
 
-    .venv/bin/python bench/pipeline.py            # 6,000 images, 3 rounds
+    .venv/bin/python bench/pipeline.py            # 6,000 images, 5 rounds
     .venv/bin/python bench/pipeline.py --quick    # 1,000 images, 2 rounds
-
-Epochs are rebuilt as the trainer does (one ``train_dataset`` per epoch), so
-each starts with an empty shuffle buffer and AUTOTUNE ramping up; with
-small epochs that start-up weighs heavily, hence the separate columns.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -66,40 +68,49 @@ def make_pack(count: int, folder: Path) -> Path:
     return folder / "pack"
 
 
-def write_jpegs(pack_dir: Path, folder: Path) -> list[str]:
-    """The pack's JPEG crops as individual files (the raw baseline reads these)."""
+def write_jpegs(pack_dir: Path, folder: Path) -> tuple[list[str], list[int]]:
+    """The pack's JPEG crops (the very bytes packed) as individual files, and their labels."""
     import tensorflow as tf
 
     folder.mkdir()
-    files = []
-    feature = {"image/encoded": tf.io.FixedLenFeature([], tf.string)}
+    files, labels = [], []
+    feature = {
+        "image/encoded": tf.io.FixedLenFeature([], tf.string),
+        "image/label": tf.io.FixedLenFeature([], tf.int64),
+    }
     records = tf.data.TFRecordDataset(sorted(str(p) for p in pack_dir.glob("*.tfrecord")))
     for i, record in enumerate(records):
+        example = tf.io.parse_single_example(record, feature)
         path = folder / f"{i:06d}.jpg"
-        path.write_bytes(tf.io.parse_single_example(record, feature)["image/encoded"].numpy())
+        path.write_bytes(example["image/encoded"].numpy())
         files.append(str(path))
-    return files
+        labels.append(int(example["image/label"]))
+    return files, labels
 
 
-def raw_dataset(files: list[str], batch_size: int, epoch: int):
+def raw_dataset(files: list[str], labels: list[int], batch_size: int, epoch: int):
+    """Shuffled (path, label) → read_file + decode_jpeg (AUTOTUNE) → batch → float32, int32."""
     import tensorflow as tf
 
-    def load(path):
-        return tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
+    def load(path, label):
+        return tf.io.decode_jpeg(tf.io.read_file(path), channels=3), label
 
-    dataset = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=epoch)
+    pairs = (files, tf.constant(labels, tf.int32))
+    dataset = tf.data.Dataset.from_tensor_slices(pairs).shuffle(len(files), seed=epoch)
     dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.batch(batch_size, drop_remainder=True)
-    return dataset.map(lambda x: tf.cast(x, tf.float32)).prefetch(tf.data.AUTOTUNE)
+    return dataset.map(lambda x, y: (tf.cast(x, tf.float32), y)).prefetch(tf.data.AUTOTUNE)
 
 
-def measure(make, epochs: int) -> tuple[int, float, float]:
-    """(images, setup seconds, streaming seconds) over ``epochs`` fresh epochs built by ``make``.
+def measure(make, epochs: int) -> tuple[int, float, float, float]:
+    """(images, setup s, streaming s, process CPU s) over ``epochs`` fresh epochs built by ``make``.
 
     Setup is building the dataset and waiting for its first batch (tracing,
-    shuffle-buffer fill); streaming is the rest of the epoch.
+    Python generator start); streaming is the rest of the epoch. The CPU time
+    (all of this process's threads) is a load-independent cost per image.
     """
     images, setup, streaming = 0, 0.0, 0.0
+    cpu_started = time.process_time()
     for epoch in range(epochs):
         started = time.perf_counter()
         batches = iter(make(epoch))
@@ -109,17 +120,24 @@ def measure(make, epochs: int) -> tuple[int, float, float]:
             images += int(batch[0].shape[0])
         setup += first - started
         streaming += time.perf_counter() - first
-    return images, setup, streaming
+    return images, setup, streaming, time.process_time() - cpu_started
+
+
+def spread(values: list[float]) -> str:
+    """``median [min-max]`` of per-round figures."""
+    ordered = sorted(values)
+    return f"{ordered[len(ordered) // 2]:4.2f} [{ordered[0]:.2f}-{ordered[-1]:.2f}]"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1,000 images and 2 rounds")
+    parser.add_argument("--rounds", type=int, default=None, help="default 5 (2 with --quick)")
     parser.add_argument("--images", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
     count = args.images or (1000 if args.quick else 6000)
-    rounds = 2 if args.quick else 3
+    rounds = args.rounds or (2 if args.quick else 5)
     reason = realdata.missing_reason(realdata.lfw_root() / "images")
     if reason:
         print(f"skipped: {reason}")
@@ -130,7 +148,7 @@ def main() -> None:
     epochs = max(1, 6000 // count)
     with tempfile.TemporaryDirectory(prefix="ffem-bench-pipeline-") as tmp:
         pack_dir = make_pack(count, Path(tmp))
-        files = write_jpegs(pack_dir, Path(tmp) / "jpegs")
+        files, labels = write_jpegs(pack_dir, Path(tmp) / "jpegs")
         augment = pipeline.Augment
         flip_colour = augment(brightness=0.15, contrast=0.2, saturation=0.2)
 
@@ -140,7 +158,7 @@ def main() -> None:
             )
 
         variants = {
-            RAW: lambda e: raw_dataset(files, batch, e),
+            RAW: lambda e: raw_dataset(files, labels, batch, e),
             "train, default augmentation (flip)": train(True),
             "train, no augmentation": train(False),
             "train, flip + colour jitter": train(flip_colour),
@@ -150,36 +168,29 @@ def main() -> None:
         }
         for make in variants.values():  # warm-up: page cache, tracing
             measure(make, 1)
-        totals = {name: [0, 0.0, 0.0] for name in variants}
-        ratios = {name: [] for name in variants}  # per round, streaming rate / raw's
+        # Per round and variant: streaming img/s, whole-epoch img/s, CPU us/image.
+        rows = {name: [] for name in variants}
         for _ in range(rounds):
-            rates = {}
             for name, make in variants.items():
-                images, setup, streaming = measure(make, epochs)
-                rates[name] = images / streaming
-                for i, value in enumerate((images, setup, streaming)):
-                    totals[name][i] += value
-            for name in variants:
-                ratios[name].append(rates[name] / rates[RAW])
+                images, setup, streaming, cpu = measure(make, epochs)
+                rows[name].append((images / streaming, images / (setup + streaming), setup / epochs,
+                                   cpu / images * 1e6))
         print(
             f"{len(files)} LFW crops 112x112, batch {batch}, {epochs} epoch(s) x {rounds} rounds "
             f"interleaved, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
         )
-        raw_images, raw_setup, raw_stream = totals[RAW]
-        raw_stream_rate = raw_images / raw_stream
-        raw_epoch_rate = raw_images / (raw_setup + raw_stream)
         print(
-            f"{'':46s}  streaming img/s (vs raw) | whole epochs img/s (vs raw) | setup s/epoch"
-            " | per-round streaming ratio: median [min-max]"
+            f"{'':46s}  streaming img/s | vs raw, per round:  streaming    | whole epochs"
+            "         | setup s/epoch | CPU us/img"
         )
-        for name, (images, setup, streaming) in totals.items():
-            stream_rate, epoch_rate = images / streaming, images / (setup + streaming)
-            spread = sorted(ratios[name])
+        raw = rows[RAW]
+        for name, figures in rows.items():
+            stream, whole, setup, cpu = (np.median([f[i] for f in figures]) for i in range(4))
+            stream_ratio = spread([f[0] / r[0] for f, r in zip(figures, raw, strict=True)])
+            whole_ratio = spread([f[1] / r[1] for f, r in zip(figures, raw, strict=True)])
             print(
-                f"{name:46s}: {stream_rate:8.0f} ({stream_rate / raw_stream_rate:4.2f})"
-                f"          | {epoch_rate:8.0f} ({epoch_rate / raw_epoch_rate:4.2f})"
-                f"            | {setup / (rounds * epochs):.2f}"
-                f"          | {spread[len(spread) // 2]:4.2f} [{spread[0]:.2f}-{spread[-1]:.2f}]"
+                f"{name:46s}: {stream:8.0f}        | {stream_ratio}"
+                f" | {whole_ratio} | {setup:.2f}          | {cpu:4.0f}"
             )
         print("goal: training mode >= 0.80 of raw")
 
