@@ -23,7 +23,8 @@
     ``eligible images // (P·K)`` batches.
 
 * ``eval_dataset`` — ``(images, labels, paths)`` batches in file order
-  (shard 0 first), no augmentation, last batch kept.
+  (shard 0 first, i.e. ``index.npz`` order), no augmentation, last batch
+  kept; read and decoded a batch at a time like the training batches.
 """
 
 from __future__ import annotations
@@ -164,12 +165,14 @@ def eval_dataset(pack_dir: str | Path, batch_size: int) -> tf.data.Dataset:
     """``(images float32 (B,S,S,3) in [0,255], labels int32 (B,), paths string (B,))`` in file order."""
     manifest = read_manifest(pack_dir)
     _check_batch_size(batch_size)
-    files = [str(Path(pack_dir) / s["file"]) for s in manifest["shards"] if s["count"] > 0]
-    decode = _eval_decoder(int(manifest["image_size"]))
-    dataset = tf.data.TFRecordDataset(files, buffer_size=1 << 20)
-    dataset = dataset.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True)
-    dataset = dataset.batch(batch_size).map(_to_float)
-    return dataset.prefetch(AUTOTUNE)
+    index = _load_index(pack_dir)
+    count = len(index["label"])
+    batches = [
+        np.arange(start, min(start + batch_size, count)) for start in range(0, count, batch_size)
+    ]
+    dataset = _indexed_records(pack_dir, manifest, index, batches)
+    decode = _eval_batch_decoder(int(manifest["image_size"]))
+    return dataset.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
 
 
 # ---------------------------------------------------------------- record sources
@@ -226,15 +229,18 @@ def _repeated(picks: np.ndarray) -> np.ndarray:
     return (np.diff(ordered, axis=-1) == 0).any(axis=-1)
 
 
-def _indexed_records(pack_dir, manifest: dict, index: dict, order: np.ndarray):
-    """Serialized records, a batch ``order[i]`` (int ``(steps, B)`` example indices) per element.
+def _indexed_records(pack_dir, manifest: dict, index: dict, order):
+    """Serialized records ``(B,)``, one batch per element: ``order`` is a sequence of int arrays
+    (example indices in ``index.npz``), e.g. ``(steps, B)``.
 
     Each record is sliced by byte offset (``index.npz``) from its memory-mapped
     shard, so the epoch's order is exact and costs no shuffle buffer; the
     Python generator runs once per batch, not per image.
     """
     files = [Path(pack_dir) / s["file"] for s in manifest["shards"]]
-    shard, offset, length = (index[key][order].tolist() for key in ("shard", "offset", "length"))
+    shard, offset, length = (
+        [index[key][rows].tolist() for rows in order] for key in ("shard", "offset", "length")
+    )
 
     def generate():
         maps = {}
@@ -249,7 +255,7 @@ def _indexed_records(pack_dir, manifest: dict, index: dict, order: np.ndarray):
                 view.close()
 
     return tf.data.Dataset.from_generator(
-        generate, output_signature=tf.TensorSpec((order.shape[1],), tf.string)
+        generate, output_signature=tf.TensorSpec((None,), tf.string)
     )
 
 
@@ -350,21 +356,21 @@ def _mirror_and_cast(images, labels, mirror, size: int):
 
 
 @functools.cache
-def _eval_decoder(size: int):
-    """Serialized record → ``(uint8 (S, S, 3), int32 label, string path)``, unaugmented."""
+def _eval_batch_decoder(size: int):
+    """Serialized records ``(B,)`` → ``(float32 (B, S, S, 3), int32 (B,), string paths (B,))``."""
+    image_spec = tf.TensorSpec((size, size, 3), tf.uint8)
 
-    def decode(record):
-        example = tf.io.parse_single_example(record, _FEATURES)
-        image = tf.ensure_shape(
-            tf.io.decode_jpeg(example["image/encoded"], channels=3), (size, size, 3)
+    def decode(records):
+        example = tf.io.parse_example(records, _FEATURES)
+        images = tf.map_fn(
+            lambda jpeg: tf.ensure_shape(tf.io.decode_jpeg(jpeg, channels=3), image_spec.shape),
+            example["image/encoded"],
+            fn_output_signature=image_spec,
         )
-        return image, tf.cast(example["image/label"], tf.int32), example["image/path"]
+        labels = tf.cast(example["image/label"], tf.int32)
+        return tf.cast(images, tf.float32), labels, example["image/path"]
 
-    return tf.function(decode, input_signature=[tf.TensorSpec([], tf.string)])
-
-
-def _to_float(images, *rest):
-    return (tf.cast(images, tf.float32), *rest)
+    return tf.function(decode, input_signature=[tf.TensorSpec([None], tf.string)])
 
 
 def _decode_augment(encoded, position: tf.Tensor, seed: tf.Tensor, augment: Augment, size: int):
