@@ -125,8 +125,14 @@ def train_dataset(
     seed: int,
     augment: Augment | bool | None = True,
     pk: tuple[int, int] | None = None,
+    start_step: int = 0,
 ) -> tf.data.Dataset:
-    """One deterministic epoch of augmented training batches (module docstring)."""
+    """One deterministic epoch of augmented training batches (module docstring).
+
+    ``start_step``: begin at that batch of the epoch (a resumed run); the
+    batches are exactly those of ``train_dataset(...).skip(start_step)``,
+    without reading or decoding the ones before it.
+    """
     manifest = read_manifest(pack_dir)
     augment = _as_augment(augment)
     size = int(manifest["image_size"])
@@ -143,17 +149,19 @@ def train_dataset(
             )
         order = _shuffled_batches(len(index["label"]), batch_size, epoch_seed)
     steps = len(order)
+    if not 0 <= start_step <= steps:
+        raise ValueError(f"start_step {start_step} is outside the epoch's {steps} steps")
     # One map call per batch: parse, decode (+ crop/colour) each JPEG in a
     # map_fn, mirror the flagged images, cast to float32. The flip's coin tosses
     # come from (seed, epoch) in numpy; per-image draws are keyed by position.
     mirror = _mirror_draws(epoch_seed, steps, batch_size, augment.flip)
     batches = tf.data.Dataset.zip(
-        _indexed_records(pack_dir, manifest, index, order),
-        tf.data.Dataset.from_tensor_slices(mirror),
+        _indexed_records(pack_dir, manifest, index, order[start_step:]),
+        tf.data.Dataset.from_tensor_slices(mirror[start_step:]),
     )
     decode = _train_batch_decoder(augment, size)
     seed_tensor = tf.constant(epoch_seed, tf.int64)
-    batches = batches.enumerate().map(
+    batches = batches.enumerate(start=start_step).map(
         lambda step, batch: decode(*batch, step, seed_tensor),
         num_parallel_calls=AUTOTUNE,
         deterministic=True,

@@ -285,7 +285,7 @@ def _loop(config: TrainConfig, run: RunDir, parts: _Parts, strategy, steps: int,
                     frozen = freeze
                 skip = monitor.position.step_in_epoch
                 dataset = train_dataset(config.data, config.batch_size, epoch=epoch, seed=config.seed,
-                                        augment=augmentation(config.augment), pk=pk).skip(skip)
+                                        augment=augmentation(config.augment), pk=pk, start_step=skip)
                 monitor.start_epoch(epoch)
                 if skip < steps:  # a step checkpoint may fall on the epoch's last step
                     parts.model.fit(dataset, epochs=1, steps_per_epoch=steps - skip, shuffle=False,
