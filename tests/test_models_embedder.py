@@ -290,3 +290,16 @@ def test_layer_names_do_not_depend_on_what_was_built_before():
     second = [layer.name for layer in build_embedder("mobilefacenet", "gnap", 64).layers]
     assert first == second
     assert len(set(first)) == len(first)
+
+
+@pytest.mark.parametrize("backbone", ["tiny", "mobilenetv3-small"])
+def test_every_batchnorm_uses_insightface_momentum_and_keeps_it_through_save(backbone, tmp_path):
+    from ffem_cli.models.embedder import BN_MOMENTUM
+
+    def momenta(model):
+        return [layer.momentum for layer in iter_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+
+    model = build_embedder(backbone, "gdc", embedding_size=16, input_size=112 if backbone != "tiny" else 64)
+    assert momenta(model) and set(momenta(model)) == {BN_MOMENTUM}
+    model.save(tmp_path / "m.keras")
+    assert set(momenta(keras.models.load_model(tmp_path / "m.keras"))) == {BN_MOMENTUM}

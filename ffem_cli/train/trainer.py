@@ -161,13 +161,13 @@ def synchronize_batchnorm(model) -> int:
     """
     import keras
 
+    from ffem_cli.models.flops import iter_layers
+
     count = 0
-    for layer in model.layers:
+    for layer in iter_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.synchronized = True
             count += 1
-        elif isinstance(layer, keras.Model):
-            count += synchronize_batchnorm(layer)
     return count
 
 
