@@ -115,14 +115,19 @@ class StepMonitor(keras.callbacks.Callback):
                         self.config.keep_checkpoints)
 
     def epoch_record(self) -> dict:
-        """The ``metrics.jsonl`` line of the epoch just finished (loss/accuracy: this process's steps)."""
+        """The ``metrics.jsonl`` line of the epoch just finished (loss/accuracy: this process's steps).
+
+        ``seconds`` is the epoch's wall time, start-up and epoch-end work
+        included, and ``images_per_second`` is measured over that same time.
+        """
+        seconds = time.perf_counter() - self._epoch_started
         record = {
             "epoch": self.position.epoch,
             "step": self.position.step,
             "loss": self.last_loss,
             "lr": float(np.asarray(self.parts.optimizer.learning_rate)),
-            "images_per_second": round(self.images_per_second, 2),
-            "seconds": round(time.perf_counter() - self._epoch_started, 3),
+            "images_per_second": round(self._epoch_images / seconds, 2) if seconds > 0 else 0.0,
+            "seconds": round(seconds, 3),
         }
         if self.last_accuracy is not None:
             record["accuracy"] = self.last_accuracy
