@@ -529,8 +529,8 @@ def _run_jobs(
     with context.Pool(min(workers, len(jobs)), initializer=_init_worker, initargs=(queue,)) as pool:
         pending = pool.map_async(_write_shard_in_worker, jobs, chunksize=1)
         while not pending.ready() or not queue.empty():
-            try:
-                report(queue.get(timeout=0.1))
+            try:  # a short wait: the last one delays the end of the whole pack
+                report(queue.get(timeout=0.01))
             except Empty:
                 continue
         for result in pending.get():
