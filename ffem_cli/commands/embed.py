@@ -17,7 +17,7 @@ from ffem_cli.errors import FfemError
 
 def embed(
     root: Path = typer.Argument(..., help="Folder of faces: ROOT/<identity>/<image> or images directly in ROOT."),
-    output: Path = typer.Option(..., "--output", help="The gallery to write (Parquet), e.g. embeddings.parquet."),
+    output: Path = typer.Option(..., "--output", "-o", help="The gallery to write (Parquet), e.g. embeddings.parquet."),
     run: Path | None = typer.Option(None, "--run", help="Run directory (embedder.keras + run.toml)."),
     model: Path | None = typer.Option(None, "--model", help="A .keras embedding model that is not a run."),
     image_size: int | None = typer.Option(None, "--image-size", help="Face side for --model (default: the model's input)."),
@@ -61,7 +61,7 @@ def search(
     run: Path | None = typer.Option(None, "--run", help="Run directory (default: the model recorded in the gallery)."),
     model: Path | None = typer.Option(None, "--model", help="A .keras model (default: the one recorded in the gallery)."),
     detect: bool = typer.Option(False, "--detect", help="Find the face in the query photo with MTCNN first."),
-    output: Path | None = typer.Option(None, "--output", help="Also draw the query and its matches as a PNG strip."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Also draw the query and its matches as a PNG strip."),
 ) -> None:
     """Find the gallery faces most similar to a photo: a table of matches and scores."""
     from ffem_cli.evaluate import facemap, gallery
@@ -81,7 +81,7 @@ def search(
 
 def map_command(
     gallery_path: Path = typer.Option(..., "--gallery", help="Gallery written by ffem embed."),
-    output: Path = typer.Option(..., "--output", help="PNG to write, e.g. facemap.png."),
+    output: Path = typer.Option(..., "--output", "-o", help="PNG to write, e.g. facemap.png."),
     method: str = typer.Option("pca", "--method", help="pca (default) or tsne."),
     size: int = typer.Option(1600, "--size", min=200, max=20000, help="Width and height of the PNG in pixels."),
     max_thumbnails: int = typer.Option(2000, "--max-thumbnails", min=1, help="Faces drawn as thumbnails (the rest as dots)."),
