@@ -269,12 +269,15 @@ def _check_one(root: Path, key: str, entry: FaceEntry) -> str | None:
     return None
 
 
-def check_against_images(entries: dict[str, FaceEntry], root: str | os.PathLike, workers: int = 16) -> None:
+def check_against_images(entries: dict[str, FaceEntry], root: str | os.PathLike, workers: int = 4) -> None:
     """Check that every entry's file exists under ``root`` and its box fits the image.
 
-    Only image headers are read (PIL, no decoding), in ``workers`` threads,
-    so 10k+ entries take seconds. Raises ``FfemError`` naming the first bad
-    entry (in list order) and how many more there are.
+    Only image headers are read (PIL, no decoding: ~25 µs each from the page
+    cache), in ``workers`` threads. Threads help while the files come from
+    disk; once cached, header parsing holds the GIL and more threads only
+    contend (2,000 cached LFW headers: 0.05 s with 1 thread, 0.07 s with 4,
+    0.16 s with 16). Raises ``FfemError`` naming the first bad entry (in
+    list order) and how many more there are.
     """
     root = Path(root)
     if not root.is_dir():
