@@ -133,24 +133,17 @@ def test_shards_mix_identities_in_shuffled_order(packed):
     assert first != sorted(first)
 
 
+def run_cli(list_path: Path, root: Path, output: Path, *extra: str, shards: int = 2):
+    return CliRunner().invoke(
+        app,
+        ["pack", str(list_path), "--root", str(root), "--output", str(output), "--shards", str(shards), *extra],
+    )
+
+
 def test_two_workers_write_the_same_bytes_as_one(packed, labelled_list, tmp_path):
     output, _ = packed
     root, list_path = labelled_list
-    result = CliRunner().invoke(
-        app,
-        [
-            "pack",
-            str(list_path),
-            "--root",
-            str(root),
-            "--output",
-            str(tmp_path / "p"),
-            "--shards",
-            "4",
-            "--workers",
-            "2",
-        ],
-    )
+    result = run_cli(list_path, root, tmp_path / "p", "--workers", "2", shards=4)
     assert result.exit_code == 0, result.output
     assert "images/s" in result.output and "skipped" in result.output
     for i in range(4):
@@ -299,23 +292,6 @@ def test_corrupt_image_is_skipped_and_reported(labelled_list, tmp_path):
 
 
 # ---------------------------------------------------------------- bad input through the CLI
-
-
-def run_cli(list_path: Path, root: Path, output: Path, *extra: str):
-    return CliRunner().invoke(
-        app,
-        [
-            "pack",
-            str(list_path),
-            "--root",
-            str(root),
-            "--output",
-            str(output),
-            "--shards",
-            "2",
-            *extra,
-        ],
-    )
 
 
 def error_line(result) -> str:
