@@ -23,6 +23,12 @@ Two modes:
 
 With ``box=None`` (and ``align=False``) the whole photo is taken as the face
 and resized to ``size x size`` (for already-cropped faces).
+
+A third mode, **stretch** (``stretch=True``), reproduces the seed FFEM
+project's evaluation crop: the box itself, no margin, no squaring, resized to
+``size x size`` (so the aspect ratio is not kept); outside the photo is black.
+``seed_box_from_landmarks`` is the box that project derived from five
+landmarks.
 """
 
 from __future__ import annotations
@@ -53,19 +59,21 @@ def crop_face(
     size: int = 112,
     margin: float = 0.2,
     align: bool = False,
+    stretch: bool = False,
 ) -> np.ndarray:
     """Cut the face out of ``image`` and return it as a ``(size, size, 3)`` uint8 array.
 
     ``image``: RGB uint8 ``(H, W, 3)``. ``box``: ``(x1, y1, x2, y2)`` pixels or
     ``None`` for the whole image. ``landmarks``: ``(5, 2)`` float ``(x, y)``
     pixels, required when ``align`` is true. ``margin``: fraction of the box's
-    longer side added on every side (margin mode only). Raises ``ValueError``
+    longer side added on every side (margin mode only). ``stretch``: the box
+    alone, resized to a square (see the module docstring). Raises ``ValueError``
     on an empty box or missing landmarks (callers validate user input first
     and turn problems into ``FfemError`` naming the entry).
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected a uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
-    face = crop_face_image(Image.fromarray(image), box, landmarks, size, margin, align)
+    face = crop_face_image(Image.fromarray(image), box, landmarks, size, margin, align, stretch)
     return np.asarray(face)
 
 
@@ -76,6 +84,7 @@ def crop_face_image(
     size: int = 112,
     margin: float = 0.2,
     align: bool = False,
+    stretch: bool = False,
 ) -> Image.Image:
     """``crop_face`` on an RGB PIL image, returning a PIL image (saves two array copies).
 
@@ -92,7 +101,12 @@ def crop_face_image(
         return _align(picture, np.asarray(landmarks, dtype=np.float64), size)
     if box is None:
         return picture.resize((size, size), Image.BILINEAR)
-    return _margin_crop(picture, box, size, margin)
+    if stretch:
+        x1, y1, x2, y2 = (float(v) for v in box)
+        if x2 <= x1 or y2 <= y1:
+            raise ValueError(f"empty box {box}")
+        return _resize_region(picture, (x1, y1, x2, y2), size)
+    return _resize_region(picture, square_around_box(box, margin), size)
 
 
 def square_around_box(
@@ -110,8 +124,9 @@ def square_around_box(
     return cx - half, cy - half, cx + half, cy + half
 
 
-def _margin_crop(picture: Image.Image, box, size: int, margin: float) -> Image.Image:
-    left, top, right, bottom = square_around_box(box, margin)
+def _resize_region(picture: Image.Image, region: tuple[float, float, float, float], size: int) -> Image.Image:
+    """The continuous ``region`` (left, top, right, bottom) resized to ``size x size``; black outside the photo."""
+    left, top, right, bottom = region
     width, height = picture.size
     if left < 0 or top < 0 or right > width or bottom > height:
         # Cut the integer bounding rectangle first: PIL fills the outside with black.
@@ -120,6 +135,32 @@ def _margin_crop(picture: Image.Image, box, size: int, margin: float) -> Image.I
         left, top, right, bottom = left - x0, top - y0, right - x0, bottom - y0
     # Resize the fractional square with an antialiasing bilinear filter.
     return picture.resize((size, size), Image.BILINEAR, box=(left, top, right, bottom))
+
+
+def seed_box_from_landmarks(landmarks: np.ndarray) -> tuple[int, int, int, int]:
+    """The seed FFEM project's box for five landmarks (its ``generate_bbox`` ``rect_from_landmark``).
+
+    ``landmarks``: ``(5, 2)`` ``(x, y)`` in the order left eye, right eye,
+    nose, left and right mouth corner. The landmarks' extent grows by 1/1.5 of
+    its width (height) on each side, i.e. to ``(1 + 2/1.5)`` times its size,
+    and shifts sideways with the yaw: by ``±1.2 (1 - shorter/longer)`` widths,
+    from the two eye-to-nose distances, towards the nearer eye. Coordinates
+    are truncated to integers as the seed did.
+    """
+    points = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
+    min_x, min_y = points[:, 0].min(), points[:, 1].min()
+    max_x, max_y = points[:, 0].max(), points[:, 1].max()
+    width, height = (max_x - min_x) / 1.5, (max_y - min_y) / 1.5
+    left_line = float(np.linalg.norm(points[0] - points[2]))
+    right_line = float(np.linalg.norm(points[1] - points[2]))
+    if max(left_line, right_line) == 0:
+        shift = 0.0
+    elif left_line - right_line > 0:
+        shift = -(1 - right_line / left_line) * 1.2
+    else:
+        shift = (1 - left_line / right_line) * 1.2
+    box = np.array([min_x - width + width * shift, min_y - height, max_x + width + width * shift, max_y + height])
+    return tuple(int(v) for v in box.astype(np.int32))
 
 
 def umeyama(source: np.ndarray, target: np.ndarray) -> np.ndarray:

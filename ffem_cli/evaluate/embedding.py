@@ -11,11 +11,16 @@ evaluation switches ``detect`` and ``flip``. How one face is cut out:
    counted and reported by every protocol, never silently dropped);
 2. otherwise the source's landmarks (``crop = "align"``) or box
    (``crop = "margin"``) are used with ``data.crop.crop_face``;
+   ``crop = "seed"`` (evaluation only, ``--crop seed``) is the seed FFEM
+   project's crop: the source's box, or ``crop.seed_box_from_landmarks``,
+   stretched to the face size with no margin;
 3. a source with neither is taken as an already-cropped face and resized.
 
-``flip``: the embedding of the horizontally mirrored face is added to the
-embedding of the face and the sum re-normalised to unit length (the usual
-test-time augmentation; the model's outputs are already unit vectors).
+``flip``: test-time augmentation with the horizontally mirrored face.
+``flip_mode = "sum"`` adds the two embeddings and re-normalises (insightface's
+evaluation); ``"concat"`` concatenates them (MassFace, facenet), giving
+``2 D``-dimensional vectors, re-normalised so that a cosine similarity is the
+mean of the two halves' similarities.
 
 Embeddings are cached in ``CACHE_DIR/<key>/embeddings.npz`` where ``key``
 hashes the model file's SHA-256 and the preparation settings; entries are
@@ -32,19 +37,21 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from ffem_cli import atomic
 from ffem_cli.console import progress_bar
-from ffem_cli.data.crop import crop_face
+from ffem_cli.data.crop import crop_face, seed_box_from_landmarks
 from ffem_cli.errors import FfemError
 from ffem_cli.hashing import file_sha256
 from ffem_cli.images import ImageReadError, read_rgb
 
 CACHE_FORMAT = 1
+CROP_MODES = ("margin", "align", "seed")
+FLIP_MODES = ("sum", "concat")
 
 
 @dataclass(frozen=True)
@@ -56,10 +63,18 @@ class FacePrep:
     margin: float = 0.2
     detect: bool = False
     flip: bool = False
+    flip_mode: str = "sum"
 
     def __post_init__(self):
-        if self.crop not in ("margin", "align"):
-            raise FfemError(f"unknown crop mode {self.crop!r} (expected 'margin' or 'align')")
+        if self.crop not in CROP_MODES:
+            raise FfemError(f"unknown crop mode {self.crop!r} (expected one of {', '.join(CROP_MODES)})")
+        if self.flip_mode not in FLIP_MODES:
+            raise FfemError(f"unknown flip mode {self.flip_mode!r} (expected one of {', '.join(FLIP_MODES)})")
+
+    @property
+    def vector_factor(self) -> int:
+        """How many model outputs one face's vector holds (2 for concatenated flips)."""
+        return 2 if self.flip and self.flip_mode == "concat" else 1
 
 
 @dataclass(frozen=True)
@@ -112,7 +127,7 @@ class Embedder:
     embedding_size: int = field(init=False)
 
     def __post_init__(self):
-        self.embedding_size = int(self.model.output_shape[-1])
+        self.embedding_size = int(self.model.output_shape[-1]) * self.prep.vector_factor
 
     def cache_key(self) -> str:
         spec = {"format": CACHE_FORMAT, "model_sha256": self.model_sha256, "prep": asdict(self.prep)}
@@ -125,11 +140,14 @@ def load_embedder(
     image_size: int | None = None,
     detect: bool = False,
     flip: bool = False,
+    flip_mode: str = "sum",
+    crop: str | None = None,
 ) -> Embedder:
     """The model of ``--run RUN`` (its ``embedder.keras`` and ``run.toml`` [data]) or of ``--model FILE``.
 
     With ``--model``, faces are prepared with the crop defaults (margin 0.2)
     at ``image_size`` (default: the model's own input size, else 112).
+    ``crop`` overrides the crop mode (e.g. ``"seed"`` for the seed's RFW crop).
     """
     from ffem_cli.rundir import RunDir, load_model_file
 
@@ -146,13 +164,16 @@ def load_embedder(
             margin=float(data.get("margin", 0.2)),
             detect=detect,
             flip=flip,
+            flip_mode=flip_mode,
         )
         if image_size is not None and image_size != prep.image_size:
             raise FfemError(f"--image-size {image_size} contradicts {rundir.config_path} (image_size = {prep.image_size})")
     else:
         model_file = Path(model_path)
         model = load_model_file(model_file)
-        prep = FacePrep(image_size=image_size or _model_side(model) or 112, detect=detect, flip=flip)
+        prep = FacePrep(image_size=image_size or _model_side(model) or 112, detect=detect, flip=flip, flip_mode=flip_mode)
+    if crop is not None:
+        prep = replace(prep, crop=crop)
     side = _model_side(model)
     if side is not None and side != prep.image_size:
         raise FfemError(f"{model_file}: the model takes {side}x{side} faces but image_size is {prep.image_size}")
@@ -173,10 +194,11 @@ def prepare_face(source: FaceSource, prep: FacePrep, detection=None) -> np.ndarr
         box = source.box
         landmarks = None if source.landmarks is None else np.asarray(source.landmarks, dtype=np.float64)
     align = prep.crop == "align" and landmarks is not None
+    stretch = prep.crop == "seed"
     if not align and box is None and landmarks is not None:
-        box = box_from_landmarks(landmarks)
+        box = seed_box_from_landmarks(landmarks) if stretch else box_from_landmarks(landmarks)
     try:
-        return crop_face(image, box, landmarks, size=prep.image_size, margin=prep.margin, align=align)
+        return crop_face(image, box, landmarks, size=prep.image_size, margin=prep.margin, align=align, stretch=stretch)
     except ValueError as exc:
         raise FfemError(f"{source.path}: cannot cut out the face ({exc})") from exc
 
@@ -212,15 +234,19 @@ def box_from_landmarks(landmarks: np.ndarray) -> tuple[float, float, float, floa
     return (centre[0] - half_w, centre[1] - half_h, centre[0] + half_w, centre[1] + half_h)
 
 
-def embed_faces(model, faces: np.ndarray, flip: bool) -> np.ndarray:
-    """Embeddings ``(N, D)`` float32 of uint8 faces ``(N, S, S, 3)``; ``flip`` adds the mirrored face's."""
+def embed_faces(model, faces: np.ndarray, flip: bool, flip_mode: str = "sum") -> np.ndarray:
+    """Embeddings float32 of uint8 faces ``(N, S, S, 3)``: ``(N, D)``, or ``(N, 2 D)`` for concatenated flips.
+
+    ``flip`` adds (``flip_mode="sum"``) or appends (``"concat"``) the mirrored
+    face's embedding; either way the result is re-normalised to unit length.
+    """
     batch = faces.astype(np.float32)
     if flip:
         batch = np.concatenate([batch, batch[:, :, ::-1, :]], axis=0)
     vectors = np.asarray(model.predict_on_batch(batch), dtype=np.float32)
     if flip:
         n = faces.shape[0]
-        vectors = vectors[:n] + vectors[n:]
+        vectors = np.concatenate([vectors[:n], vectors[n:]], axis=1) if flip_mode == "concat" else vectors[:n] + vectors[n:]
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     return vectors
 
@@ -294,7 +320,7 @@ def _embed_uncached(embedder: Embedder, sources: list[FaceSource], batch_size: i
             ok = np.array([face is not None for face in faces])
             if ok.any():
                 stacked = np.stack([face for face in faces if face is not None])
-                vectors[start + np.flatnonzero(ok)] = embed_faces(embedder.model, stacked, prep.flip)
+                vectors[start + np.flatnonzero(ok)] = embed_faces(embedder.model, stacked, prep.flip, prep.flip_mode)
             valid[start : start + len(faces)] = ok
             bar.advance(task, len(faces))
     return vectors, valid

@@ -8,10 +8,13 @@ Verification
     ``roc_curve``/``auc`` follow scikit-learn's definitions (one ROC point per
     distinct score, trapezoidal area). ``equal_error_rate`` interpolates the
     ROC where the false-accept rate equals the false-reject rate.
+    ``ee488b_eer`` is the EE488B trainer's figure: ``max(FAR, FRR)`` at the ROC
+    point where they are closest, in percent.
     ``tar_at_far`` is the best true-accept rate whose false-accept rate does
     not exceed the target. ``kfold_accuracy`` is the LFW protocol (Huang et
     al., 2007): the accuracy-maximising threshold of 9 folds is applied to the
-    10th. ``facenet_val_at_far`` reproduces davidsandberg/facenet's
+    10th; ``stratified_folds`` builds folds that hold both kinds of pair
+    whatever the order of the list. ``facenet_val_at_far`` reproduces davidsandberg/facenet's
     ``calculate_val`` (squared-L2 thresholds, FAR target interpolated on the
     training folds).
 
@@ -83,6 +86,23 @@ def equal_error_rate(scores, labels) -> tuple[float, float]:
     return float(eer), float(threshold)
 
 
+def ee488b_eer(scores, labels) -> float:
+    """EER in percent as the EE488B trainer (``voxceleb_trainer``'s ``tuneThresholdfromScore``) computes it.
+
+    No interpolation: on scikit-learn's default ROC (``drop_intermediate``:
+    points inside straight runs of the curve are dropped), at the point where
+    ``|FRR - FAR|`` is smallest (the first from the strictest threshold),
+    ``max(FAR, FRR)``, times 100.
+    """
+    fpr, tpr, _ = roc_curve(scores, labels)
+    # scikit-learn keeps the end points and each point where the curve turns
+    turns = np.r_[True, (np.diff(fpr[1:], 2) != 0) | (np.diff(tpr[1:], 2) != 0), True]
+    fpr, tpr = np.r_[0.0, fpr[1:][turns]], np.r_[0.0, tpr[1:][turns]]
+    fnr = 1.0 - tpr
+    i = int(np.argmin(np.abs(fnr - fpr)))
+    return float(max(fpr[i], fnr[i]) * 100.0)
+
+
 def tar_at_far(scores, labels, far_target: float) -> tuple[float, float]:
     """``(tar, threshold)``: the highest true-accept rate with false-accept rate <= ``far_target``."""
     fpr, tpr, thresholds = roc_curve(scores, labels)
@@ -137,18 +157,50 @@ class KFoldResult:
         return float(self.accuracies.std())
 
 
+FOLD_RULE = (
+    "fold i holds the i-th tenth (1/k) of the same-person pairs and the i-th tenth of the "
+    "different-person pairs, each in file order"
+)
+
+
+def stratified_folds(labels, num_folds: int = 10) -> np.ndarray:
+    """Fold id ``(N,)`` per pair: the i-th of ``n`` pairs of a kind goes to fold ``i * num_folds // n``.
+
+    Every fold holds both kinds whatever the order of the list (a file with
+    all same-person pairs first still gets ten mixed folds). On LFW's
+    ``pairs.txt`` (per fold 300 same then 300 different lines) this gives
+    exactly the official folds. ``ValueError`` when a kind has fewer than
+    ``num_folds`` pairs (some fold would lack it).
+    """
+    labels = np.asarray(labels).astype(bool).ravel()
+    folds = np.empty(labels.shape[0], dtype=np.int64)
+    for kind, name in ((True, "same-person"), (False, "different-person")):
+        where = np.flatnonzero(labels == kind)
+        if where.size < num_folds:
+            raise ValueError(f"{num_folds} folds need at least {num_folds} {name} pairs, the list has {where.size}")
+        folds[where] = np.arange(where.size) * num_folds // where.size
+    return folds
+
+
 def kfold_accuracy(scores, labels, folds) -> KFoldResult:
     """Verification accuracy with the threshold chosen on the other folds.
 
-    ``folds`` gives each pair's fold id (e.g. ``np.arange(6000) // 600`` for
-    LFW View 2). For each fold, the accuracy-maximising threshold on all other
-    folds (``best_threshold``) is applied to that fold.
+    ``folds`` gives each pair's fold id (e.g. ``stratified_folds(labels)``).
+    For each fold, the accuracy-maximising threshold on all other folds
+    (``best_threshold``) is applied to that fold. ``ValueError`` when there
+    are fewer than two folds or a fold lacks one kind of pair (its accuracy
+    would measure one class only).
     """
     scores, labels = _as_scores_labels(scores, labels)
     folds = np.asarray(folds).ravel()
     fold_ids = np.unique(folds)
     if fold_ids.size < 2:
         raise ValueError("k-fold accuracy needs at least two folds")
+    for fold in fold_ids:
+        kinds = np.unique(labels[folds == fold])
+        if kinds.size < 2:
+            kind = "same-person" if kinds[0] else "different-person"
+            raise ValueError(f"fold {int(fold) + 1} holds only {kind} pairs; folds must hold both kinds ({FOLD_RULE})")
     accuracies, thresholds = [], []
     for fold in fold_ids:
         test = folds == fold

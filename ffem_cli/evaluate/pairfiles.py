@@ -17,6 +17,15 @@ eye, right eye, nose, left and right mouth corner.
 
 EE488B (``voxceleb_trainer``-style) lists: ``label,path1,path2`` per line,
 label 1 for a target (same person) and 0 for an imposter.
+
+MassFace's ``lfw_pair.txt`` (pre-aligned ``lfw-112x112``): ``<folder> <0|1>``
+per line; ``ROOT/<folder>/`` holds the pair's two images (taken in name order).
+
+Folds: every reader gives each pair a fold by ``metrics.stratified_folds``
+(fold i = the i-th tenth of the same-person pairs plus the i-th tenth of the
+different-person pairs, in file order), so a fold never holds one kind only,
+however the file is ordered. On LFW's ``pairs.txt`` these are the official
+folds. A View 1 style file (one fold) keeps a single fold.
 """
 
 from __future__ import annotations
@@ -27,14 +36,17 @@ from pathlib import Path
 import numpy as np
 
 from ffem_cli.errors import FfemError
+from ffem_cli.evaluate.metrics import stratified_folds
+
+NUM_FOLDS = 10
 
 
 @dataclass(frozen=True)
 class PairList:
     """Pairs of images (paths relative to an image root), labels and folds.
 
-    ``same[i]``: True for a same-person (target) pair; ``folds[i]``: fold id;
-    ``lines[i]``: the 1-based line number in ``source``.
+    ``same[i]``: True for a same-person (target) pair; ``folds[i]``: fold id
+    (see the module docstring); ``lines[i]``: the 1-based line number in ``source``.
     """
 
     source: Path
@@ -114,8 +126,20 @@ def read_lfw_pairs(path: Path) -> PairList:
     if len(body) != expected:
         raise FfemError(f"{path}: the header '{' '.join(counts)}' announces {expected} pairs but the file has {len(body)}")
     first, second, same, lines = _parse_name_lines(path, body)
-    folds = np.arange(len(body)) // (2 * per_class)
-    return PairList(path, first, second, np.array(same), folds, lines)
+    return _with_folds(path, first, second, same, lines, num_folds)
+
+
+def _with_folds(path: Path, first, second, same, lines, num_folds: int = NUM_FOLDS) -> PairList:
+    """A ``PairList`` with stratified folds (one fold when ``num_folds`` is 1)."""
+    same = np.array(same, dtype=bool)
+    if num_folds == 1:
+        folds = np.zeros(same.size, dtype=np.int64)
+    else:
+        try:
+            folds = stratified_folds(same, num_folds)
+        except ValueError as exc:
+            raise FfemError(f"{path}: {exc}") from None
+    return PairList(path, first, second, same, folds, lines)
 
 
 def read_lfw_people(path: Path) -> list[dict[str, int]]:
@@ -153,15 +177,11 @@ def read_lfw_people(path: Path) -> list[dict[str, int]]:
     return folds
 
 
-def read_rfw_pairs(path: Path, num_folds: int = 10) -> PairList:
-    """An RFW ``<Race>_pairs.txt``: 3/4-field lines, ``num_folds`` folds of consecutive lines."""
+def read_rfw_pairs(path: Path, num_folds: int = NUM_FOLDS) -> PairList:
+    """An RFW ``<Race>_pairs.txt``: 3/4-field lines, ``num_folds`` stratified folds."""
     path = Path(path)
-    entries = _read_lines(path)
-    if len(entries) % num_folds:
-        raise FfemError(f"{path}: {len(entries)} pairs do not split into {num_folds} equal folds")
-    first, second, same, lines = _parse_name_lines(path, entries)
-    folds = np.arange(len(entries)) // (len(entries) // num_folds)
-    return PairList(path, first, second, np.array(same), folds, lines)
+    first, second, same, lines = _parse_name_lines(path, _read_lines(path))
+    return _with_folds(path, first, second, same, lines, num_folds)
 
 
 def read_rfw_people(path: Path) -> dict[str, int]:
@@ -204,7 +224,35 @@ def read_label_pairs(path: Path) -> PairList:
         first.append(fields[1])
         second.append(fields[2])
         lines.append(line)
-    return PairList(path, first, second, np.array(same), np.zeros(len(first), dtype=np.int64), lines)
+    return _with_folds(path, first, second, same, lines, _folds_for(same))
+
+
+def read_massface_pairs(path: Path, image_root: Path) -> PairList:
+    """MassFace's ``lfw_pair.txt``: ``<folder> <1|0>`` lines, two images in ``image_root/<folder>/``."""
+    path, image_root = Path(path), Path(image_root)
+    first, second, same, lines = [], [], [], []
+    for line, text in _read_lines(path):
+        fields = text.split()
+        if len(fields) != 2 or fields[1] not in ("0", "1"):
+            raise FfemError(f"{path} line {line}: expected '<pair folder> <1|0>', got {text!r}")
+        folder = fields[0]
+        if "/" in folder or "\\" in folder or folder in (".", ".."):
+            raise FfemError(f"{path} line {line}: pair folder {folder!r} must be a plain folder name")
+        pair_dir = image_root / folder
+        images = sorted(p.name for p in pair_dir.iterdir() if p.is_file()) if pair_dir.is_dir() else []
+        if len(images) != 2:
+            raise FfemError(f"{path} line {line}: {pair_dir} must hold exactly two images, found {len(images)}")
+        first.append(f"{folder}/{images[0]}")
+        second.append(f"{folder}/{images[1]}")
+        same.append(fields[1] == "1")
+        lines.append(line)
+    return _with_folds(path, first, second, same, lines, _folds_for(same))
+
+
+def _folds_for(same: list[bool]) -> int:
+    """10 stratified folds for a list without declared folds, one when a kind has fewer than 10 pairs."""
+    positives = sum(same)
+    return NUM_FOLDS if min(positives, len(same) - positives) >= NUM_FOLDS else 1
 
 
 def check_images_exist(pairs: PairList, image_root: Path) -> None:

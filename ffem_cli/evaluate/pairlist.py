@@ -1,12 +1,19 @@
 """``ffem eval pairs``: a verification list in the EE488B trainer's format.
 
 Each line is ``label,path1,path2`` (1 = target / same person, 0 = imposter),
-paths relative to ``--root``. Reported: EER (+ its threshold), AUC and
-TAR@FAR for FAR in {1e-1, 1e-2, 1e-3, 1e-4}. A FAR target is reported only
+paths relative to ``--root``. Reported: EER (+ its threshold; also as the
+EE488B trainer computes it, in percent), AUC, 10-fold accuracy over
+stratified folds (one fold, threshold chosen on the list itself, when a kind
+has fewer than 10 pairs; the report says which) and TAR@FAR for FAR in
+{1e-1, 1e-2, 1e-3, 1e-4}. A FAR target is reported only
 when the list has at least ``1 / FAR`` imposter pairs (below that the rate
 cannot be resolved: one false accept already exceeds it); the omitted targets
 are listed in the report with that reason. Images are taken as face crops
 unless ``--detect`` is given.
+
+``--output`` writes every pair's score: ``label,first,second,score`` with a
+header (``csv``), or EE488B's own headerless ``score,label,path1,path2``
+(``ee488b``).
 """
 
 from __future__ import annotations
@@ -19,10 +26,16 @@ from ffem_cli.errors import FfemError
 from ffem_cli.evaluate import metrics, plots
 from ffem_cli.evaluate.embedding import Embedder, FaceSource
 from ffem_cli.evaluate.pairfiles import check_images_exist, read_label_pairs
-from ffem_cli.evaluate.report import write_results
-from ffem_cli.evaluate.verification import roc_points, score_pair_list, verification_summary
+from ffem_cli.evaluate.report import mean_std, write_results
+from ffem_cli.evaluate.verification import (
+    fold_accuracy,
+    roc_points,
+    score_pair_list,
+    verification_summary,
+)
 
 FAR_TARGETS = (1e-1, 1e-2, 1e-3, 1e-4)
+SCORE_FORMATS = ("csv", "ee488b")
 
 
 def evaluate_pair_list(
@@ -33,9 +46,12 @@ def evaluate_pair_list(
     cache_dir: Path | None,
     scores_csv: Path | None = None,
     batch_size: int = 64,
+    scores_format: str = "csv",
 ) -> dict:
     """Score every pair; write ``report.json``, ``pairs.csv``, ``roc.png`` (and ``scores_csv``); return the report."""
     root = Path(root)
+    if scores_format not in SCORE_FORMATS:
+        raise FfemError(f"unknown score file format {scores_format!r} (expected one of {', '.join(SCORE_FORMATS)})")
     if not root.is_dir():
         raise FfemError(f"{root}: image root not found")
     pairs = read_label_pairs(list_path)
@@ -43,6 +59,7 @@ def evaluate_pair_list(
     sources = {name: FaceSource((root / name).resolve()) for name in dict.fromkeys([*pairs.first, *pairs.second])}
     scored = score_pair_list(embedder, pairs, sources, cache_dir, batch_size, "embed pairs")
     summary = verification_summary(scored)
+    accuracy = fold_accuracy(scored.scores, pairs)
     negatives = summary["different_pairs"]
     tar, omitted = {}, {}
     for far in FAR_TARGETS:
@@ -59,11 +76,14 @@ def evaluate_pair_list(
         "model_sha256": embedder.model_sha256,
         "preparation": asdict(embedder.prep),
         **summary,
+        "accuracy": accuracy,
         "tar_at_far": tar,
         "tar_at_far_omitted": omitted,
         "images_without_face_list": scored.images_without_face,
         "definition": (
             "cosine similarity per pair; EER where false-accept = false-reject rate (ROC interpolated); "
+            "eer_ee488b_percent: max(FAR, FRR) at the ROC point where they are closest, x100, as EE488B; "
+            "accuracy: threshold from the other folds (accuracy.fold_rule says how folds were made); "
             "TAR@FAR: highest true-accept rate with false-accept rate <= FAR, reported when the list has "
             ">= 1/FAR imposter pairs; a pair without a usable face is scored -1."
         ),
@@ -71,7 +91,10 @@ def evaluate_pair_list(
     table = scored.table()
     if scores_csv is not None:
         with atomic.atomic_open(scores_csv, "w") as handle:
-            table[["same", "first", "second", "score"]].rename(columns={"same": "label"}).to_csv(handle, index=False, float_format="%.6f")
+            if scores_format == "ee488b":
+                table[["score", "same", "first", "second"]].to_csv(handle, index=False, header=False, float_format="%.6f")
+            else:
+                table[["same", "first", "second", "score"]].rename(columns={"same": "label"}).to_csv(handle, index=False, float_format="%.6f")
     fpr, tpr = roc_points(scored)
     label = f"{pairs.source.name} (EER {summary['eer']:.4f})"
     write_results(
@@ -85,7 +108,9 @@ def evaluate_pair_list(
 
 
 def console_rows(report: dict) -> tuple[str, list[str], list[list]]:
-    rows = [["EER", report["eer"]], ["AUC", report["auc"]]]
+    accuracy = report["accuracy"]
+    accuracy_text = mean_std(accuracy["mean"], accuracy["std"]) if len(accuracy["folds"]) > 1 else f"{accuracy['mean']:.4f} (one fold: threshold chosen on the list itself)"
+    rows = [["EER", report["eer"]], ["EER (EE488B, %)", report["eer_ee488b_percent"]], ["AUC", report["auc"]], ["accuracy", accuracy_text]]
     rows += [[f"TAR@FAR={far}", value["tar"]] for far, value in report["tar_at_far"].items()]
     rows += [[f"TAR@FAR={far}", f"omitted: {reason}"] for far, reason in report["tar_at_far_omitted"].items()]
     rows += [

@@ -43,6 +43,26 @@ class RetrievalResult:
     hits_at: dict[int, np.ndarray]
 
 
+def seed_recall_at_1(embeddings: np.ndarray, labels: Sequence[int] | np.ndarray, valid: np.ndarray | None = None) -> float:
+    """Recall@1 as the seed FFEM project defines it: hits over *every* image.
+
+    Each image queries all others (itself excluded); single-image identities
+    are queries too and can never hit, so they count as misses. An image
+    without a usable face is a miss and is never retrieved. The seed's own
+    code let some queries of its last, smaller batch match themselves (a
+    wrong diagonal offset); that error is not reproduced here.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    valid = np.ones(labels.shape[0], dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
+    live = np.flatnonzero(valid)
+    if labels.shape[0] == 0:
+        raise FfemError("no images: nothing to query")
+    _, found = topk_search(embeddings[live], embeddings[live], 1, exclude=np.arange(live.size))
+    nearest = found[:, 0]
+    hits = (nearest >= 0) & (labels[live[np.maximum(nearest, 0)]] == labels[live])
+    return float(hits.sum() / labels.shape[0])
+
+
 def evaluate_retrieval(
     embeddings: np.ndarray,
     labels: Sequence[int] | np.ndarray,

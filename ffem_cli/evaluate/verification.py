@@ -69,7 +69,7 @@ def score_pair_list(
 
 
 def verification_summary(scored: ScoredPairs) -> dict:
-    """AUC, EER (+ threshold) and pair counts of a scored list (one ROC over all pairs)."""
+    """AUC, EER (+ threshold; also as EE488B computes it, in percent) and pair counts (one ROC over all pairs)."""
     same = scored.pairs.same
     if same.all() or not same.any():
         kind = "same-person" if same.all() else "different-person"
@@ -77,6 +77,7 @@ def verification_summary(scored: ScoredPairs) -> dict:
     fpr, tpr, _ = metrics.roc_curve(scored.scores, same)
     eer, eer_threshold = metrics.equal_error_rate(scored.scores, same)
     return {
+        "eer_ee488b_percent": metrics.ee488b_eer(scored.scores, same),
         "pairs": len(scored.pairs),
         "same_pairs": int(same.sum()),
         "different_pairs": int((~same).sum()),
@@ -85,6 +86,35 @@ def verification_summary(scored: ScoredPairs) -> dict:
         "auc": metrics.auc(fpr, tpr),
         "eer": eer,
         "eer_threshold": eer_threshold,
+    }
+
+
+ONE_FOLD_RULE = (
+    "one fold: the threshold is chosen on this list itself and applied to it, so the accuracy is "
+    "optimistic (no held-out pairs)"
+)
+
+
+def fold_accuracy(scores: np.ndarray, pairs: PairList) -> dict:
+    """Verification accuracy over ``pairs.folds`` (threshold from the other folds), mean ± std.
+
+    A one-fold list (e.g. an LFW View 1 style file) is scored with the
+    threshold chosen on the list itself; ``fold_rule`` in the result says
+    which was done. ``FfemError`` when a fold holds one kind of pair only.
+    """
+    if np.unique(pairs.folds).size < 2:
+        threshold, accuracy = metrics.best_threshold(scores, pairs.same)
+        return {"mean": accuracy, "std": 0.0, "folds": [accuracy], "thresholds": [threshold], "fold_rule": ONE_FOLD_RULE}
+    try:
+        result = metrics.kfold_accuracy(scores, pairs.same, pairs.folds)
+    except ValueError as exc:
+        raise FfemError(f"{pairs.source}: {exc}") from None
+    return {
+        "mean": result.mean,
+        "std": result.std,
+        "folds": result.accuracies.tolist(),
+        "thresholds": result.thresholds.tolist(),
+        "fold_rule": metrics.FOLD_RULE,
     }
 
 

@@ -6,8 +6,8 @@ lines, or LFW ``pairs.txt`` / ``pairsDev*.txt`` (image ``n`` of ``name`` is
 
 Paths are image-list keys, i.e. the ``image/path`` of the pack's examples.
 Accuracy is 10-fold: the threshold is chosen on nine folds and applied to
-the tenth (``evaluate.metrics.kfold_accuracy``); LFW View 2 uses its own
-folds (header ``10 300``), other lists pair ``i`` goes to fold ``i mod 10``.
+the tenth (``evaluate.metrics.kfold_accuracy``) over the stratified folds
+of ``evaluate.pairfiles`` (a one-fold View 1 file gets 10 such folds too).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ffem_cli.errors import FfemError
-from ffem_cli.evaluate.metrics import kfold_accuracy
+from ffem_cli.evaluate.metrics import kfold_accuracy, stratified_folds
 from ffem_cli.evaluate.pairfiles import PairList, read_label_pairs, read_lfw_pairs
 
 FOLDS = 10
@@ -35,7 +35,10 @@ def read_pairs(path: str | Path) -> PairList:
     if pairs.same.all() or not pairs.same.any():
         raise FfemError(f"{path}: needs both same-person and different-person pairs")
     if np.unique(pairs.folds).size < 2:
-        pairs = dataclasses.replace(pairs, folds=np.arange(len(pairs)) % FOLDS)
+        try:
+            pairs = dataclasses.replace(pairs, folds=stratified_folds(pairs.same, FOLDS))
+        except ValueError as exc:
+            raise FfemError(f"{path}: {exc}") from None
     return pairs
 
 
