@@ -217,7 +217,7 @@ def test_lfw_one_fold_pairs_file_on_112_crops(workspace, tmp_path):
     assert report["preparation"]["faces"] == {"whole image (face crop)": len(set(pairs.first + pairs.second))}
     assert report["preparation"]["face_box"] is None
     assert len(report["accuracy"]["folds"]) == 1 and "chosen on this list itself" in report["accuracy"]["fold_rule"]
-    assert "one fold: threshold chosen on the list itself" in " ".join(result.output.split())
+    assert "one fold" in result.output
 
 
 def test_lfw_massface_pair_folders_with_concatenated_flips(workspace, tmp_path):
