@@ -152,12 +152,21 @@ def folder(
     output_dir: Path | None = OUTPUT_DIR,
     batch_size: int = BATCH_SIZE,
     no_cache: bool = NO_CACHE,
+    open_set: bool = typer.Option(False, "--open-set", help="Open-set identification instead: DIR@FPIR, rank-1 rate, DIR/FPIR curve."),
+    unknown_fraction: float = typer.Option(0.5, "--unknown-fraction", help="--open-set: share of identities left unknown (not enrolled)."),
+    seed: int = typer.Option(0, "--seed", help="--open-set: seed of the enrolled/unknown split and of the enrolled images."),
 ) -> None:
-    """Retrieval on a labelled folder: Recall@1/5/10, R-precision and MAP@R."""
-    from ffem_cli.evaluate import folder as protocol
+    """Retrieval on a labelled folder: Recall@1/5/10, R-precision and MAP@R (or open-set identification with --open-set)."""
+    if open_set:
+        from ffem_cli.inference import openset as protocol
 
-    embedder, output_dir, cache_dir = _prepare("folder", run, model, image_size, detect, flip, output_dir, no_cache, flip_mode)
-    report = protocol.evaluate_folder(embedder, root, output_dir, cache_dir, batch_size, faces)
+        embedder, output_dir, cache_dir = _prepare("open-set", run, model, image_size, detect, flip, output_dir, no_cache, flip_mode)
+        report = protocol.evaluate_open_set(embedder, root, output_dir, cache_dir, batch_size, faces, unknown_fraction, seed)
+    else:
+        from ffem_cli.evaluate import folder as protocol
+
+        embedder, output_dir, cache_dir = _prepare("folder", run, model, image_size, detect, flip, output_dir, no_cache, flip_mode)
+        report = protocol.evaluate_folder(embedder, root, output_dir, cache_dir, batch_size, faces)
     _show(protocol.console_rows, report, output_dir)
 
 

@@ -29,6 +29,7 @@ from ffem_cli.export.faces import FaceCrop, folder_faces, pack_faces, synthetic_
 from ffem_cli.export.parity import UNQUANTIZED_MIN_COSINE, Parity, cosine_parity
 from ffem_cli.export.quiet import captured_output
 from ffem_cli.export.verification import KerasDecision, ValPairs, keras_decision, load_val_pairs
+from ffem_cli.inference.calibration import calibration_beside
 from ffem_cli.rundir import RunDir, load_model_file
 
 PARITY_NAME = "parity.json"
@@ -51,6 +52,7 @@ class ExportSource:
     pack: Path | None
     provenance: dict
     default_output: Path
+    calibration: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,8 @@ def load_source(
         "face_crop": {"image_size": size, "crop": crop.crop, "margin": crop.margin},
     }
     default_output = RunDir(run).export_dir if run is not None else model_path.parent / "export"
-    return ExportSource(model, size, embedding_size, crop, pack, provenance, default_output)
+    calibration = calibration_beside(model_path, provenance["model_sha256"])
+    return ExportSource(model, size, embedding_size, crop, pack, provenance, default_output, calibration)
 
 
 def _input_size(model, model_path: Path, run_size, option_size: int | None) -> int:
@@ -318,6 +321,7 @@ def _export_one(
             source.embedding_size,
             source.provenance,
             parity_record,
+            source.calibration,
         ),
     )
     keras_accuracy = None if decision is None else decision.accuracy
