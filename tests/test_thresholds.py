@@ -9,7 +9,12 @@ import pytest
 from scipy.stats import binom
 
 from ffem_cli.inference import openset, thresholds
-from ffem_cli.inference.pairs import genuine_pairs, impostor_pair_count, make_pair_list, sample_impostor_pairs
+from ffem_cli.inference.pairs import (
+    genuine_pairs,
+    impostor_pair_count,
+    make_pair_list,
+    sample_impostor_pairs,
+)
 
 
 def brute_threshold(impostor: np.ndarray, far: float) -> float:
