@@ -182,16 +182,17 @@ def test_folder_protocol_with_model_file_and_flip(workspace, tmp_path, synthetic
 def test_no_face_found_is_counted_and_scored(workspace, tmp_path, synthetic_faces, monkeypatch):
     root, _ = synthetic_faces
     write_pair_list(root, tmp_path / "pairs.csv")
-    # a stand-in for MTCNN that finds a face only in the images of identity 0
-    monkeypatch.setattr(embedding, "_detector", lambda: lambda image: None)
-    real_prepare = embedding._detect_and_prepare
+    # a stand-in for the batched MTCNN that finds a face (the whole image) only in the images of identity 0
+    from ffem_cli.images import read_rgb
+    from ffem_cli.inference import detection
 
-    def detect_first_identity(source, prep, detector):
-        if "synthetic_0/" in str(source.path):
-            return embedding.prepare_face(source, prep)
-        return real_prepare(source, prep, detector)
+    def detect_first_identity(paths, *args, **kwargs):
+        for index, path in enumerate(paths):
+            image = read_rgb(path)
+            whole = ((0, 0, image.shape[1], image.shape[0]), None)
+            yield index, image, whole if "synthetic_0/" in str(path) else None
 
-    monkeypatch.setattr(embedding, "_detect_and_prepare", detect_first_identity)
+    monkeypatch.setattr(detection, "detect_images", detect_first_identity)
     out = tmp_path / "out"
     result = invoke("eval", "pairs", "--list", tmp_path / "pairs.csv", "--root", root, "--run", workspace["run"],
                     "--detect", "--output-dir", out)  # fmt: skip

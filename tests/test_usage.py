@@ -181,3 +181,25 @@ def test_eval_folder_open_set_writes_report_and_curve(calibrated, tmp_path):
     assert 0.0 <= report["rank1_identification_rate"] <= 1.0
     assert set(report["dir_at_fpir_omitted"]) == {"0.1", "0.01", "0.001"}
     assert (out / "dir_fpir.png").is_file() and (out / "probes.csv").is_file()
+
+
+def test_calibrate_and_pairs_from_a_pack(calibrated, synthetic_faces, tmp_path):
+    from ffem_cli.data.pack import PackSettings, pack
+    from ffem_cli.evaluate.pairfiles import read_label_pairs
+
+    run, root = calibrated
+    _, image_list = synthetic_faces
+    packed = tmp_path / "pack"
+    pack(image_list, root, packed, PackSettings(image_size=32, shards=2), workers=1)
+    result = invoke("calibrate", "--run", run, "--pack", packed, "--impostors", 100, "--seed", 1)
+    assert result.exit_code == 0, result.output
+    record = json.loads((run / "calibration.json").read_text())
+    assert record["source"]["kind"] == "pack" and record["genuine_pairs"] == 90 and record["impostor_pairs"] == 100
+    listed = tmp_path / "pairs.csv"
+    assert invoke("pairs", packed, "-o", listed, "--pairs", 20, "--folds", 2).exit_code == 0
+    assert set(read_label_pairs(listed).first) <= {p.relative_to(root).as_posix() for p in root.glob("*/*.jpg")}
+    wrong = tmp_path / "pack64"
+    pack(image_list, root, wrong, PackSettings(image_size=64, shards=1), workers=1)
+    result = invoke("calibrate", "--run", run, "--pack", wrong)
+    assert "faces were packed as 64 px, crop margin, margin 0.2 but the model's faces are 32 px" in one_error_line(result)
+    assert invoke("calibrate", "--run", run, "--root", root).exit_code == 0  # the folder calibration again, for the other tests

@@ -71,6 +71,22 @@ def scores_from_labelled(labelled, impostors: int, seed: int, description: dict)
     return pair_scores(vectors, g1, g2), pair_scores(vectors, i1, i2), 0, source
 
 
+def scores_from_bin(embedder: Embedder, bin_path: Path, batch_size: int):
+    """Scores of an insightface ``.bin`` set (read by ``evaluate.binset``); only for runs trained on aligned faces."""
+    from ffem_cli.evaluate.binset import decode_faces, read_bin
+    from ffem_cli.evaluate.embedding import embed_faces
+
+    if embedder.prep.crop != "align":
+        raise FfemError(f"{bin_path}: .bin faces are 5-point aligned crops but this run was trained on '{embedder.prep.crop}' "
+                        "crops; calibrate on photos of its own kind (--root, --pack or --pairs)")  # fmt: skip
+    binset = read_bin(bin_path)
+    faces = decode_faces(binset, embedder.prep.image_size)
+    vectors = np.concatenate([embed_faces(embedder.model, faces[i : i + batch_size], embedder.prep.flip)
+                              for i in range(0, len(faces), batch_size)])  # fmt: skip
+    scores = pair_scores(vectors, np.arange(0, len(faces), 2), np.arange(1, len(faces), 2))
+    return scores[binset.issame], scores[~binset.issame], 0, {"kind": "bin", "bin": str(Path(bin_path).resolve())}
+
+
 def calibrate(embedder: Embedder, genuine, impostor, without_face: int, source: dict, run_dir: Path) -> dict:
     """Compute the thresholds, write ``calibration.json`` and the DET curve into ``run_dir``; return the record."""
     from ffem_cli.evaluate.metrics import roc_curve
