@@ -31,8 +31,9 @@ def calibrate(
     from ffem_cli.inference import calibration, labelled
     from ffem_cli.rundir import RunDir
 
-    chosen = [name for name, value in (("--pairs", pairs), ("--root", root if pairs is None else None), ("--pack", pack),
-                                       ("--bin", bin_set)) if value is not None]  # fmt: skip
+    chosen = [flag for flag, value in (("--pairs", pairs), ("--pack", pack), ("--bin", bin_set)) if value is not None]
+    if root is not None and pairs is None:
+        chosen.append("--root")
     if len(chosen) != 1:
         raise FfemError("give one source: --pairs LIST --root ROOT, --root FOLDER, --pack PACK or --bin FILE.bin"
                         + (f" (got {', '.join(chosen)})" if chosen else ""))  # fmt: skip

@@ -99,7 +99,7 @@ def search(
                  for m in matches])  # fmt: skip
     if open_set:
         best = matches[0] if matches else None
-        answer = best["identity"] or best["path"] if best and best["score"] >= chosen else "unknown"
+        answer = (best["identity"] or best["path"]) if best and best["score"] >= chosen else "unknown"
         out.print(f"answer: {answer}  (best score {best['score'] if best else float('nan'):.4f}, threshold {chosen:.4f}, {how})",
                   highlight=False, markup=False)  # fmt: skip
     if output is not None:
