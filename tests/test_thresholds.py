@@ -135,3 +135,12 @@ def test_pair_list_folds_are_identity_disjoint_and_seeded():
     assert len(set(zip(draw.first.tolist(), draw.second.tolist(), strict=True))) == 400
     again = make_pair_list(labels, 200, folds=10, seed=3)
     assert np.array_equal(draw.first, again.first) and np.array_equal(draw.second, again.second)
+
+
+def test_pair_list_is_not_filled_by_one_big_identity():
+    labels = np.r_[np.zeros(300, int), np.repeat(np.arange(1, 41), 3)]  # one person with 300 photos, 40 with 3
+    draw = make_pair_list(labels, 40, folds=2, seed=0)
+    genuine_of_big = np.sum(draw.same & (labels[draw.first] == 0))
+    assert genuine_of_big <= 2  # spread over identities in turn, not uniform over the 44,850 pairs of person 0
+    impostor_with_big = np.sum(~draw.same & ((labels[draw.first] == 0) | (labels[draw.second] == 0)))
+    assert impostor_with_big <= 10

@@ -71,27 +71,79 @@ class PairDraw:
 
 
 def split_identities(labels, folds: int, rng: np.random.Generator) -> dict[int, int]:
-    """``{label: fold}``: shuffled identities, each given to the fold with the fewest genuine pairs so far."""
+    """``{label: fold}``: identities shuffled, then, largest first, each given to the fold with the fewest images so far."""
     names, counts = np.unique(np.asarray(labels), return_counts=True)
     order = rng.permutation(names.size)
-    order = order[np.argsort(-(counts[order] * (counts[order] - 1)), kind="stable")]
-    capacity = np.zeros(folds, dtype=np.int64)
-    members = np.zeros(folds, dtype=np.int64)
+    order = order[np.argsort(-counts[order], kind="stable")]
+    images = np.zeros(folds, dtype=np.int64)
     fold_of = {}
     for index in order:
-        target = int(np.lexsort((members, capacity))[0])
+        target = int(np.argmin(images))
         fold_of[int(names[index])] = target
-        capacity[target] += counts[index] * (counts[index] - 1) // 2
-        members[target] += 1
+        images[target] += counts[index]
     return fold_of
+
+
+def _pairs_within(members: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """Up to ``count`` distinct pairs ``(count, 2)`` of ``members``, in random order."""
+    n = members.size
+    if n * (n - 1) // 2 <= 2 * count:
+        a, b = np.triu_indices(n, k=1)
+        chosen = rng.permutation(a.size)[:count]
+        return np.stack([members[a[chosen]], members[b[chosen]]], axis=1)
+    keys = np.zeros(0, np.int64)
+    while keys.size < count:
+        i, j = rng.integers(0, n, 2 * count), rng.integers(0, n, 2 * count)
+        keep = i != j
+        keys = np.unique(np.r_[keys, np.minimum(i, j)[keep] * n + np.maximum(i, j)[keep]])
+    keys = rng.permutation(keys)[:count]
+    return np.stack([members[keys // n], members[keys % n]], axis=1)
+
+
+def _spread_genuine(labels: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray | None:
+    """``count`` genuine pairs ``(count, 2)`` spread over identities: one pair of each (shuffled) identity in turn,
+    then a second of each, and so on; ``None`` when there are fewer than ``count``."""
+    per_identity = [_pairs_within(np.flatnonzero(labels == label), count, rng) for label in rng.permutation(np.unique(labels))]
+    per_identity = [pairs for pairs in per_identity if len(pairs)]
+    if sum(len(pairs) for pairs in per_identity) < count:
+        return None
+    depth = max(len(pairs) for pairs in per_identity)
+    turns = [pairs[turn] for turn in range(depth) for pairs in per_identity if turn < len(pairs)]
+    return np.asarray(turns[:count])
+
+
+def _spread_impostors(labels: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray | None:
+    """``count`` distinct impostor pairs ``(count, 2)``: two different identities drawn uniformly, one image of each;
+    ``None`` when there are fewer than ``count``."""
+    if impostor_pair_count(labels) < count:
+        return None
+    names = np.unique(labels)
+    members = [np.flatnonzero(labels == name) for name in names]
+    n = labels.size
+    keys = np.zeros(0, np.int64)
+    while keys.size < count:
+        draw = 2 * (count - keys.size) + 16
+        a, b = rng.integers(0, names.size, draw), rng.integers(0, names.size, draw)
+        keep = a != b
+        i = np.array([members[x][rng.integers(len(members[x]))] for x in a[keep]], np.int64)
+        j = np.array([members[x][rng.integers(len(members[x]))] for x in b[keep]], np.int64)
+        fresh = np.minimum(i, j) * n + np.maximum(i, j)
+        _, first_seen = np.unique(fresh, return_index=True)
+        fresh = fresh[np.sort(first_seen)]
+        keys = np.r_[keys, fresh[~np.isin(fresh, keys)]]
+    keys = keys[:count]
+    return np.stack([keys // n, keys % n], axis=1)
 
 
 def make_pair_list(labels, pairs: int, folds: int = 10, seed: int = 0) -> PairDraw:
     """``pairs`` genuine and ``pairs`` impostor pairs in ``folds`` identity-disjoint folds, seeded.
 
-    Fold ``f`` gets ``pairs // folds`` (+1 for the first ``pairs % folds``
-    folds) of each kind, drawn without repetition from its own identities.
-    ``FfemError`` says why when a fold cannot give that many.
+    Identities are split so that folds hold about as many images; fold ``f``
+    gets ``pairs // folds`` (+1 for the first ``pairs % folds`` folds) of
+    each kind, without repetition, from its own identities: genuine pairs
+    spread over its identities in turn, impostor pairs from two identities
+    drawn uniformly (so a person with hundreds of photos does not fill the
+    list). ``FfemError`` says which fold falls short when it cannot.
     """
     labels = np.asarray(labels)
     identities = np.unique(labels).size
@@ -107,24 +159,23 @@ def make_pair_list(labels, pairs: int, folds: int = 10, seed: int = 0) -> PairDr
         wanted = pairs // folds + (fold < pairs % folds)
         members = np.flatnonzero(image_fold == fold)
         sub = labels[members]
-        g1, g2 = genuine_pairs(sub)
-        if g1.size < wanted:
-            available = genuine_pairs(labels)[0].size
+        genuine = _spread_genuine(sub, wanted, rng)
+        if genuine is None:
             raise FfemError(
-                f"cannot make {pairs} genuine pairs in {folds} identity-disjoint folds: fold {fold + 1} can give "
-                f"{g1.size}, needs {wanted} (the whole set has {available} genuine pairs; ask for fewer with --pairs)"
+                f"cannot make {pairs} genuine pairs in {folds} identity-disjoint folds: fold {fold + 1} "
+                f"({np.unique(sub).size} identities, {sub.size} images) has {genuine_pairs(sub)[0].size}, needs {wanted}; "
+                "ask for fewer with --pairs or fewer --folds"
             )
-        if impostor_pair_count(sub) < wanted:
+        impostors = _spread_impostors(sub, wanted, rng)
+        if impostors is None:
             raise FfemError(f"cannot make {pairs} impostor pairs: fold {fold + 1} has only {impostor_pair_count(sub)}")
-        pick = rng.choice(g1.size, wanted, replace=False)
-        i1, i2 = sample_impostor_pairs(sub, wanted, rng)
-        parts.append((members[g1[pick]], members[g2[pick]], np.ones(wanted, bool), fold))
-        parts.append((members[i1], members[i2], np.zeros(wanted, bool), fold))
+        parts.append((members[genuine], np.ones(wanted, bool), fold))
+        parts.append((members[impostors], np.zeros(wanted, bool), fold))
     return PairDraw(
-        first=np.concatenate([p[0] for p in parts]),
-        second=np.concatenate([p[1] for p in parts]),
-        same=np.concatenate([p[2] for p in parts]),
-        fold=np.concatenate([np.full(p[0].size, p[3]) for p in parts]),
+        first=np.concatenate([p[0][:, 0] for p in parts]),
+        second=np.concatenate([p[0][:, 1] for p in parts]),
+        same=np.concatenate([p[1] for p in parts]),
+        fold=np.concatenate([np.full(p[1].size, p[2]) for p in parts]),
     )
 
 
