@@ -71,17 +71,15 @@ class PairDraw:
 
 
 def split_identities(labels, folds: int, rng: np.random.Generator) -> dict[int, int]:
-    """``{label: fold}``: identities shuffled, then, largest first, each given to the fold with the fewest images so far."""
+    """``{label: fold}``: identities shuffled, ordered by image count (largest first) and dealt to the folds
+    back and forth (0, 1, …, F-1, F-1, …, 0, …), so folds get as many identities and about as many images."""
     names, counts = np.unique(np.asarray(labels), return_counts=True)
     order = rng.permutation(names.size)
     order = order[np.argsort(-counts[order], kind="stable")]
-    images = np.zeros(folds, dtype=np.int64)
-    fold_of = {}
-    for index in order:
-        target = int(np.argmin(images))
-        fold_of[int(names[index])] = target
-        images[target] += counts[index]
-    return fold_of
+    position = np.arange(names.size)
+    forward = (position // folds) % 2 == 0
+    fold = np.where(forward, position % folds, folds - 1 - position % folds)
+    return {int(names[index]): int(f) for index, f in zip(order, fold, strict=True)}
 
 
 def _pairs_within(members: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
@@ -138,7 +136,7 @@ def _spread_impostors(labels: np.ndarray, count: int, rng: np.random.Generator) 
 def make_pair_list(labels, pairs: int, folds: int = 10, seed: int = 0) -> PairDraw:
     """``pairs`` genuine and ``pairs`` impostor pairs in ``folds`` identity-disjoint folds, seeded.
 
-    Identities are split so that folds hold about as many images; fold ``f``
+    Identities are dealt so that folds hold as many people and about as many images; fold ``f``
     gets ``pairs // folds`` (+1 for the first ``pairs % folds`` folds) of
     each kind, without repetition, from its own identities: genuine pairs
     spread over its identities in turn, impostor pairs from two identities
