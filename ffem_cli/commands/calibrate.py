@@ -46,10 +46,10 @@ def calibrate(
     elif bin_set is not None:
         scores = calibration.scores_from_bin(embedder, bin_set, batch_size)
     elif pack is not None:
-        faces_of = labelled.embed_pack(embedder, pack, batch_size)
+        faces_of = labelled.pack_embeddings(embedder, pack, batch_size)
         scores = calibration.scores_from_labelled(faces_of, impostors, seed, {"kind": "pack", "pack": str(Path(pack).resolve())})
     else:
-        faces_of = labelled.embed_folder(embedder, root, faces, cache_dir, batch_size)
+        faces_of = labelled.folder_embeddings(embedder, root, faces, cache_dir, batch_size)
         scores = calibration.scores_from_labelled(faces_of, impostors, seed, {"kind": "folder", "root": str(Path(root).resolve())})
     record = calibration.calibrate(embedder, *scores, run_dir=Path(run))
     rows = [[f"{t['far']:g}", t["threshold"], f"{t['interval_95'][0]:.4f} .. {t['interval_95'][1]:.4f}", t["tar"],

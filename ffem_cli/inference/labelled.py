@@ -30,7 +30,7 @@ class LabelledEmbeddings:
     identities: dict[int, str]
 
 
-def embed_folder(embedder: Embedder, root: Path, faces: Path | None, cache_dir: Path | None, batch_size: int) -> LabelledEmbeddings:
+def folder_embeddings(embedder: Embedder, root: Path, faces: Path | None, cache_dir: Path | None, batch_size: int) -> LabelledEmbeddings:
     """Every image of ``root/<identity>/<image>``, prepared as the run's faces."""
     from ffem_cli.images import scan_identity_folder
 
@@ -40,7 +40,7 @@ def embed_folder(embedder: Embedder, root: Path, faces: Path | None, cache_dir: 
     return LabelledEmbeddings(folder.paths, np.asarray(folder.labels, np.int64), embedded.vectors, embedded.valid, names)
 
 
-def embed_pack(embedder: Embedder, pack_dir: Path, batch_size: int) -> LabelledEmbeddings:
+def pack_embeddings(embedder: Embedder, pack_dir: Path, batch_size: int) -> LabelledEmbeddings:
     """Every face of a pack (file order); ``FfemError`` when its crop differs from the run's."""
     from ffem_cli.data.pipeline import eval_dataset, read_manifest
 

@@ -136,9 +136,9 @@ def evaluate_open_set(embedder, root, output_dir, cache_dir, batch_size: int, fa
 
     from ffem_cli.evaluate.plots import dir_fpir_png
     from ffem_cli.evaluate.report import write_results
-    from ffem_cli.inference.labelled import embed_folder
+    from ffem_cli.inference.labelled import folder_embeddings
 
-    faces_of = embed_folder(embedder, root, faces, cache_dir, batch_size)
+    faces_of = folder_embeddings(embedder, root, faces, cache_dir, batch_size)
     split = split_open_set(faces_of.labels, faces_of.valid, unknown_fraction, seed)
     result = open_set_metrics(faces_of.vectors, faces_of.labels, faces_of.valid, split)
     report = {
