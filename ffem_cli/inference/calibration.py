@@ -81,7 +81,7 @@ def scores_from_bin(embedder: Embedder, bin_path: Path, batch_size: int):
                         "crops; calibrate on photos of its own kind (--root, --pack or --pairs)")  # fmt: skip
     binset = read_bin(bin_path)
     faces = decode_faces(binset, embedder.prep.image_size)
-    vectors = np.concatenate([embed_faces(embedder.model, faces[i : i + batch_size], embedder.prep.flip)
+    vectors = np.concatenate([embed_faces(embedder.model, faces[i : i + batch_size], embedder.prep.flip, embedder.prep.flip_mode)
                               for i in range(0, len(faces), batch_size)])  # fmt: skip
     scores = pair_scores(vectors, np.arange(0, len(faces), 2), np.arange(1, len(faces), 2))
     return scores[binset.issame], scores[~binset.issame], 0, {"kind": "bin", "bin": str(Path(bin_path).resolve())}

@@ -58,7 +58,7 @@ def pack_embeddings(embedder: Embedder, pack_dir: Path, batch_size: int) -> Labe
         task = bar.add_task("embed pack", total=int(manifest["num_examples"]), unit="face")
         for images, batch_labels, paths in eval_dataset(pack_dir, batch_size):
             faces = np.clip(np.rint(np.asarray(images)), 0, 255).astype(np.uint8)
-            vectors.append(embed_faces(embedder.model, faces, prep.flip))
+            vectors.append(embed_faces(embedder.model, faces, prep.flip, prep.flip_mode))
             labels.append(np.asarray(batch_labels, np.int64))
             keys.extend(p.decode() for p in np.asarray(paths).tolist())
             bar.advance(task, len(faces))
