@@ -4,8 +4,7 @@ Scores come from one source:
 
 * a pair list (``label,path1,path2`` or an LFW ``pairs.txt``) under an image root;
 * a labelled folder or a pack: every genuine pair and a seeded sample of
-  ``impostors`` impostor pairs (all of them when there are fewer);
-* an insightface ``.bin`` verification set (aligned faces + issame list).
+  ``impostors`` impostor pairs (all of them when there are fewer).
 
 Pairs where a side has no usable face are left out (counted in the file).
 ``calibration.json`` holds the model's SHA-256 and face preparation, so a
@@ -69,22 +68,6 @@ def scores_from_labelled(labelled, impostors: int, seed: int, description: dict)
     source = {**description, "images": len(labelled.keys), "images_without_face": int((~labelled.valid).sum()),
               "identities": int(np.unique(labels).size), "impostor_sample": impostors, "seed": seed}  # fmt: skip
     return pair_scores(vectors, g1, g2), pair_scores(vectors, i1, i2), 0, source
-
-
-def scores_from_bin(embedder: Embedder, bin_path: Path, batch_size: int):
-    """Scores of an insightface ``.bin`` set (read by ``evaluate.binset``); only for runs trained on aligned faces."""
-    from ffem_cli.evaluate.binset import decode_faces, read_bin
-    from ffem_cli.evaluate.embedding import embed_faces
-
-    if embedder.prep.crop != "align":
-        raise FfemError(f"{bin_path}: .bin faces are 5-point aligned crops but this run was trained on '{embedder.prep.crop}' "
-                        "crops; calibrate on photos of its own kind (--root, --pack or --pairs)")  # fmt: skip
-    binset = read_bin(bin_path)
-    faces = decode_faces(binset, embedder.prep.image_size)
-    vectors = np.concatenate([embed_faces(embedder.model, faces[i : i + batch_size], embedder.prep.flip, embedder.prep.flip_mode)
-                              for i in range(0, len(faces), batch_size)])  # fmt: skip
-    scores = pair_scores(vectors, np.arange(0, len(faces), 2), np.arange(1, len(faces), 2))
-    return scores[binset.issame], scores[~binset.issame], 0, {"kind": "bin", "bin": str(Path(bin_path).resolve())}
 
 
 def calibrate(embedder: Embedder, genuine, impostor, without_face: int, source: dict, run_dir: Path) -> dict:
