@@ -44,7 +44,7 @@ def test_rfw_end_to_end_matches_brute_force(workspace):
     assert is_png(out / "races.png") and is_png(out / "roc.png")
     assert (out / "races.csv").is_file() and (out / "pairs_Indian.csv").is_file()
     assert set(report["fairness"]) == {"recall@1", "recall@1 (seed)", "accuracy"}
-    assert "recall@1 (seed)" in result.output and "best - worst" in result.output
+    assert "(seed)" in result.output and "best - worst" in result.output  # the header may wrap
 
     # Recall@1 of one race recomputed directly: landmarks -> box -> crop -> model -> nearest neighbour
     import keras

@@ -76,6 +76,9 @@ def rfw(
     embedder, output_dir, cache_dir = _prepare("rfw", run, model, image_size, detect, flip, output_dir, no_cache, flip_mode, crop)
     report = protocol.evaluate_rfw(embedder, root, output_dir, cache_dir, tuple(races or protocol.RACES), batch_size)
     _show(protocol.console_rows, report, output_dir)
+    missing = sum(r["images_without_face"] for r in report["races"])
+    if missing:
+        err.print(f"{missing} images without a usable face count as misses (per race in races.csv)", highlight=False)
     shared = report["identities_in_several_races"]
     if shared:
         first = next(iter(shared))
