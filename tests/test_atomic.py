@@ -47,5 +47,5 @@ def test_atomic_directory_replaces_only_when_complete(tmp_path):
     with pytest.raises(RuntimeError), atomic.atomic_directory(target) as staging:
         (staging / "b").write_text("2")
         raise RuntimeError("killed")
-    assert sorted(p.name for p in target.iterdir()) == ["a"]
+    assert sorted(p.name for p in target.iterdir()) == [atomic.OUTPUT_MARKER, "a"]
     assert [p.name for p in tmp_path.iterdir()] == ["model"]

@@ -108,7 +108,7 @@ def test_astronaut_gives_one_face_on_the_known_face(astronaut_run):
     assert iou(entry.box, ASTRONAUT_FACE) > 0.5
     assert np.abs(entry.landmarks[:2] - ASTRONAUT_EYES).max() < 8
     assert entry.score > 0.95
-    assert json.loads((output.parent / "label_map.json").read_text()) == {"astronaut": 0}
+    assert json.loads((output.parent / "image_list.label_map.json").read_text()) == {"astronaut": 0}
     assert summary.kept == 1 and summary.processed == 5 and summary.extra_faces == 0
     assert summary.identities == 1 and summary.identities_without_face == ["broken", "coins", "flat", "tiny"]
 
@@ -124,7 +124,7 @@ def test_non_faces_corrupt_and_tiny_images_are_rejected_with_reasons(astronaut_r
     }
     assert rejects["tiny/t.png"]["detail"] == "10x10 image, --min-face-size 20"
     assert summary.rejected == {"corrupt": 1, "no-face": 2, "too-small": 1}
-    assert sorted(p.name for p in output.parent.iterdir()) == ["image_list.json", "image_list.rejects.json", "label_map.json"]
+    assert sorted(p.name for p in output.parent.iterdir()) == ["image_list.json", "image_list.label_map.json", "image_list.rejects.json"]
 
 
 def test_cli_prints_the_summary(tmp_path):
@@ -189,7 +189,7 @@ def test_labels_skip_identities_without_a_face(tmp_path):
     summary = detect_folder(root, tmp_path / "l.json", detector=FakeDetector())
     entries = load_image_list(tmp_path / "l.json")
     assert {rel: e.label for rel, e in entries.items()} == {"amy/1.jpg": 0, "cat/1.jpg": 1}
-    assert json.loads((tmp_path / "label_map.json").read_text()) == {"amy": 0, "cat": 1}
+    assert json.loads((tmp_path / "l.label_map.json").read_text()) == {"amy": 0, "cat": 1}
     assert summary.identities_without_face == ["bob"]
 
 
@@ -223,7 +223,7 @@ def test_interrupted_run_leaves_no_output_and_resume_finishes(tmp_path):
     options = DetectOptions(batch_size=1, checkpoint_every=1, workers=1)
     with pytest.raises(RuntimeError, match="simulated crash"):
         detect_folder(root, output, options, detector=FakeDetector(fail_after=2))
-    assert not output.exists() and not (tmp_path / "label_map.json").exists()
+    assert not output.exists() and not (tmp_path / "image_list.label_map.json").exists()
     checkpoint = tmp_path / ".l.json.checkpoint.json"
     assert sorted(json.loads(checkpoint.read_text())["entries"]) == ["p0/1.jpg", "p1/1.jpg"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
@@ -261,9 +261,11 @@ def test_plan_batches_caps_pixels_per_batch():
 
 
 def test_read_failures_map_to_reasons(tmp_path):
-    decoded = dict(detect._decode_batch(tmp_path, ["gone/1.jpg"]))
+    decoded = dict(detect._decode_batch(tmp_path, ["gone/1.jpg"], DetectOptions()))
     assert decoded["gone/1.jpg"] == detect.Reject("missing", "no such file")
-    assert detect._reject_for(PermissionError(13, "Permission denied")) == detect.Reject("unreadable", "permission denied")
+    denied = detect.ImageReadError(tmp_path / "x.jpg", "corrupt", "Permission denied")
+    denied.__cause__ = PermissionError(13, "Permission denied")
+    assert detect._reject_for(denied) == detect.Reject("unreadable", "permission denied")
 
 
 @pytest.mark.realdata

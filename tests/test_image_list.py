@@ -141,7 +141,7 @@ def test_reads_the_synthetic_ground_truth(synthetic_faces):
 
 def test_label_map_and_fingerprint(tmp_path):
     path = label_map_path(tmp_path / "image_list.json")
-    assert path == tmp_path / "label_map.json"
+    assert path == tmp_path / "image_list.label_map.json"
     write_label_map(path, {"zed": 1, "amy": 0})
     assert path.read_text() == '{\n  "amy": 0,\n  "zed": 1\n}\n'
     assert load_label_map(path) == {"amy": 0, "zed": 1}

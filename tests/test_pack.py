@@ -61,13 +61,13 @@ def read_records(path: Path) -> list[tuple[bytes, int, str]]:
 
 @pytest.fixture(scope="module")
 def labelled_list(synthetic_faces, tmp_path_factory):
-    """The synthetic list copied beside a label_map.json; returns (root, list path)."""
+    """The synthetic list copied beside its image_list.label_map.json; returns (root, list path)."""
     root, list_path = synthetic_faces
     folder = tmp_path_factory.mktemp("list")
     copy = folder / "image_list.json"
     shutil.copy(list_path, copy)
     names = sorted(p.name for p in root.iterdir() if p.is_dir())
-    (folder / "label_map.json").write_text(json.dumps({n: i for i, n in enumerate(names)}))
+    (folder / "image_list.label_map.json").write_text(json.dumps({n: i for i, n in enumerate(names)}))
     return root, copy
 
 
@@ -93,7 +93,7 @@ def test_manifest_counts_checksums_and_settings(packed, labelled_list):
     assert manifest["index"]["sha256"] == file_sha256(output / "index.npz")
     assert (manifest["num_classes"], manifest["image_size"], manifest["crop"]) == (6, 112, "margin")
     assert manifest["margin"] == 0.2 and manifest["settings"]["jpeg_quality"] == 95
-    assert manifest["label_map"] == json.loads((list_path.parent / "label_map.json").read_text())
+    assert manifest["label_map"] == json.loads((list_path.parent / "image_list.label_map.json").read_text())
     assert manifest["source"]["fingerprint"] == fingerprint(list_path)
     assert manifest["skipped"] == [] and manifest["num_skipped"] == 0
     # Nothing but the pack itself remains: no progress records, no temporaries.

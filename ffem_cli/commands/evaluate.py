@@ -4,12 +4,16 @@ Every command takes the model as ``--run RUN_DIR`` (its ``embedder.keras`` and
 the face preparation of its ``run.toml``) or ``--model FILE.keras``, writes
 ``report.json`` + CSV + PNG into ``RUN_DIR/eval/<protocol>/`` (or
 ``--output-dir``; ``eval/<model name>/<protocol>/`` for ``--model``) and
-shows the results as a table. Embeddings are cached beside that folder in
-``cache/`` so that other protocols over the same images reuse them.
+shows the results as a table. Embeddings are cached so that other protocols
+over the same images reuse them: in ``RUN_DIR/eval/cache/`` for ``--run``,
+else in ``$FFEM_CACHE_DIR`` (default ``~/.cache/ffem/embeddings``); never
+beside a user's ``--output-dir``. An existing ``--output-dir`` is replaced
+only when ffem wrote it (``atomic.check_owned``), checked before any work.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -34,14 +38,22 @@ NO_CACHE = typer.Option(False, "--no-cache", help="Neither read nor write the em
 
 
 def _prepare(protocol: str, run, model, image_size, detect, flip, output_dir, no_cache, flip_mode="sum", crop=None):
+    from ffem_cli.atomic import check_owned
     from ffem_cli.evaluate.embedding import load_embedder
     from ffem_cli.rundir import RunDir
 
-    embedder = load_embedder(run, model, image_size=image_size, detect=detect, flip=flip, flip_mode=flip_mode, crop=crop)
     if output_dir is None:
         output_dir = RunDir(run).eval_dir(protocol) if run is not None else Path("eval") / Path(model).stem / protocol
-    cache_dir = None if no_cache else Path(output_dir).parent / "cache"
-    return embedder, Path(output_dir), cache_dir
+    check_owned(output_dir)
+    embedder = load_embedder(run, model, image_size=image_size, detect=detect, flip=flip, flip_mode=flip_mode, crop=crop)
+    return embedder, Path(output_dir), None if no_cache else cache_dir(run)
+
+
+def cache_dir(run: Path | None) -> Path:
+    """Where embeddings are cached: ``RUN/eval/cache`` for a run, else ``$FFEM_CACHE_DIR`` or ``~/.cache/ffem/embeddings``."""
+    if run is not None:
+        return Path(run) / "eval" / "cache"
+    return Path(os.environ.get("FFEM_CACHE_DIR") or Path.home() / ".cache" / "ffem" / "embeddings")
 
 
 def _show(rows_of, report: dict, output_dir: Path) -> None:

@@ -16,8 +16,9 @@ folder ROOT (POSIX separators)::
 
 Integer fields also accept integral JSON floats (``3.0`` reads as ``3``,
 since many tools write numbers that way); ``1.5``, ``true`` and strings are
-rejected. Other keys in an entry are ignored. ``label_map.json`` beside the
-list maps identity name to label.
+rejected. Other keys in an entry are ignored. ``<list stem>.label_map.json``
+beside the list maps identity name to label (named after its list, so two
+lists in one folder keep their own maps).
 """
 
 from __future__ import annotations
@@ -31,16 +32,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from ffem_cli import atomic
 from ffem_cli.errors import FfemError
 from ffem_cli.hashing import file_sha256
+from ffem_cli.images import ImageReadError, image_size, path_under
 
 BOX_KEYS = ("x1", "y1", "x2", "y2")
-LABEL_MAP_NAME = "label_map.json"
-EXIF_ORIENTATION = 0x0112
-SWAPPED_ORIENTATIONS = (5, 6, 7, 8)  # EXIF rotations by 90 degrees: width and height swap
 
 
 @dataclass(frozen=True, eq=False)
@@ -175,6 +173,12 @@ def _raise_problems(prefix: str, problems: list[str]) -> None:
         raise FfemError(f"{prefix}: {problems[0]}{suffix}")
 
 
+def _limit_text(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc).split(";")[0][:120] or type(exc).__name__
+
+
 def _missing_labels_text(missing: list[int]) -> str:
     shown = ", ".join(str(label) for label in missing[:5])
     rest = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
@@ -220,6 +224,8 @@ def load_image_list(path: str | os.PathLike) -> dict[str, FaceEntry]:
         raise FfemError(f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
     except _DuplicateKey as exc:
         raise FfemError(f"{path}: {_show(exc.key)} appears more than once") from None
+    except (ValueError, RecursionError) as exc:  # over Python's integer-digit or nesting limits
+        raise FfemError(f"{path}: unreadable JSON ({_limit_text(exc)})") from None
     if not isinstance(raw, dict):
         raise FfemError(f"{path}: the top level must be an object {{\"rel/path.jpg\": {{...}}}}, not {type(raw).__name__}")
     if not raw:
@@ -227,7 +233,11 @@ def load_image_list(path: str | os.PathLike) -> dict[str, FaceEntry]:
 
     entries: dict[str, FaceEntry] = {}
     problems: list[str] = []
+    spelled: dict[str, str] = {}  # normalised key -> the key as written
     for key, value in raw.items():
+        same = spelled.setdefault(PurePosixPath(key).as_posix(), key)
+        if same != key:
+            problems.append(f"{_show(key)}: the same image as {_show(same)} (one photo listed twice)")
         entry, entry_problems = parse_entry(key, value)
         problems.extend(f"{_show(key)}: {problem}" for problem in entry_problems)
         if entry is not None:
@@ -244,32 +254,23 @@ def load_image_list(path: str | os.PathLike) -> dict[str, FaceEntry]:
     return entries
 
 
-def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """``(width, height)`` of an image as ``read_rgb`` returns it (EXIF rotation applied), header only."""
-    with Image.open(path) as image:
-        width, height = image.size
-        if image.format in ("JPEG", "TIFF", "WEBP", "PNG"):
-            orientation = image.getexif().get(EXIF_ORIENTATION)
-            if orientation in SWAPPED_ORIENTATIONS:
-                width, height = height, width
-    return width, height
-
-
-def _check_one(root: Path, key: str, entry: FaceEntry) -> str | None:
-    path = root / key
+def _check_one(root: Path, key: str, entry: FaceEntry, follow_symlinks: bool) -> str | None:
     try:
-        width, height = image_size(path)
-    except FileNotFoundError:
-        return f"{_show(key)}: missing file"
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        return f"{_show(key)}: unreadable image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        width, height = image_size(path_under(root, key, follow_symlinks))
+    except ImageReadError as exc:
+        if exc.reason == "missing":
+            return f"{_show(key)}: missing file" + ("" if exc.detail == "no such file" else f" ({exc.detail})")
+        what = "unreadable image" if exc.reason == "corrupt" else exc.reason
+        return f"{_show(key)}: {what} ({exc.detail})"
     x1, y1, x2, y2 = entry.box
     if x2 > width or y2 > height:
         return f"{_show(key)}: box ({x1}, {y1}, {x2}, {y2}) lies outside the {width}x{height} image"
     return None
 
 
-def check_against_images(entries: dict[str, FaceEntry], root: str | os.PathLike, workers: int = 4) -> None:
+def check_against_images(
+    entries: dict[str, FaceEntry], root: str | os.PathLike, workers: int = 4, follow_symlinks: bool = False
+) -> None:
     """Check that every entry's file exists under ``root`` and its box fits the image.
 
     Only image headers are read (PIL, no decoding: ~25 µs each from the page
@@ -288,7 +289,7 @@ def check_against_images(entries: dict[str, FaceEntry], root: str | os.PathLike,
     slices = [keys[i::workers] for i in range(workers)]
 
     def check_slice(part: list[str]) -> list[tuple[str, str | None]]:
-        return [(key, _check_one(root, key, entries[key])) for key in part]
+        return [(key, _check_one(root, key, entries[key], follow_symlinks)) for key in part]
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         found = dict(pair for part in pool.map(check_slice, slices) for pair in part)
@@ -306,8 +307,9 @@ def write_image_list(path: str | os.PathLike, entries: dict[str, FaceEntry]) -> 
 
 
 def label_map_path(list_path: str | os.PathLike) -> Path:
-    """Where the label map of an image list lives: ``label_map.json`` beside it."""
-    return Path(list_path).parent / LABEL_MAP_NAME
+    """Where the label map of an image list lives: ``<list stem>.label_map.json`` beside it."""
+    list_path = Path(list_path)
+    return list_path.with_name(f"{list_path.stem}.label_map.json")
 
 
 def write_label_map(path: str | os.PathLike, label_map: dict[str, int]) -> None:
@@ -325,6 +327,8 @@ def load_label_map(path: str | os.PathLike) -> dict[str, int]:
         raise FfemError(f"{path}: no such label map") from None
     except json.JSONDecodeError as exc:
         raise FfemError(f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise FfemError(f"{path}: unreadable label map ({_limit_text(exc)})") from None
     if not isinstance(raw, dict) or not all(_as_int(v) is not None and _as_int(v) >= 0 for v in raw.values()):
         raise FfemError(f"{path}: a label map must be an object {{identity: non-negative integer label}}")
     return {name: _as_int(label) for name, label in raw.items()}

@@ -26,6 +26,14 @@ the same as the interrupted run's. Without ``--resume`` a directory holding a
 finished pack is refused unless ``--overwrite`` is given; leftovers of an
 unfinished pack are discarded and everything is written again.
 
+``--overwrite`` builds the new pack in a hidden sibling ``.tmp-<name>.new``
+and swaps it in by rename only once it is complete, so a failed or killed
+re-pack leaves the old pack whole (``--overwrite --resume`` continues the
+killed re-pack). An existing output folder that is not a pack (no manifest
+or progress record, or files a pack does not hold) is refused
+(``atomic.check_owned``). ``--shards`` above the number of images is capped
+to it; a list whose every image fails leaves no pack and raises.
+
 The writer is a small pure-Python TFRecord encoder (no TensorFlow in the
 worker processes, which would cost seconds of import and hundreds of MB
 each); CRC32C comes from ``google-crc32c`` when installed, else a table
@@ -34,16 +42,18 @@ implementation in Python (correct but slower).
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import io
 import json
+import math
 import multiprocessing
 import os
 import struct
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from queue import Empty
@@ -52,7 +62,7 @@ import numpy as np
 from PIL import Image
 
 from ffem_cli import __version__, atomic
-from ffem_cli.data.crop import crop_face_image
+from ffem_cli.data.crop import crop_face_image, landmark_problem
 from ffem_cli.data.image_list import (
     FaceEntry,
     check_against_images,
@@ -63,7 +73,7 @@ from ffem_cli.data.image_list import (
 )
 from ffem_cli.errors import FfemError
 from ffem_cli.hashing import file_sha256
-from ffem_cli.images import ImageReadError, open_rgb
+from ffem_cli.images import ImageReadError, open_rgb, path_under
 
 MANIFEST = "manifest.json"
 INDEX = "index.npz"
@@ -214,6 +224,7 @@ class _ShardJob:
     root: Path
     items: list[tuple[str, FaceEntry]]
     settings: PackSettings
+    follow_symlinks: bool = False
 
 
 _progress_queue = None
@@ -248,7 +259,7 @@ def write_shard(job: _ShardJob, report: Callable[[int], None] | None = None) -> 
     with atomic.atomic_open(job.path, "wb") as handle:
         for key, entry in job.items:
             try:
-                image = open_rgb(job.root / key)
+                image = open_rgb(path_under(job.root, key, job.follow_symlinks))
             except ImageReadError as exc:
                 result.skipped.append({"path": key, "reason": exc.reason, "detail": exc.detail})
             else:
@@ -306,14 +317,14 @@ def _read_done(shard: Path) -> dict | None:
 
 
 def _validate(
-    image_list: Path, root: Path, settings: PackSettings, workers: int
+    image_list: Path, root: Path, settings: PackSettings, workers: int, follow_symlinks: bool
 ) -> dict[str, FaceEntry]:
     if settings.crop not in ("margin", "align"):
         raise FfemError(f"crop mode must be 'margin' or 'align', got {settings.crop!r}")
     if settings.image_size < 16:
         raise FfemError(f"--size must be at least 16 pixels, got {settings.image_size}")
-    if settings.margin < 0:
-        raise FfemError(f"--margin must be >= 0, got {settings.margin}")
+    if not (math.isfinite(settings.margin) and 0 <= settings.margin <= 10):
+        raise FfemError(f"--margin must be a number within 0..10, got {settings.margin}")
     if settings.shards < 1:
         raise FfemError(f"--shards must be at least 1, got {settings.shards}")
     if workers < 1:
@@ -329,8 +340,33 @@ def _validate(
             raise FfemError(
                 f"{image_list}: entry {missing!r} has no landmarks, which --align needs"
             )
-    check_against_images(entries, root)
+        for key, entry in entries.items():
+            problem = landmark_problem(entry.landmarks)
+            if problem:
+                raise FfemError(f"{image_list}: entry {key!r}: {problem}, which --align cannot use")
+    check_against_images(entries, root, follow_symlinks=follow_symlinks)
     return entries
+
+
+def is_pack_file(name: str) -> bool:
+    """True for a name a pack folder holds: manifest, index, progress, shards, their records, temporaries."""
+    return (
+        name in (MANIFEST, INDEX, PROGRESS)
+        or fnmatch.fnmatch(name, "faces-*-of-*.tfrecord")
+        or fnmatch.fnmatch(name, f"faces-*-of-*.tfrecord{DONE_SUFFIX}")
+        or name.startswith(atomic.TMP_PREFIX)
+    )
+
+
+def check_pack_folder(output: Path) -> None:
+    """``FfemError`` unless ``output`` is absent, empty, or a (finished or unfinished) pack and nothing else."""
+    if output.is_dir() and not output.is_symlink() and any(output.iterdir()):
+        if not ((output / MANIFEST).is_file() or (output / PROGRESS).is_file()):
+            raise FfemError(
+                f"{output}: exists and is not an ffem pack (no {MANIFEST} or {PROGRESS}); "
+                "choose a new folder for the pack"
+            )
+    atomic.check_owned(output, is_pack_file)
 
 
 def _label_map(image_list: Path) -> dict[str, int] | None:
@@ -448,8 +484,12 @@ def pack(
     resume: bool = False,
     overwrite: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
+    follow_symlinks: bool = False,
 ) -> PackResult:
     """Validate ``image_list`` against the photos under ``root`` and write a pack to ``output``.
+
+    Image paths must stay inside ``root`` (``images.path_under``; symlinks
+    leaving it only with ``follow_symlinks``).
 
     ``on_progress(done, total)`` is called as images are processed (``total``
     counts the images still to write). Raises ``FfemError`` for bad input,
@@ -457,51 +497,92 @@ def pack(
     """
     started = time.perf_counter()
     image_list, root, output = Path(image_list), Path(root), Path(output)
-    entries = _validate(image_list, root, settings, workers)
+    entries = _validate(image_list, root, settings, workers, follow_symlinks)
+    if settings.shards > len(entries):
+        settings = replace(settings, shards=len(entries))
     label_map = _label_map(image_list)
-    if output.exists() and not output.is_dir():
-        raise FfemError(f"{output}: exists and is not a folder")
-    if (output / MANIFEST).exists() and not (resume or overwrite):
+    check_pack_folder(output)
+    finished = (output / MANIFEST).exists()
+    if finished and not (resume or overwrite):
         raise FfemError(
             f"{output}: already holds a finished pack (manifest.json); "
             "use --resume to check and repair it or --overwrite to replace it"
         )
+    target = output
+    if finished and overwrite:
+        target = output.with_name(f"{atomic.TMP_PREFIX}{output.name}.new")
+        check_pack_folder(target)
+    created = not target.exists()
+    keep_shards = resume and not (overwrite and target == output)  # an in-place --overwrite starts afresh
+    try:
+        result = _write_into(
+            target, entries, label_map, image_list, root, settings, workers, keep_shards, follow_symlinks, on_progress
+        )
+    except EmptyPack:
+        _remove_pack_files(target)
+        if created:
+            target.rmdir()
+        raise
+    if target != output:
+        atomic.replace_directory(target, output)
+    return PackResult(output=output, seconds=time.perf_counter() - started, **result)
+
+
+class EmptyPack(FfemError):
+    """Every image of the list failed: there is no pack to write."""
+
+
+def _write_into(
+    output: Path,
+    entries: dict[str, FaceEntry],
+    label_map: dict | None,
+    image_list: Path,
+    root: Path,
+    settings: PackSettings,
+    workers: int,
+    resume: bool,
+    follow_symlinks: bool,
+    on_progress: Callable[[int, int], None] | None,
+) -> dict:
+    """Write (or, with ``resume``, complete) the pack in the folder ``output``; the counts of ``PackResult``."""
     output.mkdir(parents=True, exist_ok=True)
     _clear_stale(output)
     expected = _progress_record(settings, fingerprint(image_list))
     names = [shard_name(i, settings.shards) for i in range(settings.shards)]
-    if resume and not overwrite:
-        kept = _finished_shards(output, expected, names)
-    else:
-        kept = {}
+    kept = _finished_shards(output, expected, names) if resume else {}
     if not kept:
         _remove_pack_files(output)
     atomic.write_json(output / PROGRESS, expected)
 
     plan = plan_shards(sorted(entries), settings.shards, settings.seed)
     jobs = [
-        _ShardJob(i, output / names[i], root, [(key, entries[key]) for key in keys], settings)
+        _ShardJob(i, output / names[i], root, [(key, entries[key]) for key in keys], settings, follow_symlinks)
         for i, keys in enumerate(plan)
         if names[i] not in kept
     ]
     results = dict(kept)
     results.update(_run_jobs(jobs, workers, on_progress))
     shards = [results[name] for name in names]
+    if not any(shard.count for shard in shards):
+        skipped = [skip for shard in shards for skip in shard.skipped]
+        first = skipped[0]
+        raise EmptyPack(
+            f"{image_list}: none of its {len(skipped)} images could be packed "
+            f"(first: {first['path']}: {first['reason']}, {first['detail']}); no pack written"
+        )
     _write_index(output / INDEX, shards)
     manifest = _manifest(shards, settings, entries, label_map, image_list, root, expected, output)
     atomic.write_json(output / MANIFEST, manifest)
     for name in names:
         _done_path(output / name).unlink(missing_ok=True)
     (output / PROGRESS).unlink(missing_ok=True)
-    return PackResult(
-        output=output,
-        images=manifest["num_examples"],
-        images_written=sum(results[n].count for n in names if n not in kept),
-        shards=settings.shards,
-        kept_shards=len(kept),
-        skipped=manifest["skipped"],
-        seconds=time.perf_counter() - started,
-    )
+    return {
+        "images": manifest["num_examples"],
+        "images_written": sum(results[n].count for n in names if n not in kept),
+        "shards": settings.shards,
+        "kept_shards": len(kept),
+        "skipped": manifest["skipped"],
+    }
 
 
 def _run_jobs(

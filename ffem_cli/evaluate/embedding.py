@@ -48,7 +48,7 @@ from ffem_cli.console import progress_bar
 from ffem_cli.data.crop import crop_face, seed_box_from_landmarks
 from ffem_cli.errors import FfemError
 from ffem_cli.hashing import file_sha256
-from ffem_cli.images import ImageReadError, read_rgb
+from ffem_cli.images import ImageReadError, is_utf8_name, path_under, read_rgb, shown_name
 
 CACHE_FORMAT = 1
 CROP_MODES = ("margin", "align", "seed")
@@ -101,6 +101,13 @@ def folder_sources(root: Path, rel_paths: Sequence[str], faces: Path | None = No
     e.g. from ``ffem detect``) each image's box and landmarks come from the list,
     and images the list does not hold are ``unlisted`` (no face)."""
     root = Path(root)
+    for rel in rel_paths:
+        if not is_utf8_name(rel):
+            raise FfemError(f"{root}: the file name {shown_name(rel)!r} is not UTF-8; rename it")
+        try:
+            path_under(root, rel)
+        except ImageReadError as exc:
+            raise FfemError(f"{root / rel}: {exc.detail}; eval reads only under {root}") from None
     if faces is None:
         return [FaceSource((root / p).resolve()) for p in rel_paths]
     from ffem_cli.data.image_list import load_image_list
