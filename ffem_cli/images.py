@@ -12,10 +12,11 @@ Reading is guarded, for every command alike:
   root unless ``follow_symlinks``); a broken link reads as ``missing``, a
   link loop as ``symlink-loop``.
 * an image whose header claims more than ``max_pixels`` (default
-  ``DEFAULT_MAX_PIXELS``, Pillow's own bomb limit, ~179 megapixels; the
-  ``--max-pixels`` of detect and pack) is rejected as ``too-large`` before
-  anything is decoded, and Pillow's ``DecompressionBombWarning`` is silenced
-  (that check replaces it);
+  ``DEFAULT_MAX_PIXELS``, ~179 megapixels, Pillow's own bomb limit; the
+  ``--max-pixels`` of ``ffem detect``) is rejected as ``too-large`` before
+  anything is decoded. That check replaces Pillow's (``Image.MAX_IMAGE_PIXELS``
+  is lifted when this module loads), so no raw ``DecompressionBombWarning``
+  reaches the console;
 * 16-bit greyscale PNGs are scaled to 8 bits (``value / 257``), not clipped.
 """
 
@@ -25,7 +26,6 @@ import contextlib
 import errno
 import math
 import os
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -36,10 +36,10 @@ from PIL import Image, ImageOps
 from ffem_cli.errors import FfemError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
-DEFAULT_MAX_PIXELS = 2 * 89_478_485  # Pillow's DecompressionBombError threshold
+DEFAULT_MAX_PIXELS = 2 * 89_478_485  # the threshold of Pillow's DecompressionBombError
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
-warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # ``max_pixels`` decides instead
+Image.MAX_IMAGE_PIXELS = None  # ``max_pixels`` decides instead, before decoding
 
 
 def is_image_file(path: Path) -> bool:
@@ -143,7 +143,7 @@ def path_under(root: str | Path, rel: str, follow_symlinks: bool = False) -> Pat
     """
     path = Path(root) / rel
     posix = PurePosixPath(rel)
-    if posix.is_absolute() or Path(rel).is_absolute() or ".." in posix.parts or "\\" in rel:
+    if posix.is_absolute() or Path(rel).is_absolute() or ".." in posix.parts:
         raise ImageReadError(path, "outside-root", "the path must be relative to ROOT, without '..'")
     if not follow_symlinks:
         real_root = os.path.realpath(root)
@@ -165,13 +165,18 @@ def image_size(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[
     path = Path(path)
     with _read_errors(path), Image.open(path) as image:
         width, height = image.size
-        if width * height > max_pixels:
-            raise ImageReadError(path, "too-large", f"{width}x{height} = {width * height:,} pixels, over --max-pixels {max_pixels:,}")
-        if image.format in ("JPEG", "TIFF", "WEBP", "PNG"):
-            orientation = image.getexif().get(EXIF_ORIENTATION)
-            if orientation in SWAPPED_ORIENTATIONS:
-                width, height = height, width
+        _check_pixels(path, width, height, max_pixels)
+        # A PNG's getexif() decodes all pixels to look for an eXIf chunk after
+        # them: only an eXIf chunk before the pixels is read here.
+        header_exif = image.format in ("JPEG", "TIFF", "WEBP") or (image.format == "PNG" and "exif" in image.info)
+        if header_exif and image.getexif().get(EXIF_ORIENTATION) in SWAPPED_ORIENTATIONS:
+            width, height = height, width
     return width, height
+
+
+def _check_pixels(path: Path, width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise ImageReadError(path, "too-large", f"{width}x{height} = {width * height:,} pixels, over --max-pixels {max_pixels:,}")
 
 
 @contextlib.contextmanager
@@ -182,8 +187,6 @@ def _read_errors(path: Path) -> Iterator[None]:
     except FileNotFoundError as exc:
         detail = f"broken symlink to {os.readlink(path)}" if path.is_symlink() else "no such file"
         raise ImageReadError(path, "missing", detail) from exc
-    except Image.DecompressionBombError as exc:
-        raise ImageReadError(path, "too-large", str(exc).split("\n")[0]) from exc
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise ImageReadError(path, "symlink-loop", "a symlink that points back to itself") from exc
@@ -209,7 +212,7 @@ def open_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: i
         width, height = image.size
         if width * height > max_pixels:
             image.close()
-            raise ImageReadError(path, "too-large", f"{width}x{height} = {width * height:,} pixels, over --max-pixels {max_pixels:,}")
+            _check_pixels(path, width, height, max_pixels)
         if max_side is not None and max(width, height) > max_side:
             scale = max_side / max(width, height)
             image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))

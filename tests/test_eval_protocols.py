@@ -245,3 +245,46 @@ def test_folder_with_face_list_uses_its_boxes_and_counts_unlisted_images(workspa
     embedder = embedding.load_embedder(workspace["run"], None)
     got = embedding.compute_embeddings(embedder, sources).vectors[0]
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_output_dir_that_ffem_did_not_write_is_refused_before_any_work(workspace, tmp_path, monkeypatch):
+    run, rfw = workspace["run"], workspace["rfw"]
+
+    def fail(*args, **kwargs):
+        raise AssertionError("embedded although the output folder is refused")
+
+    monkeypatch.setattr(embedding, "_embed_uncached", fail)
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "thesis.tex").write_text("years of work")
+    photos = rfw / "images/test/data/African"
+    before = sorted(p.name for p in photos.rglob("*"))
+    for output_dir in (user, run, photos):
+        result = invoke("eval", "rfw", "--root", rfw, "--run", run, "--race", "African", "--output-dir", output_dir)
+        assert result.exit_code == 1
+        assert "was not written by ffem" in " ".join(result.output.split()), result.output
+    assert (user / "thesis.tex").read_text() == "years of work"
+    assert (run / "embedder.keras").is_file() and (run / "run.toml").is_file()
+    assert sorted(p.name for p in photos.rglob("*")) == before
+    (tmp_path / "file").write_text("x")
+    result = invoke("eval", "rfw", "--root", rfw, "--run", run, "--output-dir", tmp_path / "file")
+    assert result.exit_code == 1 and "exists and is not a folder" in result.output
+    assert (tmp_path / "file").read_text() == "x"
+
+
+def test_output_dir_dot_is_one_clear_line_and_leaves_nothing(workspace, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke("eval", "rfw", "--root", workspace["rfw"], "--run", workspace["run"], "--output-dir", ".")
+    assert result.exit_code == 1
+    assert "is the working folder (or holds it); name a new folder for the output" in " ".join(result.output.split())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_cache_stays_inside_the_run_whatever_the_output_dir(workspace, tmp_path):
+    run, rfw = workspace["run"], workspace["rfw"]
+    out = tmp_path / "reports" / "rfw"
+    assert invoke("eval", "rfw", "--root", rfw, "--run", run, "--race", "Asian", "--output-dir", out).exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["rfw"]
+    assert (run / "eval" / "cache").is_dir()
+    again = invoke("eval", "rfw", "--root", rfw, "--run", run, "--race", "Asian", "--output-dir", out)
+    assert again.exit_code == 0, again.output  # its own earlier report is replaced

@@ -35,7 +35,7 @@ def detect(
     resume: bool = typer.Option(False, "--resume", help="Skip images an earlier (interrupted) run already listed or rejected."),
     rejects: Path | None = typer.Option(None, help="Where to list rejected images [default: <output stem>.rejects.json]."),
     workers: int = typer.Option(4, help="Threads decoding images ahead of the detector."),
-    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help="Reject images whose header claims more pixels (decompression bombs); at most the default."),
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help="Reject images whose header claims more pixels (decompression bombs) before decoding them."),
     max_side: int = typer.Option(2048, "--max-side", help="Shrink larger photos to this longer side (pixels) before detection; boxes are mapped back."),
     follow_symlinks: bool = typer.Option(False, "--follow-symlinks", help="Read images through symlinks that leave ROOT (refused by default)."),
 ) -> None:

@@ -36,7 +36,12 @@ def pack(
         False, "--resume", help="Keep shards an interrupted run finished (checksums checked)."
     ),
     overwrite: bool = typer.Option(
-        False, "--overwrite", help="Replace a finished pack already in --output."
+        False,
+        "--overwrite",
+        help="Replace a finished pack already in --output (the old one stays until the new one is complete).",
+    ),
+    follow_symlinks: bool = typer.Option(
+        False, "--follow-symlinks", help="Read images through symlinks that leave --root (refused by default)."
     ),
 ) -> None:
     """Crop every face of IMAGE_LIST and write shuffled TFRecord shards plus manifest.json."""
@@ -70,12 +75,14 @@ def pack(
             resume=resume,
             overwrite=overwrite,
             on_progress=on_progress,
+            follow_symlinks=follow_symlinks,
         )
     finally:
         bar.stop()
     table = Table(title=f"ffem pack → {result.output}", show_header=False)
     table.add_row("images written", f"{result.images:,}")
-    table.add_row("shards", f"{result.shards} ({result.kept_shards} kept from before)")
+    capped = f", --shards {shards} capped at one per image" if result.shards < shards else ""
+    table.add_row("shards", f"{result.shards} ({result.kept_shards} kept from before{capped})")
     table.add_row(
         "crop", f"{settings.crop}, {size}x{size}" + ("" if align else f", margin {margin}")
     )

@@ -105,8 +105,8 @@ class DetectOptions:
             raise FfemError(f"--threshold values must lie strictly between 0 and 1, got {self.thresholds}")
         if self.workers < 1:
             raise FfemError(f"--workers must be at least 1, got {self.workers}")
-        if not 1 <= self.max_pixels <= DEFAULT_MAX_PIXELS:
-            raise FfemError(f"--max-pixels must be within 1..{DEFAULT_MAX_PIXELS}, got {self.max_pixels}")
+        if self.max_pixels < 1:
+            raise FfemError(f"--max-pixels must be at least 1, got {self.max_pixels}")
         if self.max_side < self.min_face_size:
             raise FfemError(f"--max-side must be at least --min-face-size ({self.min_face_size}), got {self.max_side}")
 
