@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ffem_cli.console import out, progress_bar
+from ffem_cli.console import err, out, progress_bar
 
 
 def pack(
@@ -81,8 +81,7 @@ def pack(
         bar.stop()
     table = Table(title=f"ffem pack → {result.output}", show_header=False)
     table.add_row("images written", f"{result.images:,}")
-    capped = f", --shards {shards} capped at one per image" if result.shards < shards else ""
-    table.add_row("shards", f"{result.shards} ({result.kept_shards} kept from before{capped})")
+    table.add_row("shards", f"{result.shards} ({result.kept_shards} kept from before)")
     table.add_row(
         "crop", f"{settings.crop}, {size}x{size}" + ("" if align else f", margin {margin}")
     )
@@ -98,3 +97,5 @@ def pack(
         ),
     )
     out.print(table)
+    if result.shards < shards:
+        err.print(f"[yellow]note:[/] --shards {shards} capped at {result.shards}, the number of images", highlight=False)

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ffem_cli import atomic
+from ffem_cli.data.crop import MAX_COORDINATE
 from ffem_cli.errors import FfemError
 from ffem_cli.hashing import file_sha256
 from ffem_cli.images import ImageReadError, image_size, path_under
@@ -152,10 +153,12 @@ def parse_entry(key: str, raw: Any) -> tuple[FaceEntry | None, list[str]]:
             and len(raw_landmarks) == 5
             and all(isinstance(p, list) and len(p) == 2 and all(map(_is_number, p)) for p in raw_landmarks)
         )
-        if well_formed:
-            landmarks = np.asarray(raw_landmarks, dtype=np.float32)
-        else:
+        if not well_formed:
             problems.append("landmarks must be 5 [x, y] pairs of finite numbers")
+        elif not all(abs(value) <= MAX_COORDINATE for point in raw_landmarks for value in point):
+            problems.append(f"landmarks lie beyond ±{MAX_COORDINATE:g} pixels")
+        else:
+            landmarks = np.asarray(raw_landmarks, dtype=np.float32)
 
     score = raw.get("score")
     if score is not None and not _is_number(score):
