@@ -93,8 +93,13 @@ def check_owned(path: str | os.PathLike, owns: Callable[[str], bool] | None = No
     """
     path = Path(path)
     if not path.exists() and not path.is_symlink():
+        above = next(parent for parent in path.absolute().parents if parent.exists())
+        if not above.is_dir():
+            raise FfemError(f"{path}: cannot be created, {above} is a file")
         return
-    if path.is_symlink() or not path.is_dir():
+    if path.is_symlink():
+        raise FfemError(f"{path}: is a symlink; give the folder it points to, or a new folder")
+    if not path.is_dir():
         raise FfemError(f"{path}: exists and is not a folder; ffem writes its output into a folder of its own")
     here = Path.cwd().resolve()
     if path.resolve() in (here, *here.parents):

@@ -26,6 +26,7 @@ import contextlib
 import errno
 import math
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -139,8 +140,10 @@ def path_under(root: str | Path, rel: str, follow_symlinks: bool = False) -> Pat
 
     ``rel`` must be relative without ``..``; unless ``follow_symlinks``, its
     real path (symlinks resolved) must lie inside the real path of ``root``.
-    Raises ``ImageReadError`` with reason ``outside-root``.
+    Raises ``ImageReadError`` with reason ``outside-root`` (``bad-name`` for a NUL character).
     """
+    if "\0" in rel:
+        raise ImageReadError(Path(root), "bad-name", f"the path {rel!r} holds a NUL character")
     path = Path(root) / rel
     posix = PurePosixPath(rel)
     if posix.is_absolute() or Path(rel).is_absolute() or ".." in posix.parts:
@@ -163,7 +166,7 @@ def image_size(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[
     Raises ``ImageReadError`` like ``open_rgb`` (a header over ``max_pixels`` is ``too-large``).
     """
     path = Path(path)
-    with _read_errors(path), Image.open(path) as image:
+    with _read_errors(path), Image.open(_regular_file(path)) as image:
         width, height = image.size
         _check_pixels(path, width, height, max_pixels)
         # A PNG's getexif() decodes all pixels to look for an eXIf chunk after
@@ -172,6 +175,13 @@ def image_size(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[
         if header_exif and image.getexif().get(EXIF_ORIENTATION) in SWAPPED_ORIENTATIONS:
             width, height = height, width
     return width, height
+
+
+def _regular_file(path: Path) -> Path:
+    """``path`` if it is a regular file: a FIFO or a device would block or never end."""
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise ImageReadError(path, "corrupt", "not a regular file")
+    return path
 
 
 def _check_pixels(path: Path, width: int, height: int, max_pixels: int) -> None:
@@ -208,7 +218,7 @@ def open_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: i
     """
     path = Path(path)
     with _read_errors(path):
-        image = Image.open(path)
+        image = Image.open(_regular_file(path))
         width, height = image.size
         if width * height > max_pixels:
             image.close()

@@ -86,3 +86,13 @@ def test_files_and_the_working_folder_are_never_replaced(tmp_path, monkeypatch):
                 pass
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "work"]
     assert list(work.iterdir()) == []
+
+
+def test_a_path_below_a_file_or_through_a_symlink_is_refused_up_front(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FfemError, match="file/deeper/out: cannot be created, .*file is a file"):
+        atomic.check_owned(tmp_path / "file" / "deeper" / "out")
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with pytest.raises(FfemError, match="link: is a symlink"):
+        atomic.check_owned(tmp_path / "link")

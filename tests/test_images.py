@@ -108,3 +108,13 @@ def test_non_utf8_file_names_are_listed(tmp_path):
     Image.new("RGB", (8, 8)).save(os.fsdecode(bytes(ident) + b"/latin1_\xff\xfe.jpg"))
     (name,) = scan_identity_folder(tmp_path).paths
     assert os.fsencode(name) == b"a/latin1_\xff\xfe.jpg"
+
+
+def test_fifos_and_nul_characters_are_rejected_not_hung_on(tmp_path):
+    os.mkfifo(tmp_path / "fifo.jpg")
+    for read in (image_size, read_rgb):
+        with pytest.raises(ImageReadError, match="not a regular file"):
+            read(tmp_path / "fifo.jpg")  # Image.open used to wait forever for a writer
+    with pytest.raises(ImageReadError) as caught:
+        path_under(tmp_path, "a/\0.jpg")  # was a ValueError traceback
+    assert caught.value.reason == "bad-name"
