@@ -406,6 +406,8 @@ class _Run:
 
     def keep(self, rel: str, image: np.ndarray, size: tuple[int, int], faces: list[Face]) -> None:
         """Keep the chosen face of ``image``, detected at its shape, in pixels of the full ``size`` (w, h)."""
+        if (size[0] >= size[1]) != (image.shape[1] >= image.shape[0]):
+            size = (size[1], size[0])  # a PNG whose EXIF rotation sits after its pixels: the header missed it
         width, height = size
         if (image.shape[1], image.shape[0]) != size:
             self.summary.downscaled += 1
