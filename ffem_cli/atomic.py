@@ -140,23 +140,23 @@ def replace_directory(staged: Path, path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_directory(path: str | os.PathLike, owns: Callable[[str], bool] | None = None) -> Iterator[Path]:
     """Build a directory under a temporary name; rename it to ``path`` on success.
 
-    ``path`` must pass ``check_owned`` (checked before and after the work).
+    ``path`` must pass ``check_owned(path, owns)`` (checked before and after the work).
     The finished folder gets an ``OUTPUT_MARKER`` listing what was written,
     so a later run may replace it; an existing ``path`` is replaced only
     once the new one is complete.
     """
     path = Path(path).absolute()
-    check_owned(path)
+    check_owned(path, owns)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{path.name}.", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
         write_json(tmp / OUTPUT_MARKER, {"written_by": "ffem", "files": sorted(os.listdir(tmp))})
-        check_owned(path)
+        check_owned(path, owns)
         replace_directory(tmp, path)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)

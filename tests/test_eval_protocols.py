@@ -288,3 +288,13 @@ def test_the_cache_stays_inside_the_run_whatever_the_output_dir(workspace, tmp_p
     assert (run / "eval" / "cache").is_dir()
     again = invoke("eval", "rfw", "--root", rfw, "--run", run, "--race", "Asian", "--output-dir", out)
     assert again.exit_code == 0, again.output  # its own earlier report is replaced
+
+
+def test_a_report_from_before_the_marker_is_still_replaced(workspace, tmp_path):
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "report.json").write_text(json.dumps({"ffem_version": "0.1", "files": ["races.csv"]}))
+    (out / "races.csv").write_text("race\n")
+    result = invoke("eval", "rfw", "--root", workspace["rfw"], "--run", workspace["run"], "--race", "Asian", "--output-dir", out)
+    assert result.exit_code == 0, result.output
+    assert (out / ".ffem-output").is_file()

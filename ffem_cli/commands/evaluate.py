@@ -8,7 +8,7 @@ shows the results as a table. Embeddings are cached so that other protocols
 over the same images reuse them: in ``RUN_DIR/eval/cache/`` for ``--run``,
 else in ``$FFEM_CACHE_DIR`` (default ``~/.cache/ffem/embeddings``); never
 beside a user's ``--output-dir``. An existing ``--output-dir`` is replaced
-only when ffem wrote it (``atomic.check_owned``), checked before any work.
+only when ffem wrote it (``report.check_output_dir``), checked before any work.
 """
 
 from __future__ import annotations
@@ -38,13 +38,13 @@ NO_CACHE = typer.Option(False, "--no-cache", help="Neither read nor write the em
 
 
 def _prepare(protocol: str, run, model, image_size, detect, flip, output_dir, no_cache, flip_mode="sum", crop=None):
-    from ffem_cli.atomic import check_owned
     from ffem_cli.evaluate.embedding import load_embedder
+    from ffem_cli.evaluate.report import check_output_dir
     from ffem_cli.rundir import RunDir
 
     if output_dir is None:
         output_dir = RunDir(run).eval_dir(protocol) if run is not None else Path("eval") / Path(model).stem / protocol
-    check_owned(output_dir)
+    check_output_dir(output_dir)
     embedder = load_embedder(run, model, image_size=image_size, detect=detect, flip=flip, flip_mode=flip_mode, crop=crop)
     return embedder, Path(output_dir), None if no_cache else cache_dir(run)
 

@@ -33,6 +33,9 @@ from ffem_cli.inference.calibration import calibration_beside
 from ffem_cli.rundir import RunDir, load_model_file
 
 PARITY_NAME = "parity.json"
+# What tf.saved_model.save writes: a SavedModel folder from before the
+# ``.ffem-output`` marker holding only these is replaced like one with it.
+SAVEDMODEL_ENTRIES = frozenset({"saved_model.pb", "variables", "assets", "fingerprint.pb"})
 
 
 @dataclass(frozen=True)
@@ -287,7 +290,7 @@ def _export_one(
     final = output / export_name(fmt, quantization)
     val_accuracy = None
     if fmt == "savedmodel":
-        with atomic.atomic_directory(final) as staged:
+        with atomic.atomic_directory(final, SAVEDMODEL_ENTRIES.__contains__) as staged:
             shutil.copytree(saved_model, staged, dirs_exist_ok=True)
             with captured_output():
                 embed = runtimes.savedmodel_runtime(staged)
