@@ -471,7 +471,7 @@ def detect_folder(
 ) -> DetectSummary:
     """Detect one face per image of ``root/<identity>/<image>``; write the image list.
 
-    Writes ``output`` (seed format, see ``data.image_list``), ``label_map.json``
+    Writes ``output`` (seed format, see ``data.image_list``), ``<stem>.label_map.json``
     beside it and the rejects file (default ``<output stem>.rejects.json``).
     ``progress(done, total)`` is called after each batch. ``detector`` is an
     MTCNN instance to reuse (one is made when ``None``). Raises ``FfemError``
