@@ -63,3 +63,15 @@ def test_config_files_that_are_not_utf8_are_one_line(tmp_path):
     (run / "run.toml").write_bytes(b"[data]\nimage_size = 112 # \xfe\n")
     with pytest.raises(FfemError, match="run.toml: not UTF-8 text"):
         RunDir(run).read_config()
+
+
+def test_an_unreadable_lfw_photo_is_left_to_the_embedding_step(tmp_path):
+    import numpy as np
+
+    from ffem_cli.evaluate import lfw
+    from ffem_cli.evaluate.pairfiles import PairList
+
+    (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
+    pairs = PairList(tmp_path / "pairs.txt", ["bad.jpg"], ["bad.jpg"], np.array([True]), np.zeros(1, np.int64), [2])
+    sources, counts = lfw._sources(pairs, tmp_path, detect=False)
+    assert counts == {lfw.FIXED_BOX: 1} and sources["bad.jpg"].path == (tmp_path / "bad.jpg").resolve()
