@@ -18,12 +18,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import UnidentifiedImageError
 
 from ffem_cli.data import detect
-from ffem_cli.data.image_list import image_size
 from ffem_cli.errors import FfemError
-from ffem_cli.images import ImageReadError, read_rgb
+from ffem_cli.images import ImageReadError, image_size, read_rgb
 
 Detection = tuple[tuple[float, float, float, float], np.ndarray]  # box x1, y1, x2, y2; landmarks (5, 2)
 
@@ -31,10 +29,10 @@ Detection = tuple[tuple[float, float, float, float], np.ndarray]  # box x1, y1, 
 def _header(path: Path) -> tuple[int, int]:
     try:
         return image_size(path)
-    except FileNotFoundError:
-        raise FfemError(f"{path}: image not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise FfemError(f"{path}: cannot read image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    except ImageReadError as exc:
+        if exc.reason == "missing" and exc.detail == "no such file":
+            raise FfemError(f"{path}: image not found") from None
+        raise FfemError(f"{path}: cannot read image ({exc.reason}: {exc.detail})") from None
 
 
 def _decode(path: Path) -> np.ndarray:
