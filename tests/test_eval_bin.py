@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import json
 import pickle
 import pickletools
 
 import numpy as np
 import pytest
-from eval_fixtures import make_run
-from PIL import Image
+from eval_fixtures import make_run, write_bin
 from typer.testing import CliRunner
 
 from ffem_cli.cli import app
-from ffem_cli.data import synthetic
 from ffem_cli.errors import FfemError
 from ffem_cli.evaluate.binset import insightface_kfold, kfold_splits, read_bin, restricted_loads
 
@@ -104,27 +101,6 @@ def test_forbidden_global_and_opcode_are_refused(tmp_path, monkeypatch):
     truncated = tmp_path / "truncated.bin"
     truncated.write_bytes(pickle.dumps(([b"a", b"b"], [True]))[:-5])
     _refusal(truncated)
-
-
-def _jpeg(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=92)
-    return buffer.getvalue()
-
-
-def write_bin(path, pairs: int, seed: int, as_array: bool) -> None:
-    """An insightface-style .bin of 112x112 synthetic faces: alternating same / different pairs."""
-    rng = np.random.default_rng(seed)
-    people = [synthetic.make_identity(rng) for _ in range(4)]
-    images, issame = [], []
-    for i in range(pairs):
-        same = i % 2 == 0
-        first, second = people[i % 4], people[i % 4] if same else people[(i + 1) % 4]
-        for person in (first, second):
-            pixels, _ = synthetic.render(person, rng, canvas=112)
-            images.append(_jpeg(pixels))
-        issame.append(same)
-    path.write_bytes(pickle.dumps((images, np.array(issame) if as_array else issame), protocol=4))
 
 
 def test_eval_bin_gives_one_table_for_several_files(tmp_path):

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from train_fixtures import make_pack
 
 from ffem_cli.train import config as C
 from ffem_cli.train.trainer import train
-from tests.train_fixtures import make_pack
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -65,6 +65,7 @@ def train(config: TrainConfig, run_path: str | Path, *, resume: bool = False, ar
     import keras
 
     from ffem_cli.data import pipeline
+    from ffem_cli.train import validation
 
     run = RunDir(run_path)
     if not config.data:
@@ -72,6 +73,8 @@ def train(config: TrainConfig, run_path: str | Path, *, resume: bool = False, ar
     config = _resolve_model(replace(config, data=str(Path(config.data).resolve())))
     config = _reconcile_with_existing_run(run, config, resume)
     manifest = pipeline.read_manifest(config.data)
+    sets = validation.val_sets(config)  # refuse a bad --val or --monitor before building anything
+    watch = validation.make_watch(config, sets)
     pack_classes = int(manifest["num_classes"])
     if config.num_classes and config.num_classes != pack_classes:
         raise FfemError(f"{config.data}: the pack has {pack_classes} classes but the head is set to "
@@ -99,7 +102,7 @@ def train(config: TrainConfig, run_path: str | Path, *, resume: bool = False, ar
         target = run if chief else RunDir(tempfile.mkdtemp(prefix="ffem-worker-"))
         _write_run_toml(target, config, manifest, parts, strategy, argv)
         try:
-            return _loop(config, target, parts, strategy, steps, pk, halt_at_step, show_progress)
+            return _loop(config, target, parts, steps, pk, halt_at_step, show_progress, sets, watch)
         finally:
             if not chief:
                 shutil.rmtree(target.path, ignore_errors=True)
@@ -261,24 +264,22 @@ def _write_run_toml(run: RunDir, config: TrainConfig, manifest: dict, parts: _Pa
 # ---------------------------------------------------------------- the loop
 
 
-def _loop(config: TrainConfig, run: RunDir, parts: _Parts, strategy, steps: int, pk, halt_at_step,
-          show_progress: bool) -> TrainResult:
+def _loop(config: TrainConfig, run: RunDir, parts: _Parts, steps: int, pk, halt_at_step,
+          show_progress: bool, sets: list, watch) -> TrainResult:
     import tensorflow as tf
 
     from ffem_cli.data.pipeline import train_dataset
-    from ffem_cli.train import validation
     from ffem_cli.train.diagnostics import Diagnostics, probe_batch
     from ffem_cli.train.progress import StepMonitor
     from ffem_cli.train.val_callback import Validation
 
-    sets = validation.val_sets(config)
     position = checkpoint.restore_latest(run.checkpoints, parts.model, parts.optimizer) or Position(0, 0, 0)
     if position.step:
         err.print(f"resuming at step {position.step} (epoch {position.epoch + 1}, "
                   f"step {position.step_in_epoch} of {steps})")
     writer = tf.summary.create_file_writer(str(run.logs))
     monitor = StepMonitor(run, parts, config, steps, position, writer, halt_at_step, show_progress)
-    checker = Validation(sets, validation.make_watch(config, sets), config, monitor, run,
+    checker = Validation(sets, watch, config, monitor, run,
                          lambda: save_embedder(parts.embedder, config, run.embedder_path))
     checker.restore(position.state)
     monitor.extra_state = checker.state
