@@ -102,7 +102,7 @@ def train(config: TrainConfig, run_path: str | Path, *, resume: bool = False, ar
         target = run if chief else RunDir(tempfile.mkdtemp(prefix="ffem-worker-"))
         _write_run_toml(target, config, manifest, parts, strategy, argv)
         try:
-            return _loop(config, target, parts, steps, pk, halt_at_step, show_progress, sets, watch)
+            return _loop(config, target, parts, strategy, steps, pk, halt_at_step, show_progress, sets, watch)
         finally:
             if not chief:
                 shutil.rmtree(target.path, ignore_errors=True)
@@ -223,7 +223,7 @@ def _compile(parts: _Parts, config: TrainConfig, steps: int) -> None:
     from ffem_cli.train.schedules import WarmupDecay
 
     updates = steps / config.grad_accum  # optimizer updates per epoch: the schedule's unit
-    schedule = config.lr if config.schedule == "plateau" else WarmupDecay(  # plateau: validation.Plateau sets it
+    schedule = config.lr if config.schedule == "plateau" else WarmupDecay(  # plateau: validation.Watch lowers it
         config.lr, total_steps=round(updates * config.epochs), warmup_steps=round(config.warmup_epochs * updates),
         decay=config.schedule, boundaries=[round(e * updates) for e in config.decay_epochs],
         factor=config.decay_factor, power=config.poly_power, min_lr=config.min_lr,
@@ -264,7 +264,7 @@ def _write_run_toml(run: RunDir, config: TrainConfig, manifest: dict, parts: _Pa
 # ---------------------------------------------------------------- the loop
 
 
-def _loop(config: TrainConfig, run: RunDir, parts: _Parts, steps: int, pk, halt_at_step,
+def _loop(config: TrainConfig, run: RunDir, parts: _Parts, strategy, steps: int, pk, halt_at_step,
           show_progress: bool, sets: list, watch) -> TrainResult:
     import tensorflow as tf
 
