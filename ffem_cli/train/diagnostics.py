@@ -94,6 +94,7 @@ class Diagnostics(keras.callbacks.Callback):
         from keras import ops
 
         from ffem_cli.losses.heads import CosineHead
+        from ffem_cli.losses.pairs import PairLoss
 
         head = self.parts.loss_layer
         embeddings = np.asarray(self.parts.embedder(self.images, training=False), dtype=np.float32)
@@ -110,7 +111,7 @@ class Diagnostics(keras.callbacks.Callback):
             if epoch >= INSIDE_MARGIN_FROM_EPOCH and figures["inside_margin"] >= INSIDE_MARGIN:
                 warnings.append(f"{figures['inside_margin']:.0%} of samples are still inside the margin "
                                 f"(mean target cos θ {figures['target_cos']:.3f}); the margin head is not converging")
-        elif not hasattr(head, "logits"):  # a pair loss
+        elif isinstance(head, PairLoss):
             from ffem_cli.losses.miners import DEFAULT_MARGIN
 
             distances = head.distance_fn(ops.convert_to_tensor(embeddings))
