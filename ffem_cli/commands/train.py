@@ -52,7 +52,7 @@ def train(
     val_pack: Path = typer.Option(None, "--val-pack", help="Pack holding the --val-pairs images. Default: the training pack."),
     val: list[str] = typer.Option(
         None, "--val",
-        help="Validation set [NAME=]PATH[@SOURCE], repeatable: a pair list @ its pack or image folder (default the "
+        help="Validation set NAME=PATH@SOURCE (NAME= and @SOURCE optional), repeatable: a pair list @ its pack or image folder (default the "
              "training pack) → accuracy, EER; an insightface .bin → accuracy, EER; a labelled pack or folder → "
              "recall@1, map@r. Figures are NAME/accuracy etc.; the best embedder is kept.",
     ),
