@@ -3,6 +3,8 @@ in the exact official layout and line formats (synthetic drawn faces, not people
 
 from __future__ import annotations
 
+import io
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -78,3 +80,24 @@ def make_rfw(root: Path, identities: int = 4, seed: int = 0, landmarks: bool = T
                 lines.append(f"{first}\t1\t{second}\t1")
         (txts / f"{race}_pairs.txt").write_text("\n".join(lines) + "\n")
     return root / "RFW"
+
+
+def _jpeg(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=92)
+    return buffer.getvalue()
+
+
+def write_bin(path, pairs: int, seed: int, as_array: bool) -> None:
+    """An insightface-style .bin of 112x112 synthetic faces: alternating same / different pairs."""
+    rng = np.random.default_rng(seed)
+    people = [synthetic.make_identity(rng) for _ in range(4)]
+    images, issame = [], []
+    for i in range(pairs):
+        same = i % 2 == 0
+        first, second = people[i % 4], people[i % 4] if same else people[(i + 1) % 4]
+        for person in (first, second):
+            pixels, _ = synthetic.render(person, rng, canvas=112)
+            images.append(_jpeg(pixels))
+        issame.append(same)
+    path.write_bytes(pickle.dumps((images, np.array(issame) if as_array else issame), protocol=4))

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from ffem_cli.cli import app
 from ffem_cli.data import pipeline
-from ffem_cli.train.validation import embed_pack, read_pairs, verification_accuracy
+from ffem_cli.train.validation import ValSet
 
 P, K = 4, 4
 
@@ -85,7 +85,8 @@ def test_triplet_batch_hard_on_pk_batches_with_validation(pack_dir, tmp_path, ba
     assert result.exit_code == 0, result.output
 
     # every epoch trained on P×K batches: P identities, K consecutive images of each
-    assert [pk for pk, _ in batch_labels] == [(P, K)] * 4
+    # (the first dataset is the diagnostics' probe batch: epoch 0, unaugmented, P×K too)
+    assert [pk for pk, _ in batch_labels] == [(P, K)] * 5
     for _, batches in batch_labels:
         assert len(batches) == 6
         for labels in batches:
@@ -97,18 +98,18 @@ def test_triplet_batch_hard_on_pk_batches_with_validation(pack_dir, tmp_path, ba
     losses = [r["loss"] for r in records]
     assert all(np.isfinite(losses)) and losses[-1] < 0.5 * losses[0], losses
     assert "accuracy" not in records[0]  # a pair loss has no logits
-    accuracies = [r["val_accuracy"] for r in records]
+    # --val-pairs is the validation set named "val"
+    accuracies = [r["val/accuracy"] for r in records]
     assert all(0.5 <= a <= 1.0 for a in accuracies), accuracies
+    assert all(0.0 <= r["val/eer"] <= 0.5 for r in records)
+    assert all(0.0 <= r["diag/active"] <= 1.0 and r["diag/mined"] > 0 for r in records)
     best = max(accuracies)
-    assert f"best val accuracy {best:.4f}" in result.output
+    assert f"best val/accuracy {best:.4f}" in result.output
 
     # embedder.keras is the best epoch's model: its accuracy on the pairs is the best recorded
     embedder = keras.models.load_model(run / "embedder.keras", compile=False)
-    pairs = read_pairs(pairs_path)
-    saved_accuracy, _ = verification_accuracy(
-        embed_pack(embedder, pack_dir), pairs, str(pairs_path)
-    )
-    assert saved_accuracy == pytest.approx(best, abs=1e-6)
+    saved = ValSet("val", "pairs", pairs_path, pack_dir).evaluate(embedder)
+    assert saved["val/accuracy"] == pytest.approx(best, abs=1e-6)
     assert best > 0.65  # chance is 0.5 (as many same- as different-person pairs); ~0.73 here
 
 

@@ -41,15 +41,9 @@ def small(pack_dir, **changes):
 
 
 def recall_at_1(embedder, pack_dir) -> float:
-    from ffem_cli.data.pipeline import eval_dataset
 
-    vectors = embed_pack(embedder, pack_dir)
-    labels = {}
-    for _, batch_labels, paths in eval_dataset(pack_dir, 64):
-        labels.update({p.decode(): int(y) for p, y in zip(paths.numpy(), batch_labels.numpy(), strict=True)})
-    keys = sorted(vectors)
-    result = evaluate_retrieval(np.stack([vectors[k] for k in keys]), [labels[k] for k in keys], ks=(1,))
-    return result.metrics["recall@1"]
+    _, labels, vectors = embed_pack(embedder, pack_dir)
+    return evaluate_retrieval(vectors, labels, ks=(1,)).metrics["recall@1"]
 
 
 def test_classifier_then_metric_stage(pack_dir, tmp_path):

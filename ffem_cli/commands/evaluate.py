@@ -1,4 +1,4 @@
-"""`ffem eval rfw|lfw|pairs|folder`: evaluation protocols.
+"""`ffem eval rfw|lfw|pairs|folder|bin`: evaluation protocols.
 
 Every command takes the model as ``--run RUN_DIR`` (its ``embedder.keras`` and
 the face preparation of its ``run.toml``) or ``--model FILE.keras``, writes
@@ -185,4 +185,21 @@ def folder(
     _show(protocol.console_rows, report, output_dir)
 
 
-COMMANDS = [rfw, lfw, pairs, folder]
+def bin_command(
+    files: list[Path] = typer.Argument(..., help="insightface .bin files (lfw.bin, cfp_fp.bin, agedb_30.bin, ...)."),
+    run: Path | None = RUN,
+    model: Path | None = MODEL,
+    image_size: int | None = IMAGE_SIZE,
+    output_dir: Path | None = OUTPUT_DIR,
+    batch_size: int = BATCH_SIZE,
+) -> None:
+    """insightface .bin sets: 10-fold accuracy ± std (insightface's way) without and with flip, AUC, EER,
+    TAR@FAR, ROC PNG; several files give one table. Pickles are read with a restricted unpickler."""
+    from ffem_cli.evaluate import bins as protocol
+
+    embedder, output_dir, _ = _prepare("bin", run, model, image_size, False, False, output_dir, True)
+    report = protocol.evaluate_bins(embedder, list(files), output_dir, batch_size)
+    _show(protocol.console_rows, report, output_dir)
+
+
+COMMANDS = [rfw, lfw, pairs, folder, bin_command]

@@ -29,7 +29,11 @@ def train(
     optimizer: str = typer.Option(None, help="sgd | adam | adamw."),
     momentum: float = typer.Option(None, help="SGD momentum. Default 0.9."),
     weight_decay: float = typer.Option(None, help="Decoupled weight decay. Default 0."),
-    schedule: str = typer.Option(None, help="constant | cosine | step | poly."),
+    schedule: str = typer.Option(None, help="constant | cosine | step | poly | plateau (LR × --plateau-factor when --monitor stalls)."),
+    min_lr: float = typer.Option(None, "--min-lr", help="Floor of the cosine / poly / plateau schedules. Default 0."),
+    plateau_factor: float = typer.Option(None, help="plateau: LR multiplier. Default 0.5 (the seed's)."),
+    plateau_patience: int = typer.Option(None, help="plateau: validations without improvement before the LR drops. Default 2."),
+    grad_accum: int = typer.Option(None, "--grad-accum", help="Update every N batches with their mean gradient (= an N× batch). Default 1."),
     warmup: float = typer.Option(None, "--warmup", help="Linear warm-up length in epochs (may be fractional)."),
     decay_epochs: list[int] = typer.Option(None, "--decay-epoch", help="Epoch where the step schedule multiplies the LR by --decay-factor; repeatable."),
     decay_factor: float = typer.Option(None, help="Step schedule multiplier. Default 0.1."),
@@ -46,6 +50,15 @@ def train(
     freeze_backbone_epochs: int = typer.Option(None, help="Train only the new head for this many epochs."),
     val_pairs: Path = typer.Option(None, "--val-pairs", help="Pair list (EE488B '1,a.jpg,b.jpg' or LFW pairs.txt) checked each epoch; the best embedder is kept."),
     val_pack: Path = typer.Option(None, "--val-pack", help="Pack holding the --val-pairs images. Default: the training pack."),
+    val: list[str] = typer.Option(
+        None, "--val",
+        help="Validation set NAME=PATH@SOURCE (NAME= and @SOURCE optional), repeatable: a pair list @ its pack or image folder (default the "
+             "training pack) → accuracy, EER; an insightface .bin → accuracy, EER; a labelled pack or folder → "
+             "recall@1, map@r. Figures are NAME/accuracy etc.; the best embedder is kept.",
+    ),
+    val_every: str = typer.Option(None, "--val-every", help="Validate every N steps ('500') or N epochs ('1e'). Default 1e."),
+    monitor: str = typer.Option(None, "--monitor", help="Figure that keeps the best embedder and drives plateau / early stop, e.g. lfw/accuracy or loss. Default: the first --val set's."),
+    early_stop: int = typer.Option(None, "--early-stop", help="End the run after this many validations without improvement; the best embedder is kept. Default 0 (off)."),
     devices: int = typer.Option(None, help="Local replicas (GPUs). Default: all GPUs, or one CPU."),
     sync_batchnorm: bool = typer.Option(
         None, "--sync-batchnorm/--no-sync-batchnorm",
@@ -76,15 +89,17 @@ def train(
         "num_classes": num_classes, "checkpoint_every": checkpoint_every, "keep_checkpoints": keep_checkpoints,
         "init_from": str(init_from) if init_from else None, "freeze_backbone_epochs": freeze_backbone_epochs,
         "val_pairs": str(val_pairs) if val_pairs else None, "val_pack": str(val_pack) if val_pack else None,
-        "devices": devices, "sync_batchnorm": sync_batchnorm,
+        "devices": devices, "sync_batchnorm": sync_batchnorm, "min_lr": min_lr, "plateau_factor": plateau_factor,
+        "plateau_patience": plateau_patience, "grad_accum": grad_accum, "val": list(val) if val else None,
+        "val_every": val_every, "monitor": monitor, "early_stop": early_stop,
     }
     resolved = config_module.for_run(run, resume, config, flags)
     result = train_stage(resolved, run, resume=resume, argv=sys.argv)
     summary = f"{result.run}: {result.epochs_done} epochs, {result.steps} steps"
     if result.last_loss is not None:
         summary += f", loss {result.last_loss:.4f}"
-    if result.best_val_accuracy is not None:
-        summary += f", best val accuracy {result.best_val_accuracy:.4f}"
+    if result.best is not None and result.monitor != "loss":
+        summary += f", best {result.monitor} {result.best:.4f}"
     out.print(summary + f"; embedder at {result.run / 'embedder.keras'}", highlight=False)
 
 

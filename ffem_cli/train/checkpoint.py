@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,19 +29,24 @@ NAME = re.compile(r"^ckpt-(\d{9})\.npz$")
 
 @dataclass(frozen=True)
 class Position:
-    """Where training stands: optimizer updates done, current epoch, steps done in it."""
+    """Where training stands: batches done, current epoch, steps done in it.
+
+    ``state``: what callbacks keep across a resume (e.g. validation's best
+    value and patience counters), as read from a checkpoint.
+    """
 
     step: int
     epoch: int
     step_in_epoch: int
+    state: dict = field(default_factory=dict, compare=False)
 
 
 def _variables(model, optimizer) -> list:
     return list(model.variables) + list(optimizer.variables)
 
 
-def save(directory: Path, model, optimizer, position: Position, keep: int) -> Path:
-    """Write one checkpoint atomically and delete all but the ``keep`` newest."""
+def save(directory: Path, model, optimizer, position: Position, keep: int, state: dict | None = None) -> Path:
+    """Write one checkpoint atomically and delete all but the ``keep`` newest; ``state``: JSON-able extras."""
     directory.mkdir(parents=True, exist_ok=True)
     variables = _variables(model, optimizer)
     arrays = {f"v{i:05d}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
@@ -50,6 +55,7 @@ def save(directory: Path, model, optimizer, position: Position, keep: int) -> Pa
         "epoch": position.epoch,
         "step_in_epoch": position.step_in_epoch,
         "paths": [v.path for v in variables],
+        "state": state or {},
     }
     arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     path = directory / f"ckpt-{position.step:09d}.npz"
@@ -80,7 +86,7 @@ def restore_latest(directory: Path, model, optimizer) -> Position | None:
             err.print(f"warning: {path} is unreadable ({type(exc).__name__}); trying the previous checkpoint")
             continue
         _assign(path, arrays, meta, _variables(model, optimizer))
-        return Position(meta["step"], meta["epoch"], meta["step_in_epoch"])
+        return Position(meta["step"], meta["epoch"], meta["step_in_epoch"], meta.get("state", {}))
     return None
 
 

@@ -29,7 +29,7 @@ from ffem_cli.errors import FfemError
 
 STAGES = ("classifier", "metric")
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "cosine", "step", "poly")
+SCHEDULES = ("constant", "cosine", "step", "poly", "plateau")
 PRECISIONS = ("fp32", "mixed_float16", "mixed_bfloat16")
 AUGMENTATIONS = ("flip", "strong", "off")  # data.pipeline.Augment(), .strong(), .off()
 
@@ -66,9 +66,12 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     decay_epochs: list[int] = field(default_factory=list)  # step schedule boundaries
     decay_factor: float = 0.1  # step schedule multiplier per boundary
-    min_lr: float = 0.0  # cosine / poly floor
+    min_lr: float = 0.0  # cosine / poly / plateau floor
+    plateau_factor: float = 0.5  # plateau: LR multiplier when the monitored figure stalls (seed: ×0.5)
+    plateau_patience: int = 2  # plateau: validations without improvement before the LR drops (seed: 2)
     poly_power: float = 1.0
     epochs: int = 50
+    grad_accum: int = 1  # optimizer update every N batches with their mean gradient (= an N× batch)
     # run
     precision: str = "fp32"
     xla: bool = False
@@ -78,6 +81,10 @@ class TrainConfig:
     freeze_backbone_epochs: int = 0  # train only the head for this many epochs
     val_pairs: str = ""  # pair list checked each epoch (EE488B "1,a.jpg,b.jpg" or LFW pairs.txt)
     val_pack: str = ""  # pack holding the pair images; "" = the training pack
+    val: list[str] = field(default_factory=list)  # validation sets (train/validation.py:parse_spec)
+    val_every: str = "1e"  # "500" = every 500 steps, "2e" = every 2 epochs
+    monitor: str = ""  # figure that keeps the best embedder, e.g. "lfw/accuracy"; "" = the first set's
+    early_stop: int = 0  # validations without improvement that end the run (0 = never)
     devices: int = 0  # replicas on this machine; 0 = every GPU (or the CPU)
     sync_batchnorm: bool = True  # several replicas: BatchNorm statistics over the global batch
 
@@ -149,16 +156,24 @@ def validate(config: TrainConfig) -> None:
     _choice("schedule", config.schedule, SCHEDULES)
     _choice("precision", config.precision, PRECISIONS)
     _choice("augment", config.augment, AUGMENTATIONS)
-    for name in ("batch_size", "epochs", "checkpoint_every", "keep_checkpoints"):
+    for name in ("batch_size", "epochs", "checkpoint_every", "keep_checkpoints", "grad_accum", "plateau_patience"):
         if getattr(config, name) < 1:
             raise FfemError(f"{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
-    for name in ("images_per_identity", "num_classes", "freeze_backbone_epochs", "devices"):
+    for name in ("images_per_identity", "num_classes", "freeze_backbone_epochs", "devices", "early_stop"):
         if getattr(config, name) < 0:
             raise FfemError(f"{name.replace('_', '-')} must not be negative, got {getattr(config, name)}")
     if not config.lr > 0:
         raise FfemError(f"lr must be positive, got {config.lr}")
     if config.warmup_epochs < 0:
         raise FfemError(f"warmup-epochs must not be negative, got {config.warmup_epochs}")
+    if not 0 < config.plateau_factor < 1:
+        raise FfemError(f"plateau-factor must be between 0 and 1, got {config.plateau_factor}")
+    if config.schedule == "plateau" and config.warmup_epochs:
+        raise FfemError("--schedule plateau keeps a constant LR between reductions (as Keras's "
+                        "ReduceLROnPlateau); it does not combine with --warmup")
+    from ffem_cli.train.validation import parse_every
+
+    parse_every(config.val_every)
     if config.images_per_identity and config.batch_size % config.images_per_identity:
         raise FfemError(
             f"batch size {config.batch_size} is not a multiple of images-per-identity "

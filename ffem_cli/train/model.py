@@ -103,23 +103,33 @@ def _multi_worker(strategy=None) -> bool:
 
 
 def build_optimizer(name: str, learning_rate, *, momentum: float = 0.9, nesterov: bool = True,
-                    weight_decay: float = 0.0, clipnorm: float = 0.0) -> keras.optimizers.Optimizer:
+                    weight_decay: float = 0.0, clipnorm: float = 0.0, grad_accum: int = 1) -> keras.optimizers.Optimizer:
     """``sgd`` (momentum, Nesterov), ``adam`` or ``adamw`` from ``keras.optimizers``.
 
     ``learning_rate`` is a float or a ``LearningRateSchedule``; ``weight_decay``
     is Keras's decoupled decay (0 = none); ``clipnorm`` clips each gradient's
-    norm (0 = no clipping).
+    norm (0 = no clipping). ``grad_accum`` N > 1: Keras's gradient
+    accumulation — each call adds the batch's gradient to an accumulator and
+    every N-th call updates with their mean, so N batches of B equal one batch
+    of N·B (for a mean loss with no batch statistics); ``optimizer.iterations``
+    (hence the schedule) counts updates, and the accumulators are optimizer
+    variables, so checkpoints hold them.
     """
     common = {"learning_rate": learning_rate}
+    optimizers = keras.optimizers
+    if grad_accum > 1:
+        from ffem_cli.train import accumulation as optimizers  # noqa: I001 (same classes, tf.distribute-safe)
+
+        common["gradient_accumulation_steps"] = grad_accum
     if weight_decay:
         common["weight_decay"] = weight_decay
     if clipnorm:
         common["clipnorm"] = clipnorm
     if name == "sgd":
-        return keras.optimizers.SGD(momentum=momentum, nesterov=nesterov, **common)
+        return optimizers.SGD(momentum=momentum, nesterov=nesterov, **common)
     if name == "adam":
-        return keras.optimizers.Adam(**common)
+        return optimizers.Adam(**common)
     if name == "adamw":
         common.setdefault("weight_decay", 0.0)
-        return keras.optimizers.AdamW(**common)
+        return optimizers.AdamW(**common)
     raise FfemError(f"unknown optimizer {name!r}; choose one of: sgd, adam, adamw")

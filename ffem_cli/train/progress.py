@@ -35,6 +35,7 @@ class StepMonitor(keras.callbacks.Callback):
         self.halt_at_step = halt_at_step
         self.show_progress = show_progress
         self.halted = False
+        self.extra_state = dict  # () -> JSON-able dict stored in every checkpoint (see val_callback)
         self.last_loss: float | None = None
         self.last_accuracy: float | None = None
         self.images_per_second = 0.0
@@ -112,7 +113,7 @@ class StepMonitor(keras.callbacks.Callback):
             if not np.all(np.isfinite(np.asarray(variable.numpy(), dtype=np.float32))):
                 raise NonFiniteLoss(f"weight {variable.path} became non-finite by step {self.position.step}")
         checkpoint.save(self.run.checkpoints, self.parts.model, self.parts.optimizer, self.position,
-                        self.config.keep_checkpoints)
+                        self.config.keep_checkpoints, self.extra_state())
 
     def epoch_record(self) -> dict:
         """The ``metrics.jsonl`` line of the epoch just finished (loss/accuracy: this process's steps).
@@ -134,18 +135,32 @@ class StepMonitor(keras.callbacks.Callback):
         return record
 
     def log_epoch(self, record: dict) -> None:
+        """One console line and the TensorBoard scalars of an epoch (``"set/figure"`` keys: validation, diagnostics)."""
         parts = [f"epoch {record['epoch']}/{self.config.epochs}", f"step {record['step']}"]
         if record["loss"] is not None:
             parts.append(f"loss {record['loss']:.4f}")
         if "accuracy" in record:
             parts.append(f"acc {record['accuracy']:.3f}")
-        if "val_accuracy" in record:
-            parts.append(f"val acc {record['val_accuracy']:.4f}")
+        parts += _figure_texts(record, "diag/")
         parts.append(f"{record['images_per_second']:,.0f} img/s")
         err.print("  ".join(parts), highlight=False)
-        names = {"loss": "epoch/loss", "accuracy": "epoch/accuracy", "val_accuracy": "epoch/val_accuracy"}
-        write_scalars(self.writer, record["step"],
-                      {tag: record[key] for key, tag in names.items() if record.get(key) is not None})
+        names = {"loss": "epoch/loss", "accuracy": "epoch/accuracy"}
+        scalars = {tag: record[key] for key, tag in names.items() if record.get(key) is not None}
+        write_scalars(self.writer, record["step"], {**scalars, **_figures(record)})
+
+    def log_validation(self, record: dict) -> None:
+        """A step validation's console line and TensorBoard scalars."""
+        err.print("  ".join([f"step {record['step']}", *_figure_texts(record, "diag/")]), highlight=False)
+        write_scalars(self.writer, record["step"], _figures(record))
+
+
+def _figures(record: dict) -> dict[str, float]:
+    """The ``"set/figure"`` entries of a record (validation figures, ``diag/*``)."""
+    return {key: value for key, value in record.items() if "/" in key and value is not None}
+
+
+def _figure_texts(record: dict, hidden_prefix: str) -> list[str]:
+    return [f"{key} {value:.4f}" for key, value in _figures(record).items() if not key.startswith(hidden_prefix)]
 
 
 def write_scalars(writer, step: int, scalars: dict[str, float]) -> None:

@@ -41,7 +41,8 @@ class TrainResult:
     steps: int
     epochs_done: int
     last_loss: float | None
-    best_val_accuracy: float | None
+    monitor: str  # the figure that chose the kept embedder ("loss" without validation)
+    best: float | None  # its best value (None: never measured)
     images_per_second: float
     halted: bool
 
@@ -64,6 +65,7 @@ def train(config: TrainConfig, run_path: str | Path, *, resume: bool = False, ar
     import keras
 
     from ffem_cli.data import pipeline
+    from ffem_cli.train import validation
 
     run = RunDir(run_path)
     if not config.data:
@@ -71,6 +73,8 @@ def train(config: TrainConfig, run_path: str | Path, *, resume: bool = False, ar
     config = _resolve_model(replace(config, data=str(Path(config.data).resolve())))
     config = _reconcile_with_existing_run(run, config, resume)
     manifest = pipeline.read_manifest(config.data)
+    sets = validation.val_sets(config)  # refuse a bad --val or --monitor before building anything
+    watch = validation.make_watch(config, sets)
     pack_classes = int(manifest["num_classes"])
     if config.num_classes and config.num_classes != pack_classes:
         raise FfemError(f"{config.data}: the pack has {pack_classes} classes but the head is set to "
@@ -98,7 +102,7 @@ def train(config: TrainConfig, run_path: str | Path, *, resume: bool = False, ar
         target = run if chief else RunDir(tempfile.mkdtemp(prefix="ffem-worker-"))
         _write_run_toml(target, config, manifest, parts, strategy, argv)
         try:
-            return _loop(config, target, parts, strategy, steps, pk, halt_at_step, show_progress)
+            return _loop(config, target, parts, strategy, steps, pk, halt_at_step, show_progress, sets, watch)
         finally:
             if not chief:
                 shutil.rmtree(target.path, ignore_errors=True)
@@ -218,13 +222,15 @@ def _compile(parts: _Parts, config: TrainConfig, steps: int) -> None:
     from ffem_cli.train.model import build_optimizer
     from ffem_cli.train.schedules import WarmupDecay
 
-    schedule = WarmupDecay(
-        config.lr, total_steps=steps * config.epochs, warmup_steps=round(config.warmup_epochs * steps),
-        decay=config.schedule, boundaries=[e * steps for e in config.decay_epochs],
+    updates = steps / config.grad_accum  # optimizer updates per epoch: the schedule's unit
+    schedule = config.lr if config.schedule == "plateau" else WarmupDecay(  # plateau: validation.Watch lowers it
+        config.lr, total_steps=round(updates * config.epochs), warmup_steps=round(config.warmup_epochs * updates),
+        decay=config.schedule, boundaries=[round(e * updates) for e in config.decay_epochs],
         factor=config.decay_factor, power=config.poly_power, min_lr=config.min_lr,
     )
     optimizer = build_optimizer(config.optimizer, schedule, momentum=config.momentum, nesterov=config.nesterov,
-                                weight_decay=config.weight_decay, clipnorm=config.clipnorm)
+                                weight_decay=config.weight_decay, clipnorm=config.clipnorm,
+                                grad_accum=config.grad_accum)
     parts.model.compile(optimizer=optimizer, jit_compile=config.xla)
     parts.optimizer = parts.model.optimizer  # a LossScaleOptimizer under mixed_float16
     parts.optimizer.build(parts.model.trainable_variables)
@@ -259,11 +265,13 @@ def _write_run_toml(run: RunDir, config: TrainConfig, manifest: dict, parts: _Pa
 
 
 def _loop(config: TrainConfig, run: RunDir, parts: _Parts, strategy, steps: int, pk, halt_at_step,
-          show_progress: bool) -> TrainResult:
+          show_progress: bool, sets: list, watch) -> TrainResult:
     import tensorflow as tf
 
     from ffem_cli.data.pipeline import train_dataset
+    from ffem_cli.train.diagnostics import Diagnostics, probe_batch
     from ffem_cli.train.progress import StepMonitor
+    from ffem_cli.train.val_callback import Validation
 
     position = checkpoint.restore_latest(run.checkpoints, parts.model, parts.optimizer) or Position(0, 0, 0)
     if position.step:
@@ -271,13 +279,16 @@ def _loop(config: TrainConfig, run: RunDir, parts: _Parts, strategy, steps: int,
                   f"step {position.step_in_epoch} of {steps})")
     writer = tf.summary.create_file_writer(str(run.logs))
     monitor = StepMonitor(run, parts, config, steps, position, writer, halt_at_step, show_progress)
+    checker = Validation(sets, watch, config, monitor, run,
+                         lambda: save_embedder(parts.embedder, config, run.embedder_path))
+    checker.restore(position.state)
+    monitor.extra_state = checker.state
+    diagnostics = Diagnostics(parts, probe_batch(config, pk))
     frozen = None
-    best = _best_val_accuracy(run)
-    pairs = _val_pairs(config)
     epoch = position.epoch
     try:
         with monitor.display():
-            while epoch < config.epochs and not monitor.halted:
+            while epoch < config.epochs and not monitor.halted and not checker.stopped:
                 freeze = epoch < config.freeze_backbone_epochs
                 if freeze != frozen:
                     parts.embedder.trainable = not freeze
@@ -289,19 +300,18 @@ def _loop(config: TrainConfig, run: RunDir, parts: _Parts, strategy, steps: int,
                 monitor.start_epoch(epoch)
                 if skip < steps:  # a step checkpoint may fall on the epoch's last step
                     parts.model.fit(dataset, epochs=1, steps_per_epoch=steps - skip, shuffle=False,
-                                    verbose=0, callbacks=[monitor])
-                if monitor.halted:
+                                    verbose=0, callbacks=[monitor, checker, diagnostics])
+                if monitor.halted or checker.stopped:
                     break
                 epoch += 1
                 monitor.position = Position(monitor.position.step, epoch, 0)
                 record = monitor.epoch_record()
-                if pairs is not None:
-                    record["val_accuracy"], record["val_accuracy_std"] = _validate(parts, config, pairs)
+                record.update(diagnostics.epoch_figures(epoch))
+                keep = checker.at_epoch_end(record)
                 monitor.save_checkpoint()
                 run.append_metrics(record)
                 monitor.log_epoch(record)
-                if pairs is None or best is None or record["val_accuracy"] > best:
-                    best = record.get("val_accuracy", best)
+                if keep:
                     save_embedder(parts.embedder, config, run.embedder_path)
     except NonFiniteLoss as exc:
         kept = checkpoint.list_checkpoints(run.checkpoints)
@@ -311,8 +321,9 @@ def _loop(config: TrainConfig, run: RunDir, parts: _Parts, strategy, steps: int,
         writer.close()
     if not monitor.halted and not run.embedder_path.is_file():
         save_embedder(parts.embedder, config, run.embedder_path)
-    return TrainResult(run.path, monitor.position.step, monitor.position.epoch, monitor.last_loss, best,
-                       monitor.images_per_second, monitor.halted)
+    return TrainResult(run.path, monitor.position.step, monitor.position.epoch, monitor.last_loss,
+                       checker.watch.monitor, checker.watch.state["best"], monitor.images_per_second,
+                       monitor.halted)
 
 
 def augmentation(name: str):
@@ -320,37 +331,6 @@ def augmentation(name: str):
     from ffem_cli.data.pipeline import Augment
 
     return {"flip": Augment(), "strong": Augment.strong(), "off": Augment.off()}[name]
-
-
-def _val_pairs(config: TrainConfig):
-    if not config.val_pairs:
-        return None
-    from ffem_cli.train.validation import read_pairs
-
-    return read_pairs(config.val_pairs)
-
-
-def _validate(parts: _Parts, config: TrainConfig, pairs) -> tuple[float, float]:
-    from ffem_cli.train.validation import embed_pack, verification_accuracy
-
-    embeddings = embed_pack(parts.embedder, config.val_pack or config.data)
-    return verification_accuracy(embeddings, pairs, config.val_pairs)
-
-
-def _best_val_accuracy(run: RunDir) -> float | None:
-    import json
-
-    if not run.metrics_path.is_file():
-        return None
-    values = []
-    for line in run.metrics_path.read_text(encoding="utf-8").splitlines():
-        try:
-            value = json.loads(line).get("val_accuracy")
-        except json.JSONDecodeError:
-            continue  # a line cut by a kill
-        if value is not None:
-            values.append(value)
-    return max(values) if values else None
 
 
 def save_embedder(embedder, config: TrainConfig, path: Path) -> None:
