@@ -203,3 +203,32 @@ def test_calibrate_and_pairs_from_a_pack(calibrated, synthetic_faces, tmp_path):
     result = invoke("calibrate", "--run", run, "--pack", wrong)
     assert "faces were packed as 64 px, crop margin, margin 0.2 but the model's faces are 32 px" in one_error_line(result)
     assert invoke("calibrate", "--run", run, "--root", root).exit_code == 0  # the folder calibration again, for the other tests
+
+
+def test_calibrate_on_an_insightface_bin(tmp_path):
+    from eval_fixtures import write_bin
+
+    from ffem_cli.evaluate.binset import decode_faces, read_bin
+    from ffem_cli.evaluate.embedding import embed_faces, load_embedder
+
+    run = make_run(tmp_path / "r")
+    bin_path = tmp_path / "lfw.bin"
+    write_bin(bin_path, pairs=24, seed=1, as_array=False)
+    result = invoke("calibrate", "--run", run, "--bin", bin_path)
+    assert result.exit_code == 0, result.output
+    assert "trained on 'margin' crops" in " ".join(result.stderr.split())
+    record = json.loads((run / "calibration.json").read_text())
+    assert record["source"]["kind"] == "bin" and record["genuine_pairs"] == 12 and record["impostor_pairs"] == 12
+    embedder = load_embedder(run, None)
+    faces = decode_faces(read_bin(bin_path), embedder.prep.image_size)
+    vectors = embed_faces(embedder.model, faces, False)
+    scores = np.sum(vectors[0::2] * vectors[1::2], axis=1)
+    from ffem_cli.evaluate.metrics import equal_error_rate
+
+    same = read_bin(bin_path).issame
+    assert record["eer"]["rate"] == pytest.approx(equal_error_rate(scores, same)[0], abs=1e-6)
+    forged = tmp_path / "evil.bin"
+    forged.write_bytes(b"cos\nsystem\n(S'true'\ntR.")
+    result = invoke("calibrate", "--run", run, "--bin", forged)
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert one_error_line(result).startswith("error:")

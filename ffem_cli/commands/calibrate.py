@@ -16,6 +16,7 @@ def calibrate(
     pairs: Path | None = typer.Option(None, "--pairs", help="Pair list: 'label,path1,path2' lines or an LFW pairs.txt (needs --root)."),
     root: Path | None = typer.Option(None, "--root", help="Image root of --pairs, or alone a labelled folder ROOT/<identity>/<image>."),
     pack: Path | None = typer.Option(None, "--pack", help="A pack directory (ffem pack output) with the run's face crop."),
+    bin_set: Path | None = typer.Option(None, "--bin", help="An insightface .bin verification set (lfw.bin, cfp_fp.bin, ...): aligned 112x112 faces."),
     impostors: int = typer.Option(4_000_000, "--impostors", min=1, help="Impostor pairs sampled from a folder or pack (all when fewer)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the impostor sample."),
     detect: bool = DETECT,
@@ -30,11 +31,11 @@ def calibrate(
     from ffem_cli.inference import calibration, labelled
     from ffem_cli.rundir import RunDir
 
-    chosen = [flag for flag, value in (("--pairs", pairs), ("--pack", pack)) if value is not None]
+    chosen = [flag for flag, value in (("--pairs", pairs), ("--pack", pack), ("--bin", bin_set)) if value is not None]
     if root is not None and pairs is None:
         chosen.append("--root")
     if len(chosen) != 1:
-        raise FfemError("give one source: --pairs LIST --root ROOT, --root FOLDER or --pack PACK"
+        raise FfemError("give one source: --pairs LIST --root ROOT, --root FOLDER, --pack PACK or --bin FILE"
                         + (f" (got {', '.join(chosen)})" if chosen else ""))  # fmt: skip
     if pairs is not None and root is None:
         raise FfemError("--pairs needs --root (the folder the list's paths are relative to)")
@@ -42,6 +43,10 @@ def calibrate(
     cache_dir = None if no_cache else RunDir(run).path / "eval" / "cache"
     if pairs is not None:
         scores = calibration.scores_from_pair_list(embedder, pairs, root, cache_dir, batch_size)
+    elif bin_set is not None:
+        if embedder.prep.crop != "align":
+            err.print(f"warning: {bin_set} holds 5-point aligned faces but {run} was trained on '{embedder.prep.crop}' crops", highlight=False)
+        scores = calibration.scores_from_bin(embedder, bin_set, batch_size)
     elif pack is not None:
         faces_of = labelled.pack_embeddings(embedder, pack, batch_size)
         scores = calibration.scores_from_labelled(faces_of, impostors, seed, {"kind": "pack", "pack": str(Path(pack).resolve())})

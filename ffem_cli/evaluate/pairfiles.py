@@ -260,6 +260,15 @@ def _folds_for(same: list[bool]) -> int:
     return NUM_FOLDS if min(positives, len(same) - positives) >= NUM_FOLDS else 1
 
 
+def read_pair_list(path: Path) -> PairList:
+    """An EE488B list (its first line holds a comma) or an LFW pair file, by the look of the first line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FfemError(f"{path}: no such pair list")
+    first_line = next((text for _, text in _read_lines(path)), "")
+    return read_label_pairs(path) if "," in first_line else read_lfw_pairs(path)
+
+
 def check_images_exist(pairs: PairList, image_root: Path) -> None:
     """``FfemError`` naming the first pair whose image is missing under ``image_root`` (and how many are).
 

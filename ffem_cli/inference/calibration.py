@@ -3,6 +3,8 @@
 Scores come from one source:
 
 * a pair list (``label,path1,path2`` or an LFW ``pairs.txt``) under an image root;
+* an insightface ``.bin`` set (aligned 112x112 faces, read by the restricted
+  unpickler of ``evaluate.binset``);
 * a labelled folder or a pack: every genuine pair and a seeded sample of
   ``impostors`` impostor pairs (all of them when there are fewer).
 
@@ -35,22 +37,37 @@ CALIBRATION_FORMAT = 1
 def scores_from_pair_list(embedder: Embedder, list_path: Path, root: Path, cache_dir, batch_size: int):
     """``(genuine, impostor, without_face, description)`` for a pair list under ``root``."""
     from ffem_cli.evaluate.embedding import FaceSource
-    from ffem_cli.evaluate.pairfiles import check_images_exist, read_label_pairs, read_lfw_pairs
+    from ffem_cli.evaluate.pairfiles import check_images_exist, read_pair_list
     from ffem_cli.evaluate.verification import score_pair_list
 
     root = Path(root)
     if not root.is_dir():
         raise FfemError(f"{root}: image root not found")
-    if not Path(list_path).is_file():
-        raise FfemError(f"{list_path}: no such pair list")
-    first_line = Path(list_path).read_text(encoding="utf-8-sig").lstrip().split("\n", 1)[0]
-    pairs = read_label_pairs(list_path) if "," in first_line else read_lfw_pairs(list_path)
+    pairs = read_pair_list(list_path)
     check_images_exist(pairs, root)
     sources = {name: FaceSource((root / name).resolve()) for name in dict.fromkeys([*pairs.first, *pairs.second])}
     scored = score_pair_list(embedder, pairs, sources, cache_dir, batch_size, "embed pairs")
     ok = scored.has_face
     return (scored.scores[ok & pairs.same], scored.scores[ok & ~pairs.same], int((~ok).sum()),
             {"kind": "pairs", "list": str(Path(list_path).resolve()), "root": str(root.resolve())})  # fmt: skip
+
+
+def scores_from_bin(embedder: Embedder, bin_path: Path, batch_size: int):
+    """``(genuine, impostor, 0, description)`` for an insightface ``.bin`` set (``evaluate.binset``).
+
+    Its faces are already 5-point aligned crops, embedded as they are
+    (resized to the run's face size).
+    """
+    from ffem_cli.evaluate.binset import decode_faces, read_bin
+    from ffem_cli.evaluate.embedding import embed_faces
+
+    binset = read_bin(bin_path)
+    faces = decode_faces(binset, embedder.prep.image_size)
+    prep = embedder.prep
+    vectors = np.concatenate([embed_faces(embedder.model, faces[i : i + batch_size], prep.flip, prep.flip_mode)
+                              for i in range(0, len(faces), batch_size)])  # fmt: skip
+    scores = pair_scores(vectors, np.arange(0, len(faces), 2), np.arange(1, len(faces), 2))
+    return scores[binset.issame], scores[~binset.issame], 0, {"kind": "bin", "bin": str(Path(bin_path).resolve())}
 
 
 def scores_from_labelled(labelled, impostors: int, seed: int, description: dict):

@@ -33,7 +33,7 @@ import numpy as np
 
 from ffem_cli.errors import FfemError
 from ffem_cli.evaluate import metrics
-from ffem_cli.evaluate.pairfiles import PairList, read_label_pairs, read_lfw_pairs
+from ffem_cli.evaluate.pairfiles import PairList, read_pair_list
 
 FOLDS = 10
 EVERY = re.compile(r"^\s*(\d+)\s*(e?)\s*$")
@@ -50,11 +50,7 @@ def parse_every(text: str) -> tuple[int, str]:
 def read_pairs(path: str | Path) -> PairList:
     """An EE488B or LFW pair list (``evaluate.pairfiles``), with 10 folds when the file has none."""
     path = Path(path)
-    if not path.is_file():
-        raise FfemError(f"{path}: no such pair list")
-    with open(path, encoding="utf-8-sig") as handle:
-        first_line = next((line for line in handle if line.strip()), "")
-    pairs = read_label_pairs(path) if "," in first_line else read_lfw_pairs(path)
+    pairs = read_pair_list(path)
     if pairs.same.all() or not pairs.same.any():
         raise FfemError(f"{path}: needs both same-person and different-person pairs")
     if np.unique(pairs.folds).size < 2:
