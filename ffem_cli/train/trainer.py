@@ -302,7 +302,7 @@ def _loop(config: TrainConfig, run: RunDir, parts: _Parts, strategy, steps: int,
                 monitor.log_epoch(record)
                 if pairs is None or best is None or record["val_accuracy"] > best:
                     best = record.get("val_accuracy", best)
-                    save_embedder(parts.embedder, config, run.embedder_path)
+                    save_embedder(parts.embedder, config, run.embedder_path, parts.loss_layer)
     except NonFiniteLoss as exc:
         kept = checkpoint.list_checkpoints(run.checkpoints)
         where = f"the last good checkpoint is {kept[-1]}" if kept else "no checkpoint was written before it"
@@ -310,7 +310,7 @@ def _loop(config: TrainConfig, run: RunDir, parts: _Parts, strategy, steps: int,
     finally:
         writer.close()
     if not monitor.halted and not run.embedder_path.is_file():
-        save_embedder(parts.embedder, config, run.embedder_path)
+        save_embedder(parts.embedder, config, run.embedder_path, parts.loss_layer)
     return TrainResult(run.path, monitor.position.step, monitor.position.epoch, monitor.last_loss, best,
                        monitor.images_per_second, monitor.halted)
 
@@ -353,11 +353,13 @@ def _best_val_accuracy(run: RunDir) -> float | None:
     return max(values) if values else None
 
 
-def save_embedder(embedder, config: TrainConfig, path: Path) -> None:
+def save_embedder(embedder, config: TrainConfig, path: Path, loss_layer=None) -> None:
     """Write the embedding model alone, float32, atomically, as a plain ``.keras`` file.
 
     It is rebuilt under the float32 policy and given the trained weights, so
     the file neither depends on the training precision nor on the strategy.
+    A loss that embeds through a head of its own (``inference_embedder``,
+    GroupFace) has that head appended.
     """
     import keras
 
@@ -374,6 +376,8 @@ def save_embedder(embedder, config: TrainConfig, path: Path) -> None:
     finally:
         keras.mixed_precision.set_global_policy(policy)
     plain.set_weights(weights)
+    if hasattr(loss_layer, "inference_embedder"):
+        plain = loss_layer.inference_embedder(plain)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = atomic.temporary_sibling(path, suffix=".keras")
     try:
