@@ -104,7 +104,8 @@ def _multi_worker(strategy=None) -> bool:
 
 def build_optimizer(name: str, learning_rate, *, momentum: float = 0.9, nesterov: bool = True,
                     weight_decay: float = 0.0, clipnorm: float = 0.0) -> keras.optimizers.Optimizer:
-    """``sgd`` (momentum, Nesterov), ``adam`` or ``adamw`` from ``keras.optimizers``.
+    """``sgd`` (momentum, Nesterov), ``adam``, ``adamw`` or ``adagrad`` (MassFace's) from
+    ``keras.optimizers``.
 
     ``learning_rate`` is a float or a ``LearningRateSchedule``; ``weight_decay``
     is Keras's decoupled decay (0 = none); ``clipnorm`` clips each gradient's
@@ -122,4 +123,6 @@ def build_optimizer(name: str, learning_rate, *, momentum: float = 0.9, nesterov
     if name == "adamw":
         common.setdefault("weight_decay", 0.0)
         return keras.optimizers.AdamW(**common)
-    raise FfemError(f"unknown optimizer {name!r}; choose one of: sgd, adam, adamw")
+    if name == "adagrad":
+        return keras.optimizers.Adagrad(**common)
+    raise FfemError(f"unknown optimizer {name!r}; choose one of: sgd, adam, adamw, adagrad")

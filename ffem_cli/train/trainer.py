@@ -26,7 +26,7 @@ from ffem_cli.console import err
 from ffem_cli.errors import FfemError
 from ffem_cli.hashing import file_sha256
 from ffem_cli.rundir import RunDir
-from ffem_cli.train import checkpoint, provenance
+from ffem_cli.train import checkpoint, provenance, transfer
 from ffem_cli.train import config as config_module
 from ffem_cli.train import strategy as strategy_module
 from ffem_cli.train.checkpoint import Position
@@ -79,7 +79,7 @@ def train(config: TrainConfig, run_path: str | Path, *, resume: bool = False, ar
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32" if config.precision == "fp32" else config.precision)
     try:
-        strategy = strategy_module.make_strategy(config.devices)
+        strategy = strategy_module.make_strategy(config.devices, config.gpu_ids)
         replicas = strategy.num_replicas_in_sync
         strategy_module.check_batch(config.batch_size, replicas)
         keras.utils.set_random_seed(config.seed)  # same seed → same initial weights
@@ -133,9 +133,10 @@ def _resolve_model(config: TrainConfig) -> TrainConfig:
 
     if config.init_from:
         model = RunDir(config.init_from).read_config().get("model", {})
-        config = replace(config, backbone=model.get("backbone", config.backbone),
-                         pooling=model.get("pooling", config.pooling),
-                         embedding_size=int(model.get("embedding_size", config.embedding_size)))
+        config = replace(config, backbone=model.get("backbone", config.backbone))
+        if not config.init_backbone_only:
+            config = replace(config, pooling=model.get("pooling", config.pooling),
+                             embedding_size=int(model.get("embedding_size", config.embedding_size)))
     if config.backbone not in BACKBONES:
         raise FfemError(f"unknown backbone {config.backbone!r}; choose one of: {', '.join(BACKBONES)}")
     if not config.pooling:
@@ -181,13 +182,19 @@ def _build(config: TrainConfig, num_classes: int) -> _Parts:
     from ffem_cli.train.model import TrainingModel
 
     size = int(read_manifest(config.data)["image_size"])
-    embedder = build_embedder(config.backbone, config.pooling, config.embedding_size, size, config.dropout)
+    embedder = build_embedder(config.backbone, config.pooling, config.embedding_size, size, config.dropout,
+                              config.head_l2)
     if config.init_from:
         source = RunDir(config.init_from).load_embedder()
         if tuple(source.input_shape[1:3]) != (size, size):
             raise FfemError(f"{config.init_from}: its embedder takes {source.input_shape[1]}-pixel faces, "
                             f"the pack has {size}")
-        embedder.set_weights(source.get_weights())  # rebuilt under this run's precision policy
+        if config.init_backbone_only:
+            transfer.copy_backbone(source, embedder)
+        else:
+            embedder.set_weights(source.get_weights())  # rebuilt under this run's precision policy
+    if config.weights:
+        transfer.load_backbone_weights(embedder, config.weights)
     options = dict(config.loss_options)
     if config.miner:
         options["miner"] = config.miner
@@ -222,6 +229,8 @@ def _compile(parts: _Parts, config: TrainConfig, steps: int) -> None:
         config.lr, total_steps=steps * config.epochs, warmup_steps=round(config.warmup_epochs * steps),
         decay=config.schedule, boundaries=[e * steps for e in config.decay_epochs],
         factor=config.decay_factor, power=config.poly_power, min_lr=config.min_lr,
+        every=max(round(config.decay_every * steps), 1) if config.decay_every else 0,
+        staircase=config.staircase,
     )
     optimizer = build_optimizer(config.optimizer, schedule, momentum=config.momentum, nesterov=config.nesterov,
                                 weight_decay=config.weight_decay, clipnorm=config.clipnorm)
@@ -248,7 +257,8 @@ def _write_run_toml(run: RunDir, config: TrainConfig, manifest: dict, parts: _Pa
             "manifest_sha256": file_sha256(manifest_path),
         },
         "model": {"backbone": config.backbone, "pooling": config.pooling,
-                  "embedding_size": config.embedding_size, "dropout": config.dropout},
+                  "embedding_size": config.embedding_size, "dropout": config.dropout,
+                  "head_l2": config.head_l2},
         "loss": {"name": config.loss, **loss_config},
         "provenance": previous.get("provenance") or provenance.collect(strategy_module.replica_devices(strategy), argv),
         **({"resumed": previous.get("resumed", []) + [provenance.collect([], argv)["started"]]} if previous else {}),
@@ -280,12 +290,12 @@ def _loop(config: TrainConfig, run: RunDir, parts: _Parts, strategy, steps: int,
             while epoch < config.epochs and not monitor.halted:
                 freeze = epoch < config.freeze_backbone_epochs
                 if freeze != frozen:
-                    parts.embedder.trainable = not freeze
+                    transfer.set_backbone_trainable(parts.embedder, not freeze)
                     parts.model.compile(optimizer=parts.optimizer, jit_compile=config.xla)
                     frozen = freeze
                 skip = monitor.position.step_in_epoch
                 dataset = train_dataset(config.data, config.batch_size, epoch=epoch, seed=config.seed,
-                                        augment=augmentation(config.augment), pk=pk, start_step=skip)
+                                        augment=augmentation(config.augment, config.augment_options), pk=pk, start_step=skip)
                 monitor.start_epoch(epoch)
                 if skip < steps:  # a step checkpoint may fall on the epoch's last step
                     parts.model.fit(dataset, epochs=1, steps_per_epoch=steps - skip, shuffle=False,
@@ -315,11 +325,11 @@ def _loop(config: TrainConfig, run: RunDir, parts: _Parts, strategy, steps: int,
                        monitor.images_per_second, monitor.halted)
 
 
-def augmentation(name: str):
-    """The pipeline's ``Augment`` preset named by ``TrainConfig.augment``."""
+def augmentation(name: str, options: dict | None = None):
+    """The pipeline's ``Augment`` preset named by ``TrainConfig.augment``, with ``augment_options``."""
     from ffem_cli.data.pipeline import Augment
 
-    return {"flip": Augment(), "strong": Augment.strong(), "off": Augment.off()}[name]
+    return Augment.preset(name, options)
 
 
 def _val_pairs(config: TrainConfig):
@@ -372,7 +382,7 @@ def save_embedder(embedder, config: TrainConfig, path: Path, loss_layer=None) ->
     keras.mixed_precision.set_global_policy("float32")
     try:
         plain = build_embedder(config.backbone, config.pooling, config.embedding_size,
-                               int(embedder.input_shape[1]), config.dropout)
+                               int(embedder.input_shape[1]), config.dropout, config.head_l2)
     finally:
         keras.mixed_precision.set_global_policy(policy)
     plain.set_weights(weights)
