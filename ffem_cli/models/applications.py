@@ -46,7 +46,11 @@ def build_resnet50(x):
 
 def build_mobilenetv3_minimalistic(x):
     """MobileNetV3-Large minimalistic: ReLU6, 3×3 kernels, no SE (the FFEM seed 001's
-    backbone): (N, S, S, 3) → (N, S/32, S/32, 960)."""
+    backbone): (N, S, S, 3) → (N, S/32, S/32, 960).
+
+    Keras's minimalistic variant uses uncapped ReLU layers; they are capped at 6
+    (``max_value`` is part of each layer's config, so it is saved and loaded).
+    """
     backbone = keras.applications.MobileNetV3Large(
         input_shape=tuple(x.shape[1:]),
         include_top=False,
@@ -55,6 +59,9 @@ def build_mobilenetv3_minimalistic(x):
         include_preprocessing=False,
         name="mobilenetv3_minimalistic",
     )
+    for layer in backbone.layers:
+        if isinstance(layer, keras.layers.ReLU):
+            layer.max_value = 6.0
     return backbone(x)
 
 
