@@ -117,7 +117,8 @@ def map_command(
 ) -> None:
     """Draw a 2-D map of a gallery where similar faces lie close, with thumbnails and identity colours;
     --projector writes the gallery for TensorBoard's embedding projector."""
-    from ffem_cli.evaluate import facemap, gallery, projector as projector_module
+    from ffem_cli.evaluate import facemap, gallery
+    from ffem_cli.evaluate import projector as projector_module
 
     if output is None and projector is None:
         raise FfemError("give --output PNG, --projector DIR, or both")
