@@ -1,7 +1,7 @@
 """The training configuration: one typed dataclass, stage defaults, TOML file, flag overrides.
 
 Resolution order (later wins): the dataclass defaults, the stage's defaults
-(``STAGE_DEFAULTS``), the ``[train]`` table of a TOML file (``--config``; a
+(``STAGE_DEFAULTS``), a recipe (``--recipe``, ``recipes.py``), the ``[train]`` table of a TOML file (``--config``; a
 previous run's ``run.toml`` works as-is), then the command-line flags. The
 resolved config is written back to the run's ``run.toml`` ``[train]`` table,
 so a run can be repeated or resumed from it exactly.
