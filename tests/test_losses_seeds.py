@@ -150,3 +150,32 @@ def test_massface_triplet_defaults_and_the_batch_all_cap():
     capped.seed_generator.state.assign(state)
     a, p, n, _ = (np.asarray(t) for t in capped.capped_triplets(d, y))
     assert value == pytest.approx(np.mean(np.maximum(d[a, p] - d[a, n] + 0.5, 0)), abs=1e-5)
+
+
+def test_pool_triplet_mines_batch_anchors_against_the_pool():
+    x, y = batch(6)
+    first, second = x[:6], x[6:]
+    layer = build_loss("pool-triplet", 0, D, miner="batch-hard", margin=0.3, pool_size=8,
+                       refresh_every=1)
+    empty_pool = float(layer(first, y[:6]))  # no training call yet: the pool is empty
+    d = squared_distances(first)
+    expected = np.mean([max(0.0, d[a, p] - d[a, n] + 0.3) for a, p, n in batch_hard(d, y[:6])])
+    assert empty_pool == pytest.approx(expected, abs=1e-5)
+    layer(first, y[:6], training=True)  # the pool now holds `first` (6 of 8 slots)
+    np.testing.assert_array_equal(np.asarray(layer.pool_labels), [*y[:6], -1, -1])
+    value = float(layer(second, y[6:]))
+    both = np.concatenate([second, first])
+    labels = np.concatenate([y[6:], y[:6]])
+    d = squared_distances(both)
+    triplets = [t for t in batch_hard(d, labels) if t[0] < 6]
+    expected = np.mean([max(0.0, d[a, p] - d[a, n] + 0.3) for a, p, n in triplets])
+    assert value == pytest.approx(expected, abs=1e-5)
+
+
+def test_pool_refreshes_every_n_calls_oldest_first():
+    x, y = batch(7)
+    layer = build_loss("pool-triplet", 0, D, pool_size=6, refresh_every=2)
+    for step in range(4):
+        layer(x[:4], np.full(4, step), training=True)
+    # calls 0 and 2 wrote (rows 0-3, then 4, 5, 0, 1); calls 1 and 3 did not
+    np.testing.assert_array_equal(np.asarray(layer.pool_labels), [2, 2, 0, 0, 2, 2])

@@ -59,3 +59,17 @@ def test_groupface_run_saves_the_group_aware_embedder(pack_dir, tmp_path):
     vectors = embedder.predict(faces, verbose=0)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert vectors.shape == (2, 16)
+
+
+def test_pool_triplet_trains_and_fills_its_pool(pack_dir, tmp_path):
+    from ffem_cli.train import checkpoint
+
+    run = tmp_path / "pool"
+    config = small(pack_dir, stage="metric", loss="pool-triplet", optimizer="adam",
+                   loss_options={"pool_size": 32, "miner": "batch-hard"}, checkpoint_every=1)
+    result = train(config, run, show_progress=False)
+    assert np.isfinite(result.last_loss)
+    newest = checkpoint.list_checkpoints(run / "checkpoints")[-1]
+    stored = dict(np.load(newest, allow_pickle=False))
+    labels = [value for key, value in stored.items() if value.dtype == np.int32 and value.shape == (32,)]
+    assert labels and (labels[0] >= 0).sum() == min(32, 16 * result.steps)

@@ -27,7 +27,7 @@ from ffem_cli.losses.margins import ArcFace, CombinedMargin, CosFace, SubCenterA
 from ffem_cli.losses.miners import MINERS, build_miner
 from ffem_cli.losses.multi_similarity import MultiSimilarityLoss
 from ffem_cli.losses.proxies import ProxyAnchor, ProxyNCA, SoftTriple
-from ffem_cli.losses.triplet import AdversarialTripletLoss, TripletLoss
+from ffem_cli.losses.triplet import AdversarialTripletLoss, PoolTripletLoss, TripletLoss
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,11 @@ LOSSES = {
                                   "Schroff et al. 2015; α and min-max mining of MassFace",
                                   {"margin": 0.25, "distance": "squared-euclidean",
                                    "miner": "batch-min-max", "max_triplets": 0}),
+    "pool-triplet": LossEntry(PoolTripletLoss, "pair",
+                              "MassFace semi-online mining: triplets against a feature pool",
+                              {"margin": 0.25, "distance": "squared-euclidean",
+                               "miner": "batch-min-max", "max_triplets": 0, "pool_size": 1024,
+                               "refresh_every": 1}),
     "ee488b-triplet": LossEntry(TripletLoss, "pair",
                                 "Schroff et al. 2015; random negative, α of the EE488B trainer",
                                 {"margin": 0.1, "distance": "squared-euclidean",

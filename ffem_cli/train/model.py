@@ -38,7 +38,9 @@ class TrainingModel(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Mean loss of this replica's batch, divided by the replica count under tf.distribute."""
-        loss = ops.cast(self.loss_layer(y_pred, y), "float32")
+        # training reaches losses with state (center updates, a feature pool); Keras drops it
+        # for layers whose call() has no training argument
+        loss = ops.cast(self.loss_layer(y_pred, y, training=training), "float32")
         extra = [ops.cast(value, "float32") for value in self.losses]  # e.g. regularisers
         if extra:
             loss = loss + ops.sum(ops.stack(extra))
