@@ -86,3 +86,31 @@ def test_search_errors(gallery, tmp_path):
     result = invoke("search", query, "--gallery", gallery["parquet"], "--run", other)
     assert result.exit_code == 1
     assert "the gallery was embedded with another model" in result.output
+
+
+def test_map_projector_writes_what_tensorboard_reads(gallery, tmp_path):
+    import pandas as pd
+    from PIL import Image
+
+    folder = tmp_path / "projector"
+    result = invoke("map", "--gallery", gallery["parquet"], "--projector", folder)
+    assert result.exit_code == 0, result.output
+    table = pd.read_parquet(gallery["parquet"])
+    table = table[table["face_found"]]
+    vectors = np.loadtxt(folder / "embeddings.tsv", delimiter="\t", ndmin=2)
+    np.testing.assert_allclose(vectors, np.stack(table["embedding"]), atol=1e-6)
+    metadata = (folder / "metadata.tsv").read_text().splitlines()
+    assert metadata[0] == "identity\tpath" and len(metadata) == len(table) + 1
+    assert metadata[1] == f"{table['identity'].iloc[0]}\t{table['path'].iloc[0]}"
+    config = (folder / "projector_config.pbtxt").read_text()
+    assert 'tensor_path: "embeddings.tsv"' in config and 'metadata_path: "metadata.tsv"' in config
+    side = int(config.split("single_image_dim: ")[1].split()[0])
+    columns = int(np.ceil(np.sqrt(len(table))))
+    assert Image.open(folder / "sprite.png").size == (columns * side, int(np.ceil(len(table) / columns)) * side)
+    again = invoke("map", "--gallery", gallery["parquet"], "--projector", folder)  # its own folder: replaced
+    assert again.exit_code == 0
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    refused = invoke("map", "--gallery", gallery["parquet"], "--projector", foreign)
+    assert refused.exit_code == 1 and "is not a projector folder" in refused.output
+    assert invoke("map", "--gallery", gallery["parquet"]).exit_code == 1

@@ -190,6 +190,37 @@ def test_full_integer_model_takes_uint8_and_quantizes_inside(exported):
     assert np.int8 in kinds  # activations and weights are int8 inside
 
 
+def test_seed_quantization_levels_1_and_2_each_get_a_parity_figure(
+    tmp_path, face_pack, check_faces
+):
+    """The FFEM seed's convert_tflite level 1 (integer with float fallback) and level 2
+    (full integer, uint8 in and uint8 out)."""
+    import tensorflow as tf
+
+    run = make_run(tmp_path / "levels")
+    result = invoke("--run", run.path, "-f", "tflite", "-q", "int8-fallback", "-q", "int8-uint8",
+                    "--calibration", face_pack, "--calibration-faces", 24)
+    assert result.exit_code == 0, result.output + result.stderr
+    parity = json.loads((run.export_dir / "parity.json").read_text())["exports"]
+    assert set(parity) == {"model-int8-fallback.tflite", "model-int8-uint8.tflite"}
+    for name in parity:
+        assert 0.9 < parity[name]["mean_cosine"] <= 1.0 + 1e-6 and parity[name]["threshold"] is None
+        assert "calibration" in json.loads((run.export_dir / f"{name}.json").read_text())["parity"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        level2 = tf.lite.Interpreter(model_path=str(run.export_dir / "model-int8-uint8.tflite"))
+        level1 = tf.lite.Interpreter(model_path=str(run.export_dir / "model-int8-fallback.tflite"))
+    assert level2.get_input_details()[0]["dtype"] == np.uint8
+    assert level2.get_output_details()[0]["dtype"] == np.uint8
+    assert level1.get_output_details()[0]["dtype"] == np.float32
+    assert np.int8 in {detail["dtype"] for detail in level1.get_tensor_details()}
+    meta = json.loads((run.export_dir / "model-int8-uint8.tflite.json").read_text())
+    assert meta["output"]["dtype"] == "uint8" and "dequantize" in meta["output"]
+    reference = keras_embeddings(run, check_faces)
+    dequantized = runtimes.tflite_runtime(run.export_dir / "model-int8-uint8.tflite")(check_faces)
+    assert dequantized.dtype == np.float32 and cosines(reference, dequantized).mean() > 0.9
+
+
 def test_onnx_runtime_matches_keras(exported, check_faces):
     import onnx
 
@@ -265,7 +296,8 @@ def test_parity_images_folder_is_cut_with_the_image_list(tmp_path, synthetic_fac
         (["-f", "tflit"], "unknown format 'tflit'; choose from: savedmodel, tflite, onnx"),
         (
             ["-q", "int4"],
-            "unknown quantization 'int4'; choose from: none, float16, int8, int8-full",
+            "unknown quantization 'int4'; choose from: none, float16, int8, int8-full, "
+            "int8-fallback, int8-uint8",
         ),
         (["-f", "onnx", "-q", "float16"], "--quantize float16 applies to --format tflite only"),
         (

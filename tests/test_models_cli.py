@@ -35,6 +35,17 @@ def test_models_lists_measured_backbones_and_poolings(two_backbones):
         assert all(name in result.output for name in losses.LOSSES)
     if getattr(losses, "MINERS", None):
         assert "Miners (--miner)" in result.output
+    assert "Recipes (ffem train --recipe)" in result.output
+    rows = [line.split("│")[1].strip() for line in lines if line.count("│") >= 3]
+    assert {"ee488b", "ffem-001", "ffem-003", "massface"} <= set(rows)
+
+
+def test_train_help_names_the_recipes():
+    result = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0
+    from ffem_cli.train.recipes import recipe_names
+
+    assert ", ".join(recipe_names()) in " ".join(result.output.split())
 
 
 def test_models_leaves_out_backbones_that_need_a_larger_input(two_backbones):

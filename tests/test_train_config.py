@@ -30,7 +30,7 @@ def test_flags_override_the_file_which_overrides_stage_defaults(tmp_path):
 def test_bad_settings_are_refused_in_one_line(tmp_path):
     with pytest.raises(FfemError, match=r"^flags: unknown training setting 'colour'; known: stage, data"):
         C.resolve({}, {"colour": 3})
-    with pytest.raises(FfemError, match=r"^unknown optimizer 'rmsprop'; choose one of: sgd, adam, adamw$"):
+    with pytest.raises(FfemError, match=r"^unknown optimizer 'rmsprop'; choose one of: sgd, adam, adamw, adagrad$"):
         C.resolve({}, {"optimizer": "rmsprop"})
     with pytest.raises(FfemError, match=r"^training setting 'epochs' must be int, got '3'$"):
         C.resolve({}, {"epochs": "3"})

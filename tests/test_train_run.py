@@ -59,7 +59,8 @@ def test_classifier_then_metric_stage(pack_dir, tmp_path):
     saved = tomllib.loads((first / "run.toml").read_text())
     assert saved["data"]["image_size"] == 64 and saved["data"]["num_classes"] == IDENTITIES
     assert len(saved["data"]["manifest_sha256"]) == 64
-    assert saved["model"] == {"backbone": "tiny", "pooling": "gap", "embedding_size": 32, "dropout": 0.0}
+    assert saved["model"] == {"backbone": "tiny", "pooling": "gap", "embedding_size": 32, "dropout": 0.0,
+                              "head_l2": 0.0}
     assert saved["loss"]["alpha"] == 30.0 and saved["provenance"]["keras_version"] == keras.__version__
     assert list((first / "logs").glob("events.out.tfevents.*"))
     assert len(checkpoint.list_checkpoints(first / "checkpoints")) == 3

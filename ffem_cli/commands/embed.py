@@ -109,15 +109,27 @@ def search(
 
 def map_command(
     gallery_path: Path = typer.Option(..., "--gallery", help="Gallery written by ffem embed."),
-    output: Path = typer.Option(..., "--output", "-o", help="PNG to write, e.g. facemap.png."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="PNG to write, e.g. facemap.png."),
+    projector: Path | None = typer.Option(None, "--projector", help="Also (or only) write a TensorBoard projector folder: embeddings.tsv, metadata.tsv, sprite.png, projector_config.pbtxt."),
     method: str = typer.Option("pca", "--method", help="pca (default) or tsne."),
     size: int = typer.Option(1600, "--size", min=200, max=20000, help="Width and height of the PNG in pixels."),
     max_thumbnails: int = typer.Option(2000, "--max-thumbnails", min=1, help="Faces drawn as thumbnails (the rest as dots)."),
 ) -> None:
-    """Draw a 2-D map of a gallery where similar faces lie close, with thumbnails and identity colours."""
+    """Draw a 2-D map of a gallery where similar faces lie close, with thumbnails and identity colours;
+    --projector writes the gallery for TensorBoard's embedding projector."""
     from ffem_cli.evaluate import facemap, gallery
+    from ffem_cli.evaluate import projector as projector_module
 
+    if output is None and projector is None:
+        raise FfemError("give --output PNG, --projector DIR, or both")
     faces = gallery.read_gallery(gallery_path)
+    if projector is not None:
+        side = projector_module.write_projector(projector, faces.vectors, faces.paths, faces.identities,
+                                                name=Path(gallery_path).stem)
+        err.print(f"wrote {projector} ({len(faces.paths)} faces, {side}-px sprite cells); "
+                  f"view with: tensorboard --logdir {projector}", highlight=False)
+    if output is None:
+        return
     coords = gallery.project_2d(faces.vectors, method.lower())
     title = f"{Path(gallery_path).name}: {len(faces.paths)} faces, {method.upper()}"
     drawn = facemap.face_map(coords, faces.paths, faces.identities, output, size, max_thumbnails, title)

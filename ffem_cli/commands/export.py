@@ -32,15 +32,15 @@ def export(
         ["none"],
         "--quantize",
         "-q",
-        help="TFLite only: none | float16 | int8 (dynamic range) | int8-full (needs --calibration); repeat for several.",
+        help="TFLite only: none | float16 | int8 (dynamic range) | int8-full | int8-fallback (seed level 1: integer where possible, float fallback) | int8-uint8 (seed level 2: uint8 in and out); the last three need --calibration; repeat for several.",
     ),
     calibration: Path | None = typer.Option(
         None,
         "--calibration",
-        help="Pack directory whose faces calibrate int8-full (and serve as parity faces).",
+        help="Pack directory whose faces calibrate int8-full/-fallback/-uint8 (and serve as parity faces).",
     ),
     calibration_faces: int = typer.Option(
-        200, "--calibration-faces", min=1, help="How many pack faces calibrate int8-full."
+        200, "--calibration-faces", min=1, help="How many pack faces calibrate the integer quantizations."
     ),
     parity_images: Path | None = typer.Option(
         None,

@@ -60,6 +60,8 @@ def models(
         poolings.add_row(name, spec.summary, spec.paper)
     out.print(poolings)
 
+    _print_recipes()
+
     for title, attribute in (("Losses (--loss)", "LOSSES"), ("Miners (--miner)", "MINERS")):
         registry = getattr(losses, attribute, None)
         if not registry:
@@ -75,3 +77,18 @@ def models(
         for name, family, defaults, paper in rows:
             listing.add_row(name, *([family] if with_family else []), defaults, paper)
         out.print(listing)
+
+
+def _print_recipes() -> None:
+    """The ``ffem train --recipe`` names with what each sets and where it comes from."""
+    from rich.table import Table
+
+    from ffem_cli.train.recipes import recipe_info, recipe_names
+
+    recipes = Table(title="Recipes (ffem train --recipe)")
+    for column in ("recipe", "what it sets", "from"):
+        recipes.add_column(column, no_wrap=column == "recipe")
+    for name in recipe_names():
+        info = recipe_info(name)
+        recipes.add_row(name, info["summary"], info["source"])
+    out.print(recipes)

@@ -29,6 +29,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import mmap
@@ -58,7 +59,14 @@ class Augment:
     ``(1, 1)`` turns it off. ``brightness``: additive offset uniform in
     ``±brightness·255``. ``contrast``/``saturation``: factor uniform in
     ``[1 - x, 1 + x]`` around the image mean / the pixel's grey value.
-    Results are clipped to ``[0, 255]``.
+    ``hue``: hue rotation uniform in ``±hue`` of the colour circle
+    (``tf.image.adjust_hue``). ``greyscale``: probability of replacing the
+    image by its grey value (Rec. 601). ``cutout``: probability of one square
+    of side ``cutout_size``·S (centre uniform over the image, clipped at its
+    edges) set to 0, as ``tfa.image.random_cutout`` did for the FFEM seeds.
+    Results are clipped to ``[0, 255]``. ``Augment.preset(name, options)``
+    gives a named preset with any of these fields changed (``ffem train
+    --augment NAME --augment-option FIELD=VALUE``).
 
     The default is the flip alone, as in InsightFace/ArcFace training: faces
     are already cropped (or aligned) exactly as eval and export crop them,
@@ -72,6 +80,24 @@ class Augment:
     brightness: float = 0.0
     contrast: float = 0.0
     saturation: float = 0.0
+    hue: float = 0.0
+    greyscale: float = 0.0
+    cutout: float = 0.0
+    cutout_size: float = 0.0
+
+    @classmethod
+    def preset(cls, name: str, options: dict | None = None) -> Augment:
+        """Preset ``flip`` | ``strong`` | ``off`` with ``options`` (field → value) over it."""
+        presets = {"flip": cls, "strong": cls.strong, "off": cls.off}
+        if name not in presets:
+            raise FfemError(f"unknown augment {name!r}; choose one of: {', '.join(presets)}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {}
+        for key, value in (options or {}).items():
+            if key not in fields:
+                raise FfemError(f"unknown augment option {key!r}; known: {', '.join(sorted(fields))}")
+            values[key] = _augment_value(key, value)
+        return dataclasses.replace(presets[name](), **values)
 
     @classmethod
     def off(cls) -> Augment:
@@ -297,8 +323,13 @@ _TRAIN_FEATURES = {key: _FEATURES[key] for key in ("image/encoded", "image/label
 def _needs_position(augment: Augment) -> bool:
     """Whether per-image draws (crop, colour) are needed, keyed by position in the epoch."""
     return augment.scale != (1.0, 1.0) or bool(
-        augment.brightness or augment.contrast or augment.saturation
+        augment.brightness or augment.contrast or augment.saturation or _more_draws(augment)
     )
+
+
+def _more_draws(augment: Augment) -> bool:
+    """Whether hue, greyscale or cutout are on (they draw from their own keys)."""
+    return bool(augment.hue or augment.greyscale or (augment.cutout and augment.cutout_size))
 
 
 @functools.cache
@@ -411,6 +442,8 @@ def _decode_augment(encoded, position: tf.Tensor, seed: tf.Tensor, augment: Augm
     if augment.brightness or augment.contrast or augment.saturation:
         jitter = tf.random.stateless_uniform([3], keys[2], -1.0, 1.0)
         image = _colour_jitter(image, jitter, augment)
+    if _more_draws(augment):
+        image = _hue_grey_cutout(image, keys[2], augment, size)
     image = tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
     return tf.ensure_shape(image, (size, size, 3))
 
@@ -433,7 +466,57 @@ def _colour_jitter(image: tf.Tensor, jitter: tf.Tensor, augment: Augment) -> tf.
     return tf.clip_by_value(mixed, 0.0, 255.0)
 
 
+def _hue_grey_cutout(image: tf.Tensor, key: tf.Tensor, augment: Augment, size: int) -> tf.Tensor:
+    """Hue rotation, greyscale and cutout of a float32 ``(S, S, 3)`` image in ``[0, 255]``.
+
+    Their draws come from keys split off ``key`` (the colour jitter's), so
+    the crop and jitter draws of a given position stay what they were.
+    """
+    keys = tf.random.experimental.stateless_split(key, num=3)
+    hue_key, grey_key, cut_key = keys[0], keys[1], keys[2]
+    if augment.hue:
+        delta = tf.random.stateless_uniform([], hue_key, -augment.hue, augment.hue)
+        image = tf.image.adjust_hue(tf.clip_by_value(image, 0.0, 255.0) / 255.0, delta) * 255.0
+    if augment.greyscale:
+        grey = image[..., 0:1] * 0.299 + image[..., 1:2] * 0.587 + image[..., 2:3] * 0.114
+        turn = tf.random.stateless_uniform([], grey_key) < augment.greyscale
+        image = tf.where(turn, tf.tile(grey, [1, 1, 3]), image)
+    if augment.cutout and augment.cutout_size:
+        draws = tf.random.stateless_uniform([3], cut_key)
+        half = augment.cutout_size * size / 2.0
+        centre = draws[1:] * size
+        grid = tf.range(size, dtype=tf.float32) + 0.5
+        rows = tf.abs(grid - centre[0]) < half
+        columns = tf.abs(grid - centre[1]) < half
+        square = tf.logical_and(rows[:, None], columns[None, :])[..., None]
+        image = tf.where(tf.logical_and(square, draws[0] < augment.cutout), 0.0, image)
+    return image
+
+
 # ---------------------------------------------------------------- helpers
+
+
+def _augment_value(key: str, value):
+    """An ``Augment`` option checked: ``scale`` two fractions in (0, 1], ``flip`` a bool,
+    the probabilities and sizes in [0, 1], the jitter strengths non-negative."""
+    if key == "flip":
+        if not isinstance(value, bool):
+            raise FfemError(f"augment option flip must be true or false, got {value!r}")
+        return value
+    if key == "scale":
+        if (not isinstance(value, (list, tuple)) or len(value) != 2
+                or not all(isinstance(v, (int, float)) and 0 < v <= 1 for v in value)
+                or value[0] > value[1]):
+            raise FfemError(f"augment option scale must be [low, high] with 0 < low <= high <= 1, "
+                            f"got {value!r}")
+        return (float(value[0]), float(value[1]))
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+        raise FfemError(f"augment option {key} must be a non-negative number, got {value!r}")
+    bounded = key in ("hue", "greyscale", "cutout", "cutout_size")
+    if bounded and value > (0.5 if key == "hue" else 1.0):
+        raise FfemError(f"augment option {key} must be at most {0.5 if key == 'hue' else 1}, "
+                        f"got {value!r}")
+    return float(value)
 
 
 def _as_augment(augment: Augment | bool | None) -> Augment:

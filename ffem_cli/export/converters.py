@@ -12,7 +12,12 @@ the exported graph and the embedder itself normalises ``(x - 127.5) / 128``
   with the converter's post-training quantization: ``float16`` weights,
   ``int8`` dynamic-range weights, or ``int8-full`` full-integer (weights and
   activations, calibrated on a representative set of faces; the input stays
-  uint8 with scale 1, the output is dequantized to float32).
+  uint8 with scale 1, the output is dequantized to float32), and the FFEM
+  seed's ``convert_tflite`` levels: ``int8-fallback`` (level 1: calibrated
+  integer kernels where TFLite has them, float kernels elsewhere) and
+  ``int8-uint8`` (level 2: full integer with a **uint8 output**, the
+  embedding quantized with the scale and zero point in the output tensor's
+  details; ``runtimes.tflite_runtime`` dequantizes it).
 * ONNX: ``tf2onnx.convert.from_function`` on a ``tf.function`` with an
   explicit uint8 input signature, opset ``ONNX_OPSET``.
 """
@@ -24,7 +29,9 @@ from pathlib import Path
 import numpy as np
 
 FORMATS = ("savedmodel", "tflite", "onnx")
-QUANTIZATIONS = ("none", "float16", "int8", "int8-full")
+QUANTIZATIONS = ("none", "float16", "int8", "int8-full", "int8-fallback", "int8-uint8")
+#: Quantizations that need calibration faces (a representative dataset).
+CALIBRATED = ("int8-full", "int8-fallback", "int8-uint8")
 ONNX_OPSET = 17
 INPUT_NAME = "faces"
 OUTPUT_NAME = "embeddings"
@@ -71,8 +78,8 @@ def tflite_bytes(
 ) -> bytes:
     """Convert a SavedModel written by ``write_savedmodel`` to a TFLite flatbuffer.
 
-    ``calibration_faces``: uint8 ``(M, S, S, 3)``, required for ``int8-full``
-    (the representative dataset, fed one face at a time).
+    ``calibration_faces``: uint8 ``(M, S, S, 3)``, required for the
+    ``CALIBRATED`` quantizations (the representative dataset, fed one face at a time).
     """
     import tensorflow as tf
 
@@ -81,18 +88,19 @@ def tflite_bytes(
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantization == "float16":
         converter.target_spec.supported_types = [tf.float16]
-    elif quantization == "int8-full":
+    elif quantization in CALIBRATED:
         if calibration_faces is None or len(calibration_faces) == 0:
-            raise ValueError("int8-full quantization needs calibration faces")
+            raise ValueError(f"{quantization} quantization needs calibration faces")
 
         def representative_dataset():
             for face in calibration_faces:
                 yield [face[np.newaxis]]
 
         converter.representative_dataset = representative_dataset
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.uint8
-        converter.inference_output_type = tf.float32
+        if quantization != "int8-fallback":
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.uint8
+            converter.inference_output_type = tf.uint8 if quantization == "int8-uint8" else tf.float32
     elif quantization not in ("none", "int8"):
         raise ValueError(f"unknown quantization {quantization!r}")
     return converter.convert()

@@ -24,7 +24,7 @@ import numpy as np
 from ffem_cli import atomic
 from ffem_cli.errors import FfemError
 from ffem_cli.export import converters, metadata, runtimes
-from ffem_cli.export.converters import FORMATS, QUANTIZATIONS, export_name
+from ffem_cli.export.converters import CALIBRATED, FORMATS, QUANTIZATIONS, export_name
 from ffem_cli.export.faces import FaceCrop, folder_faces, pack_faces, synthetic_faces
 from ffem_cli.export.parity import UNQUANTIZED_MIN_COSINE, Parity, cosine_parity
 from ffem_cli.export.quiet import captured_output
@@ -221,9 +221,10 @@ def check_request(
     quantized = [q for q in quantizations if q != "none"]
     if quantized and "tflite" not in formats:
         raise FfemError(f"--quantize {quantized[0]} applies to --format tflite only")
-    if "int8-full" in quantizations and not has_calibration:
+    calibrated = [q for q in quantizations if q in CALIBRATED]
+    if calibrated and not has_calibration:
         raise FfemError(
-            "--quantize int8-full needs --calibration PACK_DIR (faces to calibrate activation ranges)"
+            f"--quantize {calibrated[0]} needs --calibration PACK_DIR (faces to calibrate activation ranges)"
         )
     jobs = []
     for fmt in dict.fromkeys(formats):
@@ -312,7 +313,7 @@ def _export_one(
     parity_record = {**parity.to_json(), "faces_source": faces.parity_source}
     if decision is not None:
         parity_record.update(_val_record(val_accuracy, faces.val_pairs, decision))
-    if quantization == "int8-full":
+    if quantization in CALIBRATED:
         parity_record["calibration"] = faces.calibration_source
     atomic.write_json(
         final.with_name(final.name + ".json"),

@@ -74,9 +74,11 @@ def describe(
         },
         "output": {
             "name": OUTPUT_NAME,
-            "dtype": "float32",
+            "dtype": "uint8" if quantization == "int8-uint8" else "float32",
             "shape": [None, embedding_size],
             "l2_normalised": True,
+            **({"dequantize": "(q - zero_point) * scale, from the output tensor's quantization"}
+               if quantization == "int8-uint8" else {}),
         },
         "source": source,
         "parity": parity,

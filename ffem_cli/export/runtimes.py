@@ -25,7 +25,8 @@ def savedmodel_runtime(directory: Path) -> Embed:
 
 
 def tflite_runtime(model: bytes | Path, threads: int | None = None) -> Embed:
-    """The TFLite interpreter (XNNPACK on CPU), resized to each batch's size."""
+    """The TFLite interpreter (XNNPACK on CPU), resized to each batch's size; a quantized
+    output (``int8-uint8``) is dequantized with its scale and zero point."""
     import tensorflow as tf
 
     content = Path(model).read_bytes() if isinstance(model, Path) else model
@@ -33,7 +34,9 @@ def tflite_runtime(model: bytes | Path, threads: int | None = None) -> Embed:
         warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
         interpreter = tf.lite.Interpreter(model_content=content, num_threads=threads)
     input_index = interpreter.get_input_details()[0]["index"]
-    output_index = interpreter.get_output_details()[0]["index"]
+    output = interpreter.get_output_details()[0]
+    output_index = output["index"]
+    scale, zero_point = output["quantization"]  # (0.0, 0) for a float output
     allocated = [None]
 
     def embed(faces: np.ndarray) -> np.ndarray:
@@ -43,7 +46,10 @@ def tflite_runtime(model: bytes | Path, threads: int | None = None) -> Embed:
             allocated[0] = faces.shape
         interpreter.set_tensor(input_index, faces)
         interpreter.invoke()
-        return interpreter.get_tensor(output_index).copy()
+        values = interpreter.get_tensor(output_index)
+        if scale:  # a quantized (uint8/int8) output: back to float32
+            return (values.astype(np.float32) - zero_point) * np.float32(scale)
+        return values.copy()
 
     return embed
 

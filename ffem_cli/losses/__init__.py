@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import keras
 
 from ffem_cli.errors import FfemError
-from ffem_cli.losses.center import SoftmaxCenterLoss
+from ffem_cli.losses.center import L2SoftmaxCenterLoss, SoftmaxCenterLoss
 from ffem_cli.losses.contrastive import ContrastiveLoss
 from ffem_cli.losses.groupface import GroupFace
 from ffem_cli.losses.heads import CosineHead, L2SoftmaxHead, SoftmaxHead
@@ -27,7 +27,7 @@ from ffem_cli.losses.margins import ArcFace, CombinedMargin, CosFace, SubCenterA
 from ffem_cli.losses.miners import MINERS, build_miner
 from ffem_cli.losses.multi_similarity import MultiSimilarityLoss
 from ffem_cli.losses.proxies import ProxyAnchor, ProxyNCA, SoftTriple
-from ffem_cli.losses.triplet import TripletLoss
+from ffem_cli.losses.triplet import AdversarialTripletLoss, PoolTripletLoss, TripletLoss
 
 
 @dataclass(frozen=True)
@@ -61,14 +61,36 @@ LOSSES = {
                                  {"scale": 64.0, "m1": 1.0, "m2": 0.3, "m3": 0.2}),
     "subcenter-arcface": LossEntry(SubCenterArcFace, "classification", "Deng et al., ECCV 2020",
                                    {"scale": 64.0, "margin": 0.5, "sub_centers": 3}),
-    "softmax-center": LossEntry(SoftmaxCenterLoss, "classification", "Wen et al., ECCV 2016",
-                                {"center_weight": 0.003, "center_rate": 0.5}),
-    "groupface": LossEntry(GroupFace, "classification", "Kim et al., CVPR 2020",
-                           {"groups": 32, "group_weight": 0.1, "scale": 64.0, "margin": 0.5,
+    "softmax-center": LossEntry(L2SoftmaxCenterLoss, "classification",
+                                "Wen et al., ECCV 2016; L2-softmax + centres of the FFEM seed",
+                                {"scale": 30.0, "center_weight": 1e-3}),
+    "softmax-center-wen": LossEntry(SoftmaxCenterLoss, "classification",
+                                    "Wen et al., ECCV 2016 (centre update rule)",
+                                    {"center_weight": 0.003, "center_rate": 0.5}),
+    "groupface": LossEntry(GroupFace, "classification",
+                           "Kim et al., CVPR 2020; G, s of the FFEM seed",
+                           {"groups": 4, "group_weight": 0.1, "scale": 60.0, "margin": 0.5,
                             "gdn_units": 256}),
     "triplet": LossEntry(TripletLoss, "pair", "Schroff et al., FaceNet, CVPR 2015",
                          {"margin": 0.2, "distance": "squared-euclidean",
-                          "miner": "batch-hard"}),
+                          "miner": "batch-hard", "max_triplets": 0}),
+    "massface-triplet": LossEntry(TripletLoss, "pair",
+                                  "Schroff et al. 2015; α and min-max mining of MassFace",
+                                  {"margin": 0.25, "distance": "squared-euclidean",
+                                   "miner": "batch-min-max", "max_triplets": 0}),
+    "pool-triplet": LossEntry(PoolTripletLoss, "pair",
+                              "MassFace semi-online mining: triplets against a feature pool",
+                              {"margin": 0.25, "distance": "squared-euclidean",
+                               "miner": "batch-min-max", "max_triplets": 0, "pool_size": 1024,
+                               "refresh_every": 1}),
+    "ee488b-triplet": LossEntry(TripletLoss, "pair",
+                                "Schroff et al. 2015; random negative, α of the EE488B trainer",
+                                {"margin": 0.1, "distance": "squared-euclidean",
+                                 "miner": "random-negative"}),
+    "adversarial-triplet": LossEntry(AdversarialTripletLoss, "pair",
+                                     "the FFEM seed's adversarial_triplet_loss",
+                                     {"distance": "squared-euclidean", "miner": "batch-hard",
+                                      "epsilon": 1e-3}),
     "contrastive": LossEntry(ContrastiveLoss, "pair", "Hadsell, Chopra & LeCun, CVPR 2006",
                              {"pos_margin": 0.0, "neg_margin": 1.0, "distance": "euclidean",
                               "miner": None}),

@@ -1,11 +1,17 @@
 """Softmax + center loss (Wen et al., "A Discriminative Feature Learning Approach
-for Deep Face Recognition", ECCV 2016)."""
+for Deep Face Recognition", ECCV 2016), in two forms:
+
+- ``softmax-center``: the FFEM seed's (seed 003) form, L2-softmax with learned
+  centres on the unit sphere (:class:`L2SoftmaxCenterLoss`);
+- ``softmax-center-wen``: the paper's form, plain softmax with centres moved by
+  the update rule (:class:`SoftmaxCenterLoss`).
+"""
 
 import keras
 from keras import ops
 
 from ffem_cli.losses.heads import SoftmaxHead, cross_entropy, target_column
-from ffem_cli.losses.numerics import as_labels
+from ffem_cli.losses.numerics import as_float32, as_labels, l2_normalize
 
 
 @keras.saving.register_keras_serializable(package="ffem")
@@ -48,3 +54,49 @@ class SoftmaxCenterLoss(SoftmaxHead):
     def get_config(self):
         return {**super().get_config(), "center_weight": self.center_weight,
                 "center_rate": self.center_rate}
+
+
+@keras.saving.register_keras_serializable(package="ffem")
+class L2SoftmaxCenterLoss(SoftmaxHead):
+    """The FFEM seed's SoftmaxCenter: L2-softmax plus a center loss on the unit sphere.
+
+    With x̂ = x/||x||, Ŵ_j = W_j/||W_j|| and ĉ_j = c_j/||c_j||:
+
+    ``L = CE(s · x̂ Ŵ + b, y) + λ · mean_i s · ||x̂_i − ĉ_{y_i}||²``
+
+    - the classifier is the seed's L2-softmax: features scaled to norm s,
+      unit-norm class weights, a bias that starts at 0.1;
+    - the centres c (C, D) are ordinary trainable weights (He-normal start),
+      learned by gradient with the rest, and compared after normalisation;
+      the squared distance is scaled by the same s.
+
+    Defaults s = 30, λ = 1e-3 (seed 003's ``SoftmaxCenterModel``).
+    """
+
+    bias_initializer = keras.initializers.Constant(0.1)
+
+    def __init__(self, num_classes, embedding_size, scale=30.0, center_weight=1e-3, **kwargs):
+        super().__init__(num_classes, embedding_size, **kwargs)
+        self.scale = float(scale)
+        self.center_weight = float(center_weight)
+        self.centers = self.add_weight(shape=(self.num_classes, self.embedding_size),
+                                       initializer="he_normal", name="centers")
+
+    def features(self, embeddings):
+        """s · x̂ in float32."""
+        return self.scale * l2_normalize(as_float32(embeddings))
+
+    def logits(self, embeddings):
+        """(B, D) → (B, C) float32 ``s · x̂ Ŵ + b``."""
+        return ops.matmul(self.features(embeddings), l2_normalize(self.kernel, axis=0)) + self.bias
+
+    def call(self, embeddings, labels):
+        labels = as_labels(labels)
+        logits = self.logits(embeddings)
+        softmax_loss = cross_entropy(logits, target_column(logits, labels))
+        own_centers = ops.take(l2_normalize(self.centers), labels, axis=0)
+        distances = ops.sum(ops.square(l2_normalize(as_float32(embeddings)) - own_centers), axis=1)
+        return softmax_loss + self.center_weight * self.scale * ops.mean(distances)
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale, "center_weight": self.center_weight}

@@ -48,6 +48,9 @@ class SoftmaxHead(keras.layers.Layer):
         embedding_size: D, the embedding width.
     """
 
+    #: Initial value of every class's bias.
+    bias_initializer = "zeros"
+
     def __init__(self, num_classes, embedding_size, **kwargs):
         super().__init__(**_float32_layer_kwargs(kwargs))
         self.num_classes = int(num_classes)
@@ -55,7 +58,8 @@ class SoftmaxHead(keras.layers.Layer):
         self.kernel = self.add_weight(
             shape=(self.embedding_size, self.num_classes), initializer="glorot_uniform",
             name="kernel")
-        self.bias = self.add_weight(shape=(self.num_classes,), initializer="zeros", name="bias")
+        self.bias = self.add_weight(shape=(self.num_classes,), initializer=self.bias_initializer,
+                                    name="bias")
         self.built = True
 
     def features(self, embeddings):

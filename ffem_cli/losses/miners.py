@@ -29,6 +29,8 @@ unordered pair once, in file order):
   ``d(a,p) < d(a,n) < d(a,p) + margin`` (FaceNet, Schroff et al. 2015);
   pairs without one are dropped (no fallback to another negative).
 - ``batch-random``: per (a, p), one violating negative drawn uniformly.
+- ``random-negative``: per anchor, one negative drawn uniformly, violating or
+  not, for each of its positives (the EE488B trainer's triplet).
 - ``batch-min-min`` / ``batch-min-max``: per anchor, its nearest negative
   n* (the first "min") with, among the positives p for which (a, p, n*)
   violates, the nearest (min-min: the easiest positive that still
@@ -205,6 +207,32 @@ class BatchRandomMiner(Miner):
         return {**super().get_config(), "seed": self.seed}
 
 
+@keras.saving.register_keras_serializable(package="ffem")
+class RandomNegativeMiner(Miner):
+    """Per anchor, one negative drawn uniformly, violating or not, with each positive; K = B².
+
+    Args:
+        seed: seeds the layer's ``keras.random.SeedGenerator`` (state saved with the model).
+    """
+
+    def __init__(self, margin=None, seed=None, **kwargs):
+        super().__init__(margin=margin, **kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def mine(self, distances, labels, margin):
+        batch = ops.shape(distances)[0]
+        _, positive, negative = identity_masks(labels)
+        draw = keras.random.uniform((batch, batch), seed=self.seed_generator)
+        chosen = ops.argmax(ops.where(negative, draw, -1.0), axis=1)
+        valid = ops.logical_and(positive, ops.any(negative, axis=1, keepdims=True))
+        chosen = ops.cast(chosen, "int32")[:, None] + ops.zeros((batch, batch), "int32")
+        return _per_pair(batch, chosen, valid)
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
+
+
 class _NearestNegativeMiner(Miner):
     """Shared by min-min / min-max: the nearest negative with one violating positive; K = B."""
 
@@ -273,6 +301,7 @@ MINERS = {
     "batch-hard": (BatchHardMiner, "Hermans, Beyer & Leibe, arXiv:1703.07737, 2017"),
     "batch-semi-hard": (BatchSemiHardMiner, "Schroff, Kalenichenko & Philbin, CVPR 2015"),
     "batch-random": (BatchRandomMiner, "MassFace (Li et al.), random violating negative"),
+    "random-negative": (RandomNegativeMiner, "EE488B trainer, any negative drawn uniformly"),
     "batch-min-min": (BatchMinMinMiner, "MassFace (Li et al.), min-and-min selection"),
     "batch-min-max": (BatchMinMaxMiner, "MassFace (Li et al.), min-and-max selection"),
     "multi-similarity": (MultiSimilarityMiner, "Wang et al., CVPR 2019"),

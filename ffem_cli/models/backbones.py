@@ -12,13 +12,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ffem_cli.models.applications import (
+    build_efficientnetb3,
+    build_mobilenetv2,
     build_mobilenetv3_large,
+    build_mobilenetv3_minimalistic,
     build_mobilenetv3_small,
     build_resnet50,
+    build_resnet50v2,
 )
 from ffem_cli.models.iresnet import IRESNET_DEPTHS, build_iresnet
 from ffem_cli.models.mobilefacenet import build_mobilefacenet
+from ffem_cli.models.resnet18 import build_resnet18
 from ffem_cli.models.thin_resnet import build_thin_resnet34
+from ffem_cli.models.thin_resnet_se import build_thin_resnet34_se
 from ffem_cli.models.tiny import build_tiny
 
 
@@ -49,6 +55,16 @@ BACKBONES: dict[str, BackboneSpec] = {
     "mobilenetv3-large": BackboneSpec(
         build_mobilenetv3_large, "gdc", 96, "Howard et al. 2019, MobileNetV3 (ICCV)"
     ),
+    "mobilenetv3-minimalistic": BackboneSpec(
+        build_mobilenetv3_minimalistic, "gdc", 96,
+        "Howard et al. 2019, MobileNetV3 (ICCV), minimalistic; FFEM seed 001",
+    ),
+    "mobilenetv2": BackboneSpec(
+        build_mobilenetv2, "gdc", 96, "Sandler et al. 2018, MobileNetV2 (CVPR)"
+    ),
+    "efficientnetb3": BackboneSpec(
+        build_efficientnetb3, "gnap", 96, "Tan & Le 2019, EfficientNet (ICML)"
+    ),
     **{
         name: BackboneSpec(
             functools.partial(build_iresnet, depths=depths), "flatten-fc", 96, IRESNET_PAPER
@@ -56,8 +72,17 @@ BACKBONES: dict[str, BackboneSpec] = {
         for name, depths in IRESNET_DEPTHS.items()
     },
     "resnet50": BackboneSpec(build_resnet50, "gnap", 96, "He et al. 2016, ResNet (CVPR)"),
+    "resnet50v2": BackboneSpec(
+        build_resnet50v2, "gnap", 96, "He et al. 2016, identity mappings (ECCV); FFEM seed 003"
+    ),
+    "resnet18": BackboneSpec(
+        build_resnet18, "gap", 96, "He et al. 2016, ResNet (CVPR); torchvision, EE488B trainer"
+    ),
     "thin-resnet34": BackboneSpec(
         build_thin_resnet34, "gap", 96, "EE488B trainer; Chung et al. 2020 (ResNetSE34V2)"
+    ),
+    "thin-resnet34-se": BackboneSpec(
+        build_thin_resnet34_se, "gap", 96, "EE488B trainer ThinResNet34 (voxceleb_trainer ResNetSE)"
     ),
     "tiny": BackboneSpec(build_tiny, "gap", 32, "— (4 conv blocks, for tests)"),
 }

@@ -59,6 +59,11 @@ class NormAwareReweight(layers.Layer):
         return {**super().get_config(), "epsilon": self.epsilon}
 
 
+def fc_regularizer(l2: float):
+    """The head FC's kernel regulariser: L2 with factor ``l2`` (the seeds' 5e-4), or none."""
+    return keras.regularizers.L2(l2) if l2 > 0 else None
+
+
 def embedding_bn(x, name: str, scale: bool = True):
     """The head's last layer: BN over the (N, D) embedding, computed in float32."""
     return layers.BatchNormalization(
@@ -66,16 +71,17 @@ def embedding_bn(x, name: str, scale: bool = True):
     )(x)
 
 
-def build_gap(features, embedding_size: int, dropout: float):
+def build_gap(features, embedding_size: int, dropout: float, l2: float = 0.0):
     """(N, h, w, C) → GAP (N, C) → dropout → FC (N, D) → BN."""
     x = layers.GlobalAveragePooling2D(name="gap_pool")(features)
     if dropout > 0:
         x = layers.Dropout(dropout, name="gap_dropout")(x)
-    x = layers.Dense(embedding_size, use_bias=False, name="gap_fc")(x)
+    x = layers.Dense(embedding_size, use_bias=False, kernel_regularizer=fc_regularizer(l2),
+                     name="gap_fc")(x)
     return embedding_bn(x, "gap")
 
 
-def build_gnap(features, embedding_size: int, dropout: float):
+def build_gnap(features, embedding_size: int, dropout: float, l2: float = 0.0):
     """(N, h, w, C) → GNAP → (N, D), following insightface's ``fc_type='GNAP'``.
 
     If D > C a 1×1 conv → BN → PReLU first widens the map to D channels. Then
@@ -98,11 +104,11 @@ def build_gnap(features, embedding_size: int, dropout: float):
     if dropout > 0:
         x = layers.Dropout(dropout, name="gnap_dropout")(x)
     if narrowing:
-        x = layers.Dense(embedding_size, name="gnap_fc")(x)
+        x = layers.Dense(embedding_size, kernel_regularizer=fc_regularizer(l2), name="gnap_fc")(x)
     return embedding_bn(x, "gnap")
 
 
-def build_gdc(features, embedding_size: int, dropout: float):
+def build_gdc(features, embedding_size: int, dropout: float, l2: float = 0.0):
     """(N, h, w, C) → depthwise h×w conv (valid) → BN → (N, C) → dropout → FC(D) → BN.
 
     The "linear GDC" + "linear conv1×1" of MobileFaceNets (Table 1): no
@@ -116,11 +122,12 @@ def build_gdc(features, embedding_size: int, dropout: float):
     x = layers.Flatten(name="gdc_flatten")(x)
     if dropout > 0:
         x = layers.Dropout(dropout, name="gdc_dropout")(x)
-    x = layers.Dense(embedding_size, use_bias=False, name="gdc_fc")(x)
+    x = layers.Dense(embedding_size, use_bias=False, kernel_regularizer=fc_regularizer(l2),
+                     name="gdc_fc")(x)
     return embedding_bn(x, "gdc")
 
 
-def build_flatten_fc(features, embedding_size: int, dropout: float):
+def build_flatten_fc(features, embedding_size: int, dropout: float, l2: float = 0.0):
     """(N, h, w, C) → BN → dropout → flatten (N, h·w·C) → FC(D, bias) → BN (γ = 1).
 
     arcface_torch ``IResNet``'s ``bn2 → dropout → flatten → fc → features``;
@@ -130,13 +137,15 @@ def build_flatten_fc(features, embedding_size: int, dropout: float):
     if dropout > 0:
         x = layers.Dropout(dropout, name="flatten_fc_dropout")(x)
     x = layers.Flatten(name="flatten_fc_flatten")(x)
-    x = layers.Dense(embedding_size, name="flatten_fc_fc")(x)
+    x = layers.Dense(embedding_size, kernel_regularizer=fc_regularizer(l2),
+                     name="flatten_fc_fc")(x)
     return embedding_bn(x, "flatten_fc", scale=False)
 
 
 @dataclass(frozen=True)
 class PoolingSpec:
-    """A registered head: ``build(features, embedding_size, dropout) -> (N, D)``."""
+    """A registered head: ``build(features, embedding_size, dropout, l2) -> (N, D)``, where
+    ``l2`` is the L2 kernel regulariser factor of its FC (0 = none)."""
 
     build: Callable
     summary: str

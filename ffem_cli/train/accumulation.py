@@ -69,3 +69,7 @@ class Adam(DistributedAccumulation, keras.optimizers.Adam):
 
 class AdamW(DistributedAccumulation, keras.optimizers.AdamW):
     pass
+
+
+class Adagrad(DistributedAccumulation, keras.optimizers.Adagrad):
+    pass

@@ -1,7 +1,7 @@
 """The training configuration: one typed dataclass, stage defaults, TOML file, flag overrides.
 
 Resolution order (later wins): the dataclass defaults, the stage's defaults
-(``STAGE_DEFAULTS``), the ``[train]`` table of a TOML file (``--config``; a
+(``STAGE_DEFAULTS``), a recipe (``--recipe``, ``recipes.py``), the ``[train]`` table of a TOML file (``--config``; a
 previous run's ``run.toml`` works as-is), then the command-line flags. The
 resolved config is written back to the run's ``run.toml`` ``[train]`` table,
 so a run can be repeated or resumed from it exactly.
@@ -28,8 +28,9 @@ from typing import Any
 from ffem_cli.errors import FfemError
 
 STAGES = ("classifier", "metric")
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "cosine", "step", "poly", "plateau")
+OPTIMIZERS = ("sgd", "adam", "adamw", "adagrad")
+SCHEDULES = ("constant", "cosine", "step", "poly", "exponential", "plateau")
+ADAMW_WEIGHT_DECAY = 1e-4  # the seeds' AdamW decay, used when adamw is chosen without one
 PRECISIONS = ("fp32", "mixed_float16", "mixed_bfloat16")
 AUGMENTATIONS = ("flip", "strong", "off")  # data.pipeline.Augment(), .strong(), .off()
 
@@ -87,6 +88,16 @@ class TrainConfig:
     early_stop: int = 0  # validations without improvement that end the run (0 = never)
     devices: int = 0  # replicas on this machine; 0 = every GPU (or the CPU)
     sync_batchnorm: bool = True  # several replicas: BatchNorm statistics over the global batch
+    # the seeds' settings (README "Recipes")
+    recipe: str = ""  # the --recipe the run was resolved with ("" = none)
+    classes_per_batch: int = 0  # EE488B batches: this many identities × images_per_identity (0 = off)
+    augment_options: dict[str, Any] = field(default_factory=dict)  # Augment fields over the preset
+    head_l2: float = 0.0  # L2 kernel regulariser on the embedding head's FC (the seeds': 5e-4)
+    decay_every: float = 0.0  # epochs between LR steps (step, exponential); 0 = --decay-epoch list
+    staircase: bool = True  # exponential schedule: whole steps of decay_every (False: smooth)
+    weights: str = ""  # local weights file for the backbone (keras.applications .h5 or a .keras)
+    init_backbone_only: bool = False  # --init-from copies the backbone only (own head and size)
+    gpu_ids: list[int] = field(default_factory=list)  # use these GPUs (by id) only; [] = --devices
 
     def to_toml(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -131,20 +142,28 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     # a run.toml also holds [data]/[model]/[provenance] tables: only [train] is configuration
     if "train" not in document:
         values = {k: v for k, v in values.items() if not isinstance(v, dict) or k == "loss_options"}
-    _check_keys(values, str(path))
+    check_keys(values, str(path))
     return values
 
 
 def resolve(file_values: dict[str, Any] | None = None, flags: dict[str, Any] | None = None) -> TrainConfig:
-    """Merge defaults, stage defaults, a config file's values and flags (``None`` = not given)."""
+    """Merge defaults, stage defaults, the recipe's, a config file's values and flags (``None`` = not given)."""
+    from ffem_cli.train.recipes import read_recipe
+
     given = dict(file_values or {})
     given.update({k: v for k, v in (flags or {}).items() if v is not None})
-    _check_keys(given, "flags")
-    stage = given.get("stage", "classifier")
+    check_keys(given, "flags")
+    recipe = read_recipe(given["recipe"], given.get("stage")) if given.get("recipe") else {}
+    stage = given.get("stage", recipe.get("stage", "classifier"))
     if stage not in STAGES:
         raise FfemError(f"unknown stage {stage!r}; choose one of: {', '.join(STAGES)}")
-    values = dict(STAGE_DEFAULTS[stage])
-    values.update(given)
+    values = {**STAGE_DEFAULTS[stage], **recipe, **given}
+    if "augment_options" in recipe:  # flags change single options of the recipe's
+        values["augment_options"] = {**recipe["augment_options"], **given.get("augment_options", {})}
+    if values.get("optimizer") == "adamw" and "weight_decay" not in {**recipe, **given}:
+        values["weight_decay"] = ADAMW_WEIGHT_DECAY
+    if values.get("classes_per_batch") and "batch_size" not in {**recipe, **given}:
+        values["batch_size"] = values["classes_per_batch"] * max(values.get("images_per_identity", 0), 1)
     config = TrainConfig(**{k: _coerce(k, v) for k, v in values.items()})
     validate(config)
     return config
@@ -159,7 +178,8 @@ def validate(config: TrainConfig) -> None:
     for name in ("batch_size", "epochs", "checkpoint_every", "keep_checkpoints", "grad_accum", "plateau_patience"):
         if getattr(config, name) < 1:
             raise FfemError(f"{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
-    for name in ("images_per_identity", "num_classes", "freeze_backbone_epochs", "devices", "early_stop"):
+    for name in ("images_per_identity", "num_classes", "freeze_backbone_epochs", "devices", "early_stop",
+                 "classes_per_batch", "head_l2", "decay_every"):
         if getattr(config, name) < 0:
             raise FfemError(f"{name.replace('_', '-')} must not be negative, got {getattr(config, name)}")
     if not config.lr > 0:
@@ -174,6 +194,20 @@ def validate(config: TrainConfig) -> None:
     from ffem_cli.train.validation import parse_every
 
     parse_every(config.val_every)
+    if config.classes_per_batch and config.batch_size != config.classes_per_batch * max(
+            config.images_per_identity, 1):
+        raise FfemError(
+            f"batch size {config.batch_size} is not classes-per-batch {config.classes_per_batch} × "
+            f"images-per-identity {max(config.images_per_identity, 1)}; give one or the other"
+        )
+    if config.augment_options:
+        from ffem_cli.data.pipeline import Augment
+
+        Augment.preset(config.augment, config.augment_options)  # refuses unknown options
+    if config.schedule == "exponential" and not config.decay_every > 0:
+        raise FfemError("the exponential schedule needs --decay-every EPOCHS")
+    if config.decay_every and config.decay_epochs:
+        raise FfemError("give --decay-every or --decay-epoch boundaries, not both")
     if config.images_per_identity and config.batch_size % config.images_per_identity:
         raise FfemError(
             f"batch size {config.batch_size} is not a multiple of images-per-identity "
@@ -186,7 +220,7 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
         raise FfemError(f"unknown {name} {value!r}; choose one of: {', '.join(allowed)}")
 
 
-def _check_keys(values: dict[str, Any], where: str) -> None:
+def check_keys(values: dict[str, Any], where: str) -> None:
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
         raise FfemError(f"{where}: unknown training setting {unknown[0]!r}; known: {', '.join(FIELDS)}")

@@ -38,7 +38,9 @@ class TrainingModel(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Mean loss of this replica's batch, divided by the replica count under tf.distribute."""
-        loss = ops.cast(self.loss_layer(y_pred, y), "float32")
+        # training reaches losses with state (center updates, a feature pool); Keras drops it
+        # for layers whose call() has no training argument
+        loss = ops.cast(self.loss_layer(y_pred, y, training=training), "float32")
         extra = [ops.cast(value, "float32") for value in self.losses]  # e.g. regularisers
         if extra:
             loss = loss + ops.sum(ops.stack(extra))
@@ -104,7 +106,8 @@ def _multi_worker(strategy=None) -> bool:
 
 def build_optimizer(name: str, learning_rate, *, momentum: float = 0.9, nesterov: bool = True,
                     weight_decay: float = 0.0, clipnorm: float = 0.0, grad_accum: int = 1) -> keras.optimizers.Optimizer:
-    """``sgd`` (momentum, Nesterov), ``adam`` or ``adamw`` from ``keras.optimizers``.
+    """``sgd`` (momentum, Nesterov), ``adam``, ``adamw`` or ``adagrad`` (MassFace's) from
+    ``keras.optimizers``.
 
     ``learning_rate`` is a float or a ``LearningRateSchedule``; ``weight_decay``
     is Keras's decoupled decay (0 = none); ``clipnorm`` clips each gradient's
@@ -132,4 +135,6 @@ def build_optimizer(name: str, learning_rate, *, momentum: float = 0.9, nesterov
     if name == "adamw":
         common.setdefault("weight_decay", 0.0)
         return optimizers.AdamW(**common)
-    raise FfemError(f"unknown optimizer {name!r}; choose one of: sgd, adam, adamw")
+    if name == "adagrad":
+        return optimizers.Adagrad(**common)
+    raise FfemError(f"unknown optimizer {name!r}; choose one of: sgd, adam, adamw, adagrad")

@@ -15,6 +15,8 @@
   ``MirroredStrategy``. On a CPU-only machine ``--devices N`` uses N logical
   CPU devices (only when they were configured before TensorFlow started;
   tests do this).
+- ``--gpu ID`` (repeatable; EE488B's device choice) → those GPUs only, by
+  their index among the visible ones (one: ``OneDeviceStrategy``).
 - otherwise TensorFlow's default strategy (one device).
 
 The global batch (``--batch-size``) is split evenly among all replicas.
@@ -28,10 +30,13 @@ import os
 from ffem_cli.errors import FfemError
 
 
-def make_strategy(devices: int = 0):
-    """The strategy for ``devices`` local replicas (0 = every GPU, or one CPU)."""
+def make_strategy(devices: int = 0, gpu_ids: list[int] | tuple[int, ...] = ()):
+    """The strategy for ``devices`` local replicas (0 = every GPU, or one CPU), or for the
+    GPUs numbered ``gpu_ids`` (then ``devices`` must be 0 or their count)."""
     import tensorflow as tf
 
+    if gpu_ids:
+        return _strategy_on_gpus(list(gpu_ids), devices)
     if os.environ.get("TF_CONFIG"):
         try:
             json.loads(os.environ["TF_CONFIG"])
@@ -47,6 +52,24 @@ def make_strategy(devices: int = 0):
     if wanted == 1:
         return tf.distribute.OneDeviceStrategy(available[0]) if gpus else tf.distribute.get_strategy()
     return tf.distribute.MirroredStrategy(available[:wanted])
+
+
+def _strategy_on_gpus(gpu_ids: list[int], devices: int):
+    import tensorflow as tf
+
+    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+    missing = [i for i in gpu_ids if not 0 <= i < len(gpus)]
+    if missing:
+        raise FfemError(f"--gpu {missing[0]}: only {len(gpus)} GPU(s) are visible"
+                        + (f" (ids 0-{len(gpus) - 1})" if gpus else ""))
+    if len(set(gpu_ids)) != len(gpu_ids):
+        raise FfemError(f"--gpu lists a GPU twice: {gpu_ids}")
+    if devices and devices != len(gpu_ids):
+        raise FfemError(f"--devices {devices} disagrees with {len(gpu_ids)} --gpu id(s)")
+    chosen = [gpus[i] for i in gpu_ids]
+    if len(chosen) == 1:
+        return tf.distribute.OneDeviceStrategy(chosen[0])
+    return tf.distribute.MirroredStrategy(chosen)
 
 
 def replica_devices(strategy) -> list[str]:

@@ -26,7 +26,7 @@ from ffem_cli.console import err
 from ffem_cli.errors import FfemError
 from ffem_cli.hashing import file_sha256
 from ffem_cli.rundir import RunDir
-from ffem_cli.train import checkpoint, provenance
+from ffem_cli.train import checkpoint, provenance, transfer
 from ffem_cli.train import config as config_module
 from ffem_cli.train import strategy as strategy_module
 from ffem_cli.train.checkpoint import Position
@@ -83,7 +83,7 @@ def train(config: TrainConfig, run_path: str | Path, *, resume: bool = False, ar
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32" if config.precision == "fp32" else config.precision)
     try:
-        strategy = strategy_module.make_strategy(config.devices)
+        strategy = strategy_module.make_strategy(config.devices, config.gpu_ids)
         replicas = strategy.num_replicas_in_sync
         strategy_module.check_batch(config.batch_size, replicas)
         keras.utils.set_random_seed(config.seed)  # same seed → same initial weights
@@ -137,9 +137,10 @@ def _resolve_model(config: TrainConfig) -> TrainConfig:
 
     if config.init_from:
         model = RunDir(config.init_from).read_config().get("model", {})
-        config = replace(config, backbone=model.get("backbone", config.backbone),
-                         pooling=model.get("pooling", config.pooling),
-                         embedding_size=int(model.get("embedding_size", config.embedding_size)))
+        config = replace(config, backbone=model.get("backbone", config.backbone))
+        if not config.init_backbone_only:
+            config = replace(config, pooling=model.get("pooling", config.pooling),
+                             embedding_size=int(model.get("embedding_size", config.embedding_size)))
     if config.backbone not in BACKBONES:
         raise FfemError(f"unknown backbone {config.backbone!r}; choose one of: {', '.join(BACKBONES)}")
     if not config.pooling:
@@ -185,13 +186,19 @@ def _build(config: TrainConfig, num_classes: int) -> _Parts:
     from ffem_cli.train.model import TrainingModel
 
     size = int(read_manifest(config.data)["image_size"])
-    embedder = build_embedder(config.backbone, config.pooling, config.embedding_size, size, config.dropout)
+    embedder = build_embedder(config.backbone, config.pooling, config.embedding_size, size, config.dropout,
+                              config.head_l2)
     if config.init_from:
         source = RunDir(config.init_from).load_embedder()
         if tuple(source.input_shape[1:3]) != (size, size):
             raise FfemError(f"{config.init_from}: its embedder takes {source.input_shape[1]}-pixel faces, "
                             f"the pack has {size}")
-        embedder.set_weights(source.get_weights())  # rebuilt under this run's precision policy
+        if config.init_backbone_only:
+            transfer.copy_backbone(source, embedder)
+        else:
+            embedder.set_weights(source.get_weights())  # rebuilt under this run's precision policy
+    if config.weights:
+        transfer.load_backbone_weights(embedder, config.weights)
     options = dict(config.loss_options)
     if config.miner:
         options["miner"] = config.miner
@@ -227,6 +234,8 @@ def _compile(parts: _Parts, config: TrainConfig, steps: int) -> None:
         config.lr, total_steps=round(updates * config.epochs), warmup_steps=round(config.warmup_epochs * updates),
         decay=config.schedule, boundaries=[round(e * updates) for e in config.decay_epochs],
         factor=config.decay_factor, power=config.poly_power, min_lr=config.min_lr,
+        every=max(round(config.decay_every * steps), 1) if config.decay_every else 0,
+        staircase=config.staircase,
     )
     optimizer = build_optimizer(config.optimizer, schedule, momentum=config.momentum, nesterov=config.nesterov,
                                 weight_decay=config.weight_decay, clipnorm=config.clipnorm,
@@ -254,7 +263,8 @@ def _write_run_toml(run: RunDir, config: TrainConfig, manifest: dict, parts: _Pa
             "manifest_sha256": file_sha256(manifest_path),
         },
         "model": {"backbone": config.backbone, "pooling": config.pooling,
-                  "embedding_size": config.embedding_size, "dropout": config.dropout},
+                  "embedding_size": config.embedding_size, "dropout": config.dropout,
+                  "head_l2": config.head_l2},
         "loss": {"name": config.loss, **loss_config},
         "provenance": previous.get("provenance") or provenance.collect(strategy_module.replica_devices(strategy), argv),
         **({"resumed": previous.get("resumed", []) + [provenance.collect([], argv)["started"]]} if previous else {}),
@@ -280,7 +290,7 @@ def _loop(config: TrainConfig, run: RunDir, parts: _Parts, strategy, steps: int,
     writer = tf.summary.create_file_writer(str(run.logs))
     monitor = StepMonitor(run, parts, config, steps, position, writer, halt_at_step, show_progress)
     checker = Validation(sets, watch, config, monitor, run,
-                         lambda: save_embedder(parts.embedder, config, run.embedder_path))
+                         lambda: save_embedder(parts.embedder, config, run.embedder_path, parts.loss_layer))
     checker.restore(position.state)
     monitor.extra_state = checker.state
     diagnostics = Diagnostics(parts, probe_batch(config, pk))
@@ -291,12 +301,12 @@ def _loop(config: TrainConfig, run: RunDir, parts: _Parts, strategy, steps: int,
             while epoch < config.epochs and not monitor.halted and not checker.stopped:
                 freeze = epoch < config.freeze_backbone_epochs
                 if freeze != frozen:
-                    parts.embedder.trainable = not freeze
+                    transfer.set_backbone_trainable(parts.embedder, not freeze)
                     parts.model.compile(optimizer=parts.optimizer, jit_compile=config.xla)
                     frozen = freeze
                 skip = monitor.position.step_in_epoch
                 dataset = train_dataset(config.data, config.batch_size, epoch=epoch, seed=config.seed,
-                                        augment=augmentation(config.augment), pk=pk, start_step=skip)
+                                        augment=augmentation(config.augment, config.augment_options), pk=pk, start_step=skip)
                 monitor.start_epoch(epoch)
                 if skip < steps:  # a step checkpoint may fall on the epoch's last step
                     parts.model.fit(dataset, epochs=1, steps_per_epoch=steps - skip, shuffle=False,
@@ -312,7 +322,7 @@ def _loop(config: TrainConfig, run: RunDir, parts: _Parts, strategy, steps: int,
                 run.append_metrics(record)
                 monitor.log_epoch(record)
                 if keep:
-                    save_embedder(parts.embedder, config, run.embedder_path)
+                    save_embedder(parts.embedder, config, run.embedder_path, parts.loss_layer)
     except NonFiniteLoss as exc:
         kept = checkpoint.list_checkpoints(run.checkpoints)
         where = f"the last good checkpoint is {kept[-1]}" if kept else "no checkpoint was written before it"
@@ -320,24 +330,26 @@ def _loop(config: TrainConfig, run: RunDir, parts: _Parts, strategy, steps: int,
     finally:
         writer.close()
     if not monitor.halted and not run.embedder_path.is_file():
-        save_embedder(parts.embedder, config, run.embedder_path)
+        save_embedder(parts.embedder, config, run.embedder_path, parts.loss_layer)
     return TrainResult(run.path, monitor.position.step, monitor.position.epoch, monitor.last_loss,
                        checker.watch.monitor, checker.watch.state["best"], monitor.images_per_second,
                        monitor.halted)
 
 
-def augmentation(name: str):
-    """The pipeline's ``Augment`` preset named by ``TrainConfig.augment``."""
+def augmentation(name: str, options: dict | None = None):
+    """The pipeline's ``Augment`` preset named by ``TrainConfig.augment``, with ``augment_options``."""
     from ffem_cli.data.pipeline import Augment
 
-    return {"flip": Augment(), "strong": Augment.strong(), "off": Augment.off()}[name]
+    return Augment.preset(name, options)
 
 
-def save_embedder(embedder, config: TrainConfig, path: Path) -> None:
+def save_embedder(embedder, config: TrainConfig, path: Path, loss_layer=None) -> None:
     """Write the embedding model alone, float32, atomically, as a plain ``.keras`` file.
 
     It is rebuilt under the float32 policy and given the trained weights, so
     the file neither depends on the training precision nor on the strategy.
+    A loss that embeds through a head of its own (``inference_embedder``,
+    GroupFace) has that head appended.
     """
     import keras
 
@@ -350,10 +362,12 @@ def save_embedder(embedder, config: TrainConfig, path: Path) -> None:
     keras.mixed_precision.set_global_policy("float32")
     try:
         plain = build_embedder(config.backbone, config.pooling, config.embedding_size,
-                               int(embedder.input_shape[1]), config.dropout)
+                               int(embedder.input_shape[1]), config.dropout, config.head_l2)
     finally:
         keras.mixed_precision.set_global_policy(policy)
     plain.set_weights(weights)
+    if hasattr(loss_layer, "inference_embedder"):
+        plain = loss_layer.inference_embedder(plain)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = atomic.temporary_sibling(path, suffix=".keras")
     try:
