@@ -44,6 +44,7 @@ def train(
     keep_checkpoints: int = typer.Option(None, help="Checkpoints kept. Default 3."),
     init_from: Path = typer.Option(None, "--init-from", help="Start from this run's embedder with a fresh head."),
     freeze_backbone_epochs: int = typer.Option(None, help="Train only the new head for this many epochs."),
+    margin_warmup: float = typer.Option(None, "--margin-warmup", help="Margin losses: raise the margin linearly from 0 to its value over this many epochs (may be fractional)."),
     val_pairs: Path = typer.Option(None, "--val-pairs", help="Pair list (EE488B '1,a.jpg,b.jpg' or LFW pairs.txt) checked each epoch; the best embedder is kept."),
     val_pack: Path = typer.Option(None, "--val-pack", help="Pack holding the --val-pairs images. Default: the training pack."),
     devices: int = typer.Option(None, help="Local replicas (GPUs). Default: all GPUs, or one CPU."),
@@ -75,6 +76,7 @@ def train(
         "decay_factor": decay_factor, "precision": precision, "xla": xla, "seed": seed, "augment": augment,
         "num_classes": num_classes, "checkpoint_every": checkpoint_every, "keep_checkpoints": keep_checkpoints,
         "init_from": str(init_from) if init_from else None, "freeze_backbone_epochs": freeze_backbone_epochs,
+        "margin_warmup_epochs": margin_warmup,
         "val_pairs": str(val_pairs) if val_pairs else None, "val_pack": str(val_pack) if val_pack else None,
         "devices": devices, "sync_batchnorm": sync_batchnorm,
     }

@@ -76,6 +76,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     init_from: str = ""  # another run directory: load its embedder, fresh head
     freeze_backbone_epochs: int = 0  # train only the head for this many epochs
+    margin_warmup_epochs: float = 0.0  # margin losses: ramp the margin linearly from 0 over this many epochs
     val_pairs: str = ""  # pair list checked each epoch (EE488B "1,a.jpg,b.jpg" or LFW pairs.txt)
     val_pack: str = ""  # pack holding the pair images; "" = the training pack
     devices: int = 0  # replicas on this machine; 0 = every GPU (or the CPU)
@@ -159,6 +160,8 @@ def validate(config: TrainConfig) -> None:
         raise FfemError(f"lr must be positive, got {config.lr}")
     if config.warmup_epochs < 0:
         raise FfemError(f"warmup-epochs must not be negative, got {config.warmup_epochs}")
+    if config.margin_warmup_epochs < 0:
+        raise FfemError(f"margin-warmup must not be negative, got {config.margin_warmup_epochs}")
     if config.images_per_identity and config.batch_size % config.images_per_identity:
         raise FfemError(
             f"batch size {config.batch_size} is not a multiple of images-per-identity "
