@@ -35,6 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from bench.reference import reference_line  # noqa: E402
 from ffem_cli import realdata  # noqa: E402
 from ffem_cli.data import detect  # noqa: E402
 from ffem_cli.data.image_list import load_image_list  # noqa: E402
@@ -61,6 +62,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=None, help="number of LFW images")
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args()
+    print(reference_line())
     count = args.images or (48 if args.quick else 200)
 
     reason = realdata.missing_reason(realdata.lfw_root() / "images")

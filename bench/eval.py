@@ -36,6 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.reference import reference_line  # noqa: E402
 from ffem_cli.evaluate.retrieval import evaluate_retrieval  # noqa: E402
 from ffem_cli.evaluate.search import DEFAULT_BLOCK_BYTES, _block_sizes, topk_search  # noqa: E402
 
@@ -173,6 +174,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="10k only")
     parser.add_argument("--million", action="store_true", help="only the 1M-gallery latency / throughput comparison")
     args = parser.parse_args()
+    print(reference_line())
     if args.million:
         print(f"ffem search at a million: {DIM}-d float32, {os.cpu_count()} CPUs, numpy {np.__version__}")
         bench_million_search(million_gallery())

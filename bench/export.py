@@ -33,13 +33,17 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+
+from bench.reference import reference_line  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -103,6 +107,7 @@ def set_batchnorm_statistics(model, images: np.ndarray) -> None:
 
 def main() -> None:
     args = parse_args()
+    print(reference_line())
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)

@@ -14,13 +14,17 @@ second logits matrix).
 
 import argparse
 import os
+import sys
 import time
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from bench.reference import reference_line  # noqa: E402
 from ffem_cli.losses import build_loss  # noqa: E402
 
 EMBEDDING_SIZE = 512
@@ -59,6 +63,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="few steps per size")
     parser.add_argument("--batch", type=int, default=64)
     args = parser.parse_args()
+    print(reference_line())
     steps = 3 if args.quick else 10
     rng = np.random.default_rng(0)
     embeddings = rng.normal(size=(args.batch, EMBEDDING_SIZE)).astype("float32")

@@ -1,49 +1,49 @@
 """LFW View 1 end to end: train on ``peopleDevTrain``, verify ``pairsDevTest``, beside eigenfaces.
 
 The real commands are measured: ``ffem pack`` and ``ffem train`` run as
-subprocesses (classifier stage, then the ArcFace metric stage with
-``--init-from``), exactly as a user would type them.
+subprocesses, exactly as a user would type them, with a named recipe
+(``--recipe``, default ``lfw-small``: ``ffem_cli/train/recipes/NAME.toml``,
+whose ``[train]`` table is what ``ffem train --config`` reads).
 
-1. Image list: the ``peopleDevTrain.txt`` identities with 2+ images (LFW
-   View 1, Huang et al. 2007), labelled ``0..N-1`` in name order. Faces: the
-   fixed box ``evaluate.lfw.LFW_FACE_BOX`` (the median MTCNN box on the
-   250x250 deep-funneled images) for every image, no detector run; with crop
-   margin ``--crop-margin`` (default 0: the 123 px square around the box).
-2. ``ffem pack`` at 96 px (the smallest side the real backbones accept).
-3. ``ffem train --stage classifier`` (L2-softmax, 20 epochs, Adam 2e-3,
-   cosine) then ``ffem train --stage metric --init-from`` (ArcFace margin
-   0.3, scale 32, 6 epochs, Adam 5e-4, cosine, head alone for the first
-   epoch) on MobileNetV3-Small, batch 32: the recipe that fits ~20 minutes
-   on 2 CPU cores (MobileFaceNet trains ~8x slower there). ArcFace's paper
-   setting (margin 0.5, scale 64, SGD) did not converge on these 6.7k
-   images from this classifier: the training accuracy fell to 1% and the
-   verification accuracy to chance. (ffem sets every BatchNormalization
-   momentum to 0.9: keras.applications' 0.999 left MobileNetV3's inference
-   statistics so far behind after ~1,000 steps that every face embedded
-   alike.)
+1. Image list: the ``peopleDevTrain.txt`` identities (LFW View 1, Huang et
+   al. 2007) — all 4,038 with the recipe's ``singletons = true``, else the
+   1,184 with 2+ images — labelled ``0..N-1`` in name order. Faces: the fixed
+   box ``evaluate.lfw.LFW_FACE_BOX`` (the median MTCNN box on the 250x250
+   deep-funneled images) for every image, no detector run.
+2. ``ffem pack`` at the recipe's ``[pack]`` size and crop margin.
+3. ``ffem train --config`` with the recipe's ``[train]`` table (and its ``[train.classifier]``); a ``[train.metric]``
+   table, when present, is a second stage trained ``--init-from`` the first.
+   ``--epochs N`` overrides every stage's epochs (short ranking runs).
 4. Verification on ``pairsDevTest.txt`` (500 same + 500 different pairs,
    identities disjoint from training). Faces are cut exactly as in training
    (``evaluate.embedding.FacePrep`` from the run's ``run.toml``, same fixed
-   box). Two accuracies: 10-fold cross-validated on pairsDevTest (the
-   threshold maximising accuracy on 9 folds applied to the 10th, as LFW View
-   2 does; folds = 50 same + 50 different consecutive pairs each) — the
-   HEADLINE, mean ± std over folds; and the threshold chosen on
-   ``pairsDevTrain.txt`` (2,200 pairs of training identities) applied to all
-   of pairsDevTest (the strict View 1 reading; one number).
-5. Eigenfaces (Turk & Pentland, 1991) in the same run: PCA fitted on the
+   box); with the recipe's ``[eval] flip = true`` also with test-time flip.
+   Two accuracies: 10-fold cross-validated on pairsDevTest (the threshold
+   maximising accuracy on 9 folds applied to the 10th, as LFW View 2 does;
+   folds = 50 same + 50 different consecutive pairs each) — the HEADLINE,
+   mean ± std over folds; and the threshold chosen on ``pairsDevTrain.txt``
+   (2,200 pairs of training identities) applied to all of pairsDevTest (the
+   strict View 1 reading; one number).
+5. Recall@1 on ``peopleDevTest.txt`` (1,711 identities, 3,708 images, none
+   seen in training): every image whose identity has another image is a
+   query, all 3,708 images form the gallery (leave-one-out).
+6. Eigenfaces (Turk & Pentland, 1991) in the same run: PCA fitted on the
    grayscale face crops of the training images (same crop, same size,
    flattened, mean-centred), ``--pca-components`` components, whitened
    (``--no-whiten`` turns it off); cosine similarity of the projections;
-   the same pairs and threshold procedures.
+   the same pairs, threshold and Recall@1 procedures.
 
-Writes ``report.json`` and ``roc.png`` to ``--output`` (default: a new
-temporary folder, never the repository) and prints a table.
+The reference loop's rate (``bench/reference.py``) is printed first and
+stored in the report with the time budget it implies here: 60 minutes on a
+machine whose reference loop runs at >= 2,000 img/s, scaled by 2,000 / rate
+on a slower one. Writes ``report.json`` and ``roc.png`` to ``--output``
+(default: a new temporary folder, never the repository) and prints a table.
 
-    .venv/bin/python bench/lfw_view1.py            # full recipe (~8 min on 2 quiet cores)
-    .venv/bin/python bench/lfw_view1.py --quick    # 4 + 2 epochs (~2.5 min)
+    .venv/bin/python bench/lfw_view1.py                 # the lfw-small recipe
+    .venv/bin/python bench/lfw_view1.py --quick         # 2 epochs per stage
+    .venv/bin/python bench/lfw_view1.py --recipe my.toml --epochs 5
 
-Measured 2026-11-25 (2 cores): full 80.0% ± 4.6 (ArcFace stage) vs
-eigenfaces 66.8% ± 3.3; ``--quick`` 77.3% ± 3.7 vs the same 66.8%.
+Figures: docs/benchmarks.md (every recipe tried, with its command).
 """
 
 from __future__ import annotations
@@ -55,82 +55,91 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import tomli_w
 from sklearn.utils.extmath import randomized_svd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.reference import reference_rate  # noqa: E402
 from ffem_cli import atomic, realdata  # noqa: E402
 from ffem_cli.data.image_list import FaceEntry, label_map_path, write_image_list, write_label_map  # noqa: E402
 from ffem_cli.evaluate import metrics, plots  # noqa: E402
-from ffem_cli.evaluate.embedding import Embedder, FacePrep, FaceSource, load_embedder, prepare_face  # noqa: E402
+from ffem_cli.evaluate.embedding import (  # noqa: E402
+    Embedder,
+    FacePrep,
+    FaceSource,
+    compute_embeddings,
+    load_embedder,
+    prepare_face,
+)
 from ffem_cli.evaluate.lfw import LFW_FACE_BOX, image_dir  # noqa: E402
 from ffem_cli.evaluate.pairfiles import PairList, read_lfw_pairs, read_lfw_people  # noqa: E402
 from ffem_cli.evaluate.report import mean_std, print_table  # noqa: E402
+from ffem_cli.evaluate.retrieval import evaluate_retrieval  # noqa: E402
 from ffem_cli.evaluate.verification import ScoredPairs, score_pair_list, verification_summary  # noqa: E402
 
 FFEM_SCRIPT = Path(sys.executable).with_name("ffem")  # the installed console script
 FFEM = [str(FFEM_SCRIPT)] if FFEM_SCRIPT.is_file() else [sys.executable, "-c", "from ffem_cli.cli import main; main()"]
 FACE_BOX = tuple(int(v) for v in LFW_FACE_BOX)  # integer pixels, as image_list.json stores boxes
 CV_FOLDS = 10
+RECIPES = Path(__file__).resolve().parent.parent / "ffem_cli" / "train" / "recipes"
+BUDGET_MINUTES, BUDGET_REFERENCE_RATE = 60.0, 2000.0  # the issue's budget and the machine it holds on
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """What is trained: backbone, crop size, and the two stages' epochs / learning rates.
+    """A recipe file: its ``[train]`` table (``ffem train --recipe``), whose ``[train.classifier]`` and
+    ``[train.metric]`` tables are the stages (the second trained with ``--init-from`` the first), and the ``[pack]``/``[eval]`` settings
+    this benchmark reads: ``size``, ``margin``, ``singletons`` (train on the people with one image
+    too) and ``flip`` (test-time flip: the mirrored face's embedding added)."""
 
-    Classifier stage: L2-softmax (scale 30), Adam, cosine decay from
-    ``classifier_lr``. Metric stage: ArcFace with ``arcface_margin`` /
-    ``arcface_scale``, Adam, cosine decay from ``metric_lr``, the new head
-    trained alone for the first epoch (``--freeze-backbone-epochs 1``).
-    """
+    path: Path
+    stages: tuple[dict, ...]
+    size: int
+    margin: float
+    singletons: bool
+    flip: bool
 
-    image_size: int
-    crop_margin: float
-    backbone: str
-    batch_size: int
-    classifier_epochs: int
-    classifier_lr: float
-    metric_epochs: int
-    metric_lr: float
-    arcface_margin: float
-    arcface_scale: float
-
-
-FULL = Recipe(96, 0.0, "mobilenetv3-small", 32, 20, 2e-3, 6, 5e-4, 0.3, 32.0)
-QUICK = replace(FULL, classifier_epochs=4, metric_epochs=2)
+    @classmethod
+    def load(cls, name_or_path: str) -> Recipe:
+        path = Path(name_or_path)
+        if not path.suffix:
+            path = RECIPES / f"{name_or_path}.toml"
+        if not path.is_file():
+            known = ", ".join(sorted(p.stem for p in RECIPES.glob("*.toml")))
+            raise SystemExit(f"error: no recipe {name_or_path!r} (known: {known}, or a .toml path)")
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+        pack, evaluation = document.get("pack", {}), document.get("eval", {})
+        shared = dict(document.get("train", {}))  # the ffem train --recipe layout (train/recipes.py)
+        per_stage = {stage: shared.pop(stage) for stage in ("classifier", "metric") if isinstance(shared.get(stage), dict)}
+        stages = tuple({**shared, **table} for table in per_stage.values()) or (shared,)
+        return cls(path, stages, int(pack.get("size", 112)), float(pack.get("margin", 0.0)),
+                   bool(pack.get("singletons", False)), bool(evaluation.get("flip", False)))
 
 
 # ---------------------------------------------------------------- pure parts
 
 
 def people_image_list(
-    people: dict[str, int], box: tuple[int, int, int, int]
+    people: dict[str, int], box: tuple[int, int, int, int], min_images: int = 2
 ) -> tuple[dict[str, FaceEntry], dict[str, int]]:
-    """Image-list entries and label map for the people with 2+ images (``people``: name → image count).
+    """Image-list entries and label map for the people with ``min_images``+ images (``people``: name → count).
 
     Labels ``0..N-1`` follow the sorted names; every image gets ``box``.
     Keys are LFW's ``Name/Name_NNNN.jpg`` (numbers from 0001).
     """
-    names = sorted(name for name, count in people.items() if count >= 2)
+    names = sorted(name for name, count in people.items() if count >= min_images)
     entries, label_map = {}, {}
     for label, name in enumerate(names):
         label_map[name] = label
         for number in range(1, people[name] + 1):
             entries[f"{name}/{name}_{number:04d}.jpg"] = FaceEntry(label, box)
     return entries, label_map
-
-
-def class_balanced_folds(same: np.ndarray, folds: int = CV_FOLDS) -> np.ndarray:
-    """Fold id per pair: the i-th same pair and the i-th different pair go to fold ``i * folds // count``."""
-    fold_ids = np.empty(same.shape[0], dtype=np.int64)
-    for kind in (True, False):
-        where = np.flatnonzero(same == kind)
-        fold_ids[where] = np.arange(where.size) * folds // where.size
-    return fold_ids
 
 
 class Eigenfaces:
@@ -160,6 +169,7 @@ class Eigenfaces:
         self.side = faces.shape[1]
         self.mean = flat.mean(axis=0)
         centred = flat - self.mean
+        self.components = min(self.components, flat.shape[0] - 1)  # the rank of N centred faces
         _, singular, self.axes = randomized_svd(centred, self.components, random_state=0)
         self.scale = singular / np.sqrt(max(flat.shape[0] - 1, 1))
         self.explained = float((singular**2).sum() / np.square(centred, dtype=np.float64).sum())
@@ -182,7 +192,7 @@ class Eigenfaces:
 
 def accuracies(train: ScoredPairs, test: ScoredPairs) -> dict:
     """Both accuracies of one method: 10-fold CV on ``test``, and ``train``'s threshold applied to ``test``."""
-    folds = metrics.kfold_accuracy(test.scores, test.pairs.same, class_balanced_folds(test.pairs.same))
+    folds = metrics.kfold_accuracy(test.scores, test.pairs.same, metrics.stratified_folds(test.pairs.same, CV_FOLDS))
     threshold, train_accuracy = metrics.best_threshold(train.scores, train.pairs.same)
     return {
         "cv10_mean": folds.mean,
@@ -233,32 +243,63 @@ def score_both(embedder: Embedder, dev_train: PairList, dev_test: PairList, imag
     return scored[0], scored[1]
 
 
+def recall_at_1(embedder: Embedder, people: dict[str, int], images: Path) -> dict:
+    """Leave-one-out Recall@1 over every image of ``people`` (``peopleDevTest``: 3,708 images): each image
+    whose identity has another image is a query, all images form the gallery."""
+    entries, _ = people_image_list(people, FACE_BOX, min_images=1)
+    keys = sorted(entries)
+    embedded = compute_embeddings(embedder, [FaceSource(images / key, box=FACE_BOX) for key in keys], None, 128,
+                                  description="embed peopleDevTest")
+    result = evaluate_retrieval(embedded.vectors, [entries[key].label for key in keys], embedded.valid)
+    return {"recall@1": result.metrics["recall@1"], "queries": result.num_queries, "gallery": len(keys)}
+
+
+def evaluate(embedder: Embedder, pairs: tuple[PairList, PairList], test_people: dict[str, int],
+             images: Path) -> tuple[dict, ScoredPairs]:
+    """Pair accuracies (``accuracies``) and peopleDevTest Recall@1 of one model; the scored test pairs."""
+    train_scored, test_scored = score_both(embedder, *pairs, images)
+    return {**accuracies(train_scored, test_scored), **recall_at_1(embedder, test_people, images)}, test_scored
+
+
+def stage_commands(recipe: Recipe, output: Path, pack_dir: Path, epochs: int | None) -> list[tuple[str, Path, list[str]]]:
+    """(name, run dir, ``ffem train`` arguments) per stage; each stage's table is written as a config file."""
+    commands, previous = [], None
+    for index, table in enumerate(recipe.stages):
+        name = "stage1" if index == 0 else "stage2"
+        config = output / f"{name}.toml"
+        atomic.write_text(config, tomli_w.dumps({"train": table}))
+        run = output / "runs" / name
+        args = ["train", "--run", str(run), "--data", str(pack_dir), "--config", str(config)]
+        if previous is not None:
+            args += ["--init-from", str(previous)]
+        if epochs is not None:
+            args += ["--epochs", str(epochs)]
+        commands.append((name, run, args))
+        previous = run
+    return commands
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run (~3 min): 4 + 2 epochs instead of 20 + 6")
+    parser.add_argument("--recipe", default="lfw-small",
+                        help="recipe name (ffem_cli/train/recipes/NAME.toml) or a .toml path (default lfw-small)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 epochs per stage")
+    parser.add_argument("--epochs", type=int, help="epochs per stage instead of the recipe's (ranking runs)")
     parser.add_argument("--output", type=Path, help="output folder (default: a new temporary folder)")
-    parser.add_argument("--image-size", type=int)
-    parser.add_argument("--crop-margin", type=float)
-    parser.add_argument("--backbone")
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--classifier-epochs", type=int)
-    parser.add_argument("--classifier-lr", type=float)
-    parser.add_argument("--metric-epochs", type=int)
-    parser.add_argument("--metric-lr", type=float)
-    parser.add_argument("--arcface-margin", type=float)
-    parser.add_argument("--arcface-scale", type=float)
     parser.add_argument("--pca-components", type=int, default=150)
     parser.add_argument("--no-whiten", action="store_true", help="eigenfaces without whitening")
     args = parser.parse_args()
+    reference, reference_source = reference_rate()
+    print(f"reference loop (plain PIL decode+crop+encode, 1 process, {reference_source}): {reference:,.0f} img/s; "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
 
     root = realdata.lfw_root()
     reason = realdata.missing_reason(root / "peopleDevTrain.txt")
     if reason:
         print(f"skipped: {reason}")
         return 0
-    base = QUICK if args.quick else FULL
-    recipe = Recipe(**{name: getattr(args, name) if getattr(args, name) is not None else value
-                       for name, value in vars(base).items()})
+    recipe = Recipe.load(args.recipe)
+    epochs = 2 if args.quick else args.epochs
     output = args.output or Path(tempfile.mkdtemp(prefix="ffem-lfw-view1-"))
     output.mkdir(parents=True, exist_ok=True)
     images = image_dir(root)
@@ -266,70 +307,62 @@ def main() -> int:
     started = time.perf_counter()
 
     people = read_lfw_people(root / "peopleDevTrain.txt")[0]
-    entries, label_map = people_image_list(people, FACE_BOX)
+    entries, label_map = people_image_list(people, FACE_BOX, min_images=1 if recipe.singletons else 2)
     list_path = output / "image_list.json"
     write_image_list(list_path, entries)
     write_label_map(label_map_path(list_path), label_map)
-    print(f"peopleDevTrain: {len(people)} people; {len(label_map)} with 2+ images used "
-          f"({len(entries)} images); box {FACE_BOX}, crop margin {recipe.crop_margin}; output {output}")
+    print(f"recipe {recipe.path}; peopleDevTrain: {len(people)} people, {len(label_map)} used "
+          f"({len(entries)} images); box {FACE_BOX}, {recipe.size} px, crop margin {recipe.margin}; output {output}")
 
     pack_dir = output / "pack"
     phases["pack"] = run_ffem(["pack", str(list_path), "--root", str(images), "--output", str(pack_dir),
-                               "--size", str(recipe.image_size), "--margin", str(recipe.crop_margin),
-                               "--shards", "8"], output / "pack.log")
-    common = ["--data", str(pack_dir), "--backbone", recipe.backbone, "--batch-size", str(recipe.batch_size),
-              "--optimizer", "adam", "--schedule", "cosine", "--checkpoint-every", "100000",
-              "--keep-checkpoints", "1"]
-    classifier, metric = output / "runs" / "classifier", output / "runs" / "metric"
-    phases["train_classifier"] = run_ffem(
-        ["train", "--run", str(classifier), "--stage", "classifier", *common,
-         "--epochs", str(recipe.classifier_epochs), "--lr", str(recipe.classifier_lr)],
-        output / "train_classifier.log")
-    phases["train_metric"] = run_ffem(
-        ["train", "--run", str(metric), "--stage", "metric", "--init-from", str(classifier), *common,
-         "--epochs", str(recipe.metric_epochs), "--lr", str(recipe.metric_lr),
-         "--loss-option", f"margin={recipe.arcface_margin}", "--loss-option", f"scale={recipe.arcface_scale}",
-         "--freeze-backbone-epochs", "1"],
-        output / "train_metric.log")
-    throughput = {
-        stage: {"trainer_images_per_second": images_per_second(run),
-                "images_per_wall_second": len(entries) // recipe.batch_size * recipe.batch_size * epochs / phases[f"train_{stage}"]}
-        for stage, run, epochs in (("classifier", classifier, recipe.classifier_epochs),
-                                   ("metric", metric, recipe.metric_epochs))
-    }
+                               "--size", str(recipe.size), "--margin", str(recipe.margin), "--shards", "8"],
+                              output / "pack.log")
+    stages = stage_commands(recipe, output, pack_dir, epochs)
+    throughput = {}
+    for name, run, command in stages:
+        phases[f"train_{name}"] = run_ffem(command, output / f"train_{name}.log")
+        done = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        throughput[name] = {"trainer_images_per_second": images_per_second(run), "epochs": len(done),
+                            "steps": done[-1]["step"], "final_loss": done[-1]["loss"],
+                            "final_accuracy": done[-1].get("accuracy")}
 
-    dev_train = read_lfw_pairs(root / "pairsDevTrain.txt")
-    dev_test = read_lfw_pairs(root / "pairsDevTest.txt")
+    pairs = (read_lfw_pairs(root / "pairsDevTrain.txt"), read_lfw_pairs(root / "pairsDevTest.txt"))
+    test_people = read_lfw_people(root / "peopleDevTest.txt")[0]
     tick = time.perf_counter()
     results, scored_test = {}, {}
-    for stage, run in (("classifier stage", classifier), ("ArcFace stage", metric)):
-        embedder = load_embedder(run, None)
-        train_scored, test_scored = score_both(embedder, dev_train, dev_test, images)
-        results[f"ffem {recipe.backbone} ({stage})"] = accuracies(train_scored, test_scored)
-        scored_test[f"ffem {recipe.backbone} ({stage})"] = test_scored
+    for name, run, _ in stages:
+        saved = tomllib.loads((run / "run.toml").read_text(encoding="utf-8"))
+        label = f"ffem {saved['model']['backbone']} {name} ({saved['loss']['name']})"
+        for flip in sorted({False, recipe.flip}):
+            key = f"{label}{' + flip' if flip else ''}"
+            results[key], scored_test[key] = evaluate(load_embedder(run, None, flip=flip), pairs, test_people, images)
     phases["evaluate_trained"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
-    prep = FacePrep(image_size=recipe.image_size, margin=recipe.crop_margin)
+    prep = FacePrep(image_size=recipe.size, margin=recipe.margin)
     eigenfaces = Eigenfaces(args.pca_components, whiten=not args.no_whiten).fit(train_faces(entries, images, prep))
-    pca = Embedder(eigenfaces, "eigenfaces", prep, f"eigenfaces ({args.pca_components} components)")
-    train_scored, test_scored = score_both(pca, dev_train, dev_test, images)
-    pca_name = f"eigenfaces PCA-{args.pca_components}{'' if args.no_whiten else ' whitened'}"
-    results[pca_name] = accuracies(train_scored, test_scored)
-    scored_test[pca_name] = test_scored
+    pca = Embedder(eigenfaces, "eigenfaces", prep, f"eigenfaces ({eigenfaces.components} components)")
+    pca_name = f"eigenfaces PCA-{eigenfaces.components}{'' if args.no_whiten else ' whitened'}"
+    results[pca_name], scored_test[pca_name] = evaluate(pca, pairs, test_people, images)
     phases["eigenfaces_fit_and_evaluate"] = time.perf_counter() - tick
     phases["total"] = time.perf_counter() - started
+    budget = BUDGET_MINUTES * max(1.0, BUDGET_REFERENCE_RATE / reference)
 
     report = {
-        "protocol": "LFW View 1: train on peopleDevTrain (2+ images), test on pairsDevTest",
+        "protocol": "LFW View 1: train on peopleDevTrain, test on pairsDevTest; Recall@1 on peopleDevTest",
         "headline": "cv10_mean ± cv10_std: 10-fold cross-validated accuracy on pairsDevTest",
-        "recipe": vars(recipe),
+        "recipe": {"path": str(recipe.path), "stages": list(recipe.stages), "size": recipe.size,
+                   "margin": recipe.margin, "singletons": recipe.singletons, "flip": recipe.flip,
+                   "epochs_override": epochs},
         "identities": len(label_map),
         "training_images": len(entries),
         "face_box": list(FACE_BOX),
-        "eigenfaces": {"components": args.pca_components, "whiten": not args.no_whiten,
+        "eigenfaces": {"components": eigenfaces.components, "whiten": not args.no_whiten,
                        "explained_variance": eigenfaces.explained, "color": "grayscale"},
         "seconds": phases,
+        "budget_minutes_on_this_machine": budget,
+        "reference_images_per_second": reference,
         "training_throughput": throughput,
         "cpu_count": os.cpu_count(),
         "results": results,
@@ -339,13 +372,15 @@ def main() -> int:
     plots.roc_png(output / "roc.png", curves, "LFW View 1: pairsDevTest")
 
     rows = [[name, mean_std(r["cv10_mean"], r["cv10_std"]), f"{r['devtrain_threshold_test_accuracy']:.4f}",
-             r["auc"], r["eer"]] for name, r in results.items()]
+             r["auc"], r["eer"], f"{r['recall@1']:.4f}"] for name, r in results.items()]
     print_table("LFW View 1 (pairsDevTest, 500 same + 500 different, identities unseen in training)",
-                ["method", "accuracy 10-fold (headline)", "acc. @ DevTrain threshold", "AUC", "EER"], rows)
+                ["method", "accuracy 10-fold (headline)", "acc. @ DevTrain threshold", "AUC", "EER",
+                 "Recall@1 peopleDevTest"], rows)
     timing = [[phase, f"{seconds:.1f}"] for phase, seconds in phases.items()]
-    for stage, rates in throughput.items():
-        timing.append([f"train {stage}: images/s (trainer; whole command)",
-                       f"{rates['trainer_images_per_second']:.1f}; {rates['images_per_wall_second']:.1f}"])
+    for name, rates in throughput.items():
+        timing.append([f"train {name}: images/s (trainer)", f"{rates['trainer_images_per_second']:.1f}"])
+    timing.append(["reference loop, img/s", f"{reference:.0f}"])
+    timing.append(["budget on this machine, min (60 x 2000 / reference)", f"{budget:.0f}"])
     print_table("wall time (s) and training throughput", ["phase", "value"], timing,
                 caption=f"{os.cpu_count()} CPU cores; report: {output / 'report.json'}")
     return 0

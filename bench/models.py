@@ -18,13 +18,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bench.reference import reference_line  # noqa: E402
 from ffem_cli.models import BACKBONES, build_embedder, count_macs, count_parameters  # noqa: E402
 
 
@@ -80,6 +84,7 @@ def main() -> None:
         "--backbones", nargs="+", default=["mobilefacenet", "iresnet50"], choices=list(BACKBONES)
     )
     args = parser.parse_args()
+    print(reference_line())
     batch = args.batch or (16 if args.quick else 64)
     steps = args.steps or (1 if args.quick else 3)
     warmup = 1 if args.quick else 2

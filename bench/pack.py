@@ -38,11 +38,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from PIL import Image  # noqa: E402
 
+from bench.reference import BOX, plain_loop, reference_line  # noqa: E402
 from ffem_cli import realdata  # noqa: E402
 from ffem_cli.data import pack as packing  # noqa: E402
 from ffem_cli.data.crop import square_around_box  # noqa: E402
-
-BOX = (62, 62, 187, 187)
 
 
 def lfw_sample(count: int) -> list[str]:
@@ -66,14 +65,8 @@ def write_list(keys: list[str], folder: Path) -> Path:
 
 
 def ceiling_rate(root: Path, keys: list[str]) -> float:
-    """Single-process images/s of decode + crop/resize + encode with plain PIL."""
-    region = square_around_box(BOX, 0.2)
-    started = time.perf_counter()
-    for key in keys:
-        with Image.open(root / key) as image:
-            face = image.convert("RGB").resize((112, 112), Image.BILINEAR, box=region)
-        face.save(io.BytesIO(), format="JPEG", quality=95)
-    return len(keys) / (time.perf_counter() - started)
+    """Single-process images/s of decode + crop/resize + encode with plain PIL (the reference loop)."""
+    return len(keys) / plain_loop([root / key for key in keys], len(keys))
 
 
 def _ceiling_half(args) -> float:
@@ -141,6 +134,7 @@ def main() -> None:
     root = realdata.lfw_root() / "images"
     keys = lfw_sample(count)
     print(f"{len(keys)} LFW images, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+    print(reference_line())
     with tempfile.TemporaryDirectory(prefix="ffem-bench-pack-") as tmp:
         folder = Path(tmp)
         list_path = write_list(keys, folder)

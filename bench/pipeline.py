@@ -45,6 +45,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from bench.reference import reference_line  # noqa: E402
 from ffem_cli import realdata  # noqa: E402
 from ffem_cli.data import pack as packing  # noqa: E402
 
@@ -139,6 +140,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
+    print(reference_line())
     count = args.images or (1000 if args.quick else 6000)
     rounds = args.rounds or (2 if args.quick else 5)
     reason = realdata.missing_reason(realdata.lfw_root() / "images")

@@ -40,8 +40,11 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import time
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 logging.getLogger("tensorflow").setLevel(logging.ERROR)  # each row's new model retraces its step
 
@@ -49,6 +52,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
+from bench.reference import reference_line  # noqa: E402
 from ffem_cli.losses import build_loss  # noqa: E402
 from ffem_cli.models import BACKBONES, build_embedder, count_flops  # noqa: E402
 from ffem_cli.train.model import TrainingModel, build_optimizer  # noqa: E402
@@ -191,6 +195,7 @@ def parse_args(on_gpu: bool):
         "--classes", type=int, default=1000, help="ArcFace head width (default 1000)"
     )
     args = parser.parse_args()
+    print(reference_line())
     jax = keras.backend.backend() == "jax"
     args.backbones = args.backbones or (
         ["mobilefacenet"] if args.quick else ["mobilefacenet", "iresnet50"]

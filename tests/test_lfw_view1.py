@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from ffem_cli.data.image_list import check_against_images, load_image_list, write_image_list
+from ffem_cli.evaluate import metrics
 from ffem_cli.evaluate.lfw import image_dir
 from ffem_cli.evaluate.pairfiles import PairList, read_lfw_people
 from ffem_cli.evaluate.verification import ScoredPairs
@@ -37,9 +38,29 @@ def test_people_image_list_keeps_people_with_two_or_more_images(tmp_path):
     assert load_image_list(tmp_path / "image_list.json") == entries
 
 
-def test_class_balanced_folds_put_50_same_and_50_different_pairs_in_each_fold():
+def test_people_image_list_with_singletons_keeps_everyone():
+    entries, label_map = lfw_view1.people_image_list({"Zoe_B": 2, "Solo_C": 1}, BOX, min_images=1)
+    assert label_map == {"Solo_C": 0, "Zoe_B": 1} and sorted(entries)[0] == "Solo_C/Solo_C_0001.jpg"
+
+
+def test_shipped_recipe_loads_and_its_train_table_is_a_valid_config():
+    from ffem_cli.train import config as C
+
+    recipe = lfw_view1.Recipe.load("lfw-small")
+    assert recipe.path == lfw_view1.RECIPES / "lfw-small.toml" and recipe.size >= 96
+    for table in recipe.stages:
+        C.resolve(table)  # refuses unknown keys and bad values
+    from ffem_cli.train.recipes import read_recipe
+
+    # what `ffem train --recipe lfw-small --stage classifier|metric` reads
+    assert [read_recipe("lfw-small", stage) for stage in ("classifier", "metric")] == list(recipe.stages)
+    with pytest.raises(SystemExit, match="no recipe 'nope'"):
+        lfw_view1.Recipe.load("nope")
+
+
+def test_stratified_folds_put_50_same_and_50_different_pairs_in_each_fold():
     same = np.r_[np.ones(500, bool), np.zeros(500, bool)]
-    folds = lfw_view1.class_balanced_folds(same)
+    folds = metrics.stratified_folds(same)
     for fold in range(10):
         assert (same[folds == fold]).sum() == 50 and (~same[folds == fold]).sum() == 50
     assert folds[0] == 0 and folds[499] == 9 and folds[500] == 0 and folds[999] == 9

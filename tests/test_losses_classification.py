@@ -180,3 +180,29 @@ def test_one_identity_batch_and_duplicates(name):
         # ≈ 8e-6 absolute error, so a relative bound alone is flaky there.
         assert value == pytest.approx(expected, rel=1e-4, abs=1e-5)
     assert np.isfinite(value)
+
+
+def psi(t):
+    """SphereFace's monotone continuation of cos t past π: (−1)^k cos t − 2k, k = floor(t/π)."""
+    k = np.floor(t / math.pi)
+    return (-1) ** k * np.cos(t) - 2 * k
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.25, 1.0])
+def test_margin_fraction_scales_every_margin(fraction):
+    """Margin warm-up: ``margin_fraction=f`` is the same loss with m → f·m (m1 → 1 + f·(m1 − 1))."""
+    embeddings, labels = batch(8)
+    f = fraction
+    cases = {
+        "arcface": arcface_target(0.5 * f),
+        "cosface": lambda cos: cos - 0.35 * f,
+        "combined-margin": lambda cos: psi((1 + f) * np.arccos(cos) + 0.3 * f) - 0.2 * f,
+    }
+    for name, target in cases.items():
+        options = {"m1": 2.0} if name == "combined-margin" else {}
+        layer = build_loss(name, C, D, **options)
+        expected = margin_ce(cosines_of(layer, embeddings), labels, layer.scale, target)
+        value = float(layer(embeddings, labels, margin_fraction=np.float32(f)))
+        assert value == pytest.approx(expected, rel=1e-4, abs=1e-4), name
+    normface = build_loss("normface", C, D)
+    assert not normface.warmable_margin and build_loss("arcface", C, D).warmable_margin

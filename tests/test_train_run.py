@@ -103,6 +103,38 @@ def test_interrupted_run_resumes_to_the_same_weights(pack_dir, tmp_path, capsys)
     assert resumed.last_loss == pytest.approx(reference.last_loss, rel=1e-4)
 
 
+def test_margin_warmup_ramps_with_the_step_and_resumes_exactly(pack_dir, tmp_path):
+    arcface = dict(stage="metric", optimizer="adam", lr=3e-3, loss_options={"scale": 16.0, "margin": 0.5},
+                   margin_warmup_epochs=1.5)  # 6 steps an epoch: full margin from step 9
+    reference = train(small(pack_dir, **arcface), tmp_path / "straight", show_progress=False)
+    halted = train(small(pack_dir, **arcface), tmp_path / "broken", halt_at_step=7, show_progress=False)
+    assert halted.halted and halted.steps == 7  # killed inside the ramp
+    resumed = train(small(pack_dir, **arcface), tmp_path / "broken", show_progress=False)
+    assert resumed.last_loss == pytest.approx(reference.last_loss, rel=1e-4)
+    a = keras.models.load_model(tmp_path / "straight" / "embedder.keras").get_weights()
+    b = keras.models.load_model(tmp_path / "broken" / "embedder.keras").get_weights()
+    for left, right in zip(a, b, strict=True):
+        np.testing.assert_allclose(left, right, rtol=1e-4, atol=1e-5)
+    without = train(small(pack_dir, **{**arcface, "margin_warmup_epochs": 0.0}), tmp_path / "plain",
+                    show_progress=False)
+    assert without.last_loss != pytest.approx(reference.last_loss, rel=1e-3)  # the ramp changed training
+
+    from ffem_cli.losses import build_loss
+    from ffem_cli.train.model import TrainingModel, build_optimizer
+
+    model = TrainingModel(keras.Sequential([keras.layers.Dense(4)]), build_loss("arcface", 3, 4),
+                          margin_warmup_steps=8)
+    model.compile(optimizer=build_optimizer("sgd", 0.1))
+    fractions = []
+    for step in (0, 2, 8, 20):
+        model.optimizer.iterations.assign(step)
+        fractions.append(float(model.margin_fraction()))
+    assert fractions == [0.0, 0.25, 1.0, 1.0]
+    with pytest.raises(FfemError, match=r"^margin warm-up needs a margin loss \(arcface, cosface, \.\.\.\); "
+                                        r"L2SoftmaxHead has no margin$"):
+        train(small(pack_dir, margin_warmup_epochs=1.0), tmp_path / "l2", show_progress=False)
+
+
 def test_nan_stops_naming_the_step_and_keeps_the_last_good_checkpoint(pack_dir, tmp_path):
     config = small(pack_dir, optimizer="sgd", lr=0.01, schedule="step", decay_epochs=[1],
                    decay_factor=float("inf"), checkpoint_every=100)

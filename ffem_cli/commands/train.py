@@ -57,6 +57,7 @@ def train(
     init_backbone_only: bool = typer.Option(None, "--init-backbone-only/--init-whole-embedder", help="--init-from copies only the backbone; pooling and embedding size are this run's own."),
     weights: Path = typer.Option(None, "--weights", help="Local weights for the backbone: a keras.applications .h5 (e.g. ImageNet, no top) or a .keras embedder. Never downloaded."),
     freeze_backbone_epochs: int = typer.Option(None, help="Freeze the backbone for this many epochs (the embedding head and loss head train)."),
+    margin_warmup: float = typer.Option(None, "--margin-warmup", help="Margin losses: raise the margin linearly from 0 to its value over this many epochs (may be fractional)."),
     val_pairs: Path = typer.Option(None, "--val-pairs", help="Pair list (EE488B '1,a.jpg,b.jpg' or LFW pairs.txt) checked each epoch; the best embedder is kept."),
     val_pack: Path = typer.Option(None, "--val-pack", help="Pack holding the --val-pairs images. Default: the training pack."),
     val: list[str] = typer.Option(
@@ -98,6 +99,7 @@ def train(
         "decay_factor": decay_factor, "precision": precision, "xla": xla, "seed": seed, "augment": augment,
         "num_classes": num_classes, "checkpoint_every": checkpoint_every, "keep_checkpoints": keep_checkpoints,
         "init_from": str(init_from) if init_from else None, "freeze_backbone_epochs": freeze_backbone_epochs,
+        "margin_warmup_epochs": margin_warmup,
         "val_pairs": str(val_pairs) if val_pairs else None, "val_pack": str(val_pack) if val_pack else None,
         "devices": devices, "sync_batchnorm": sync_batchnorm, "min_lr": min_lr, "plateau_factor": plateau_factor,
         "plateau_patience": plateau_patience, "grad_accum": grad_accum, "val": list(val) if val else None,

@@ -100,9 +100,11 @@ class GroupFace(keras.layers.Layer):
         """(B, D) → (B, C) cosines of ``r̂`` to the class weights, without margin."""
         return self.arcface.logits(self.head(embeddings))
 
-    def call(self, embeddings, labels):
+    warmable_margin = True  # the ArcFace term's margin
+
+    def call(self, embeddings, labels, margin_fraction=1.0):
         representation, probabilities = self.head.decide(embeddings)
-        arcface_loss = self.arcface(representation, as_labels(labels))  # ArcFace normalises r
+        arcface_loss = self.arcface(representation, as_labels(labels), margin_fraction=margin_fraction)  # ArcFace normalises r
         balanced = (probabilities - ops.mean(probabilities, axis=0, keepdims=True)) / self.groups
         pseudo_labels = ops.stop_gradient(ops.argmax(balanced, axis=1))
         chosen = ops.take_along_axis(probabilities, pseudo_labels[:, None], axis=1)

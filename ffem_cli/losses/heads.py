@@ -11,6 +11,8 @@ owns the normalised weights ``W`` (D, C), computes ``cos θ_j = x̂·Ŵ_j`` and
 replaces only the target column with ``margin(cos θ_y)``. The margin's
 trigonometry runs on the (B, 1) target cosines; the only float (B, C)
 matrices are the cosines and the scaled logits the cross-entropy reads.
+``head(embeddings, labels, margin_fraction=f)`` applies the fraction ``f`` in
+[0, 1] of the margin (margin warm-up; ``f = 1`` is the paper's loss).
 """
 
 import keras
@@ -137,14 +139,20 @@ class CosineHead(keras.layers.Layer):
         """(B, D) → (B, C) float32 cosines ``cos θ_j`` in [-1, 1] (no margin, no scale)."""
         return ops.matmul(l2_normalize(as_float32(embeddings)), l2_normalize(self.kernel, axis=0))
 
-    def margin(self, cos_target):
-        """The target-logit function: identity for NormFace. (B, 1) → (B, 1)."""
+    # True where ``margin`` has a margin to warm up (``margin_fraction`` changes the loss)
+    warmable_margin = False
+
+    def margin(self, cos_target, fraction=1.0):
+        """The target-logit function: identity for NormFace. (B, 1) → (B, 1).
+
+        ``fraction``: the share of the margin applied (scalar in [0, 1]).
+        """
         return cos_target
 
-    def call(self, embeddings, labels):
+    def call(self, embeddings, labels, margin_fraction=1.0):
         labels = as_labels(labels)
         cosines = self.logits(embeddings)
-        target = self.margin(target_column(cosines, labels))
+        target = self.margin(target_column(cosines, labels), margin_fraction)
         is_target = ops.equal(ops.arange(self.num_classes, dtype="int32")[None, :], labels[:, None])
         logits = self.scale * ops.where(is_target, target, cosines)
         return cross_entropy(logits, self.scale * target)

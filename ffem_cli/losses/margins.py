@@ -14,6 +14,8 @@ sub-center ArcFace ArcFace on ``max_k cos θ_{j,k}``            Deng et al. ECCV
 
 ``θ = arccos(clip(cos θ, −1 + ε, 1 − ε))`` so gradients stay finite at
 ``cos θ = ±1``. The margin trigonometry runs on (B, 1) values only.
+``margin(cos θ_y, fraction)`` scales every margin by ``fraction`` (margin
+warm-up: ``m → f·m``; the multiplicative m1 goes ``1 → 1 + f·(m1 − 1)``).
 """
 
 import math
@@ -43,8 +45,10 @@ class CosFace(CosineHead):
         super().__init__(num_classes, embedding_size, scale=scale, **kwargs)
         self.margin_value = float(margin)
 
-    def margin(self, cos_target):
-        return cos_target - self.margin_value
+    warmable_margin = True
+
+    def margin(self, cos_target, fraction=1.0):
+        return cos_target - fraction * self.margin_value
 
     def get_config(self):
         return {**super().get_config(), "margin": self.margin_value}
@@ -68,13 +72,15 @@ class ArcFace(CosineHead):
         self.margin_value = float(margin)
         self.easy_margin = bool(easy_margin)
 
-    def margin(self, cos_target):
-        m = self.margin_value
+    warmable_margin = True
+
+    def margin(self, cos_target, fraction=1.0):
+        m = ops.multiply(ops.convert_to_tensor(fraction, "float32"), self.margin_value)
         theta = angle(cos_target)
         with_margin = ops.cos(theta + m)
         if self.easy_margin:
             return ops.where(cos_target > 0.0, with_margin, cos_target)
-        return ops.where(theta + m <= math.pi, with_margin, cos_target - m * math.sin(m))
+        return ops.where(theta + m <= math.pi, with_margin, cos_target - m * ops.sin(m))
 
     def get_config(self):
         return {**super().get_config(), "margin": self.margin_value,
@@ -100,11 +106,14 @@ class CombinedMargin(CosineHead):
         super().__init__(num_classes, embedding_size, scale=scale, **kwargs)
         self.m1, self.m2, self.m3 = float(m1), float(m2), float(m3)
 
-    def margin(self, cos_target):
-        t = self.m1 * angle(cos_target) + self.m2
+    warmable_margin = True
+
+    def margin(self, cos_target, fraction=1.0):
+        m1 = 1.0 + fraction * (self.m1 - 1.0)
+        t = m1 * angle(cos_target) + fraction * self.m2
         k = ops.floor(t / math.pi)
         sign = 1.0 - 2.0 * ops.mod(k, 2.0)
-        return sign * ops.cos(t) - 2.0 * k - self.m3
+        return sign * ops.cos(t) - 2.0 * k - fraction * self.m3
 
     def get_config(self):
         return {**super().get_config(), "m1": self.m1, "m2": self.m2, "m3": self.m3}

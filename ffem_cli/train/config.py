@@ -80,6 +80,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     init_from: str = ""  # another run directory: load its embedder, fresh head
     freeze_backbone_epochs: int = 0  # train only the head for this many epochs
+    margin_warmup_epochs: float = 0.0  # margin losses: ramp the margin linearly from 0 over this many epochs
     val_pairs: str = ""  # pair list checked each epoch (EE488B "1,a.jpg,b.jpg" or LFW pairs.txt)
     val_pack: str = ""  # pack holding the pair images; "" = the training pack
     val: list[str] = field(default_factory=list)  # validation sets (train/validation.py:parse_spec)
@@ -208,6 +209,8 @@ def validate(config: TrainConfig) -> None:
         raise FfemError("the exponential schedule needs --decay-every EPOCHS")
     if config.decay_every and config.decay_epochs:
         raise FfemError("give --decay-every or --decay-epoch boundaries, not both")
+    if config.margin_warmup_epochs < 0:
+        raise FfemError(f"margin-warmup must not be negative, got {config.margin_warmup_epochs}")
     if config.images_per_identity and config.batch_size % config.images_per_identity:
         raise FfemError(
             f"batch size {config.batch_size} is not a multiple of images-per-identity "

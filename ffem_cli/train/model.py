@@ -23,12 +23,26 @@ class TrainingModel(keras.Model):
     layer has ``logits`` (classification losses) and ``track_accuracy`` is
     set, the top-1 training accuracy of the margin-free cosine logits is
     reported as the ``accuracy`` metric.
+
+    ``margin_warmup_steps`` > 0 (margin losses only, TensorFlow backend): the
+    loss applies the fraction ``min(t / margin_warmup_steps, 1)`` of its
+    margin at optimizer step ``t``, read from ``optimizer.iterations`` — a
+    pure function of the checkpointed step, so a resumed run is exact.
     """
 
-    def __init__(self, embedder: keras.Model, loss_layer: keras.layers.Layer, track_accuracy: bool = True, **kwargs):
+    def __init__(self, embedder: keras.Model, loss_layer: keras.layers.Layer, track_accuracy: bool = True,
+                 margin_warmup_steps: int = 0, **kwargs):
         super().__init__(name="ffem_training", **kwargs)
         self.embedder = embedder
         self.loss_layer = loss_layer
+        if margin_warmup_steps:
+            if not getattr(loss_layer, "warmable_margin", False):
+                raise FfemError(f"margin warm-up needs a margin loss (arcface, cosface, ...); "
+                                f"{loss_layer.__class__.__name__} has no margin")
+            if keras.backend.backend() != "tensorflow":
+                # JAX's stateless loss computation does not see the optimizer's step counter
+                raise FfemError("margin warm-up needs the TensorFlow backend")
+        self.margin_warmup_steps = int(margin_warmup_steps)
         self.accuracy_tracker = None
         if track_accuracy and hasattr(loss_layer, "logits"):
             self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
@@ -40,11 +54,20 @@ class TrainingModel(keras.Model):
         """Mean loss of this replica's batch, divided by the replica count under tf.distribute."""
         # training reaches losses with state (center updates, a feature pool); Keras drops it
         # for layers whose call() has no training argument
-        loss = ops.cast(self.loss_layer(y_pred, y, training=training), "float32")
+        if self.margin_warmup_steps and training:
+            loss = self.loss_layer(y_pred, y, training=training, margin_fraction=self.margin_fraction())
+        else:
+            loss = self.loss_layer(y_pred, y, training=training)
+        loss = ops.cast(loss, "float32")
         extra = [ops.cast(value, "float32") for value in self.losses]  # e.g. regularisers
         if extra:
             loss = loss + ops.sum(ops.stack(extra))
         return _scale_for_replicas(loss)
+
+    def margin_fraction(self):
+        """Float32 scalar ``min(t / margin_warmup_steps, 1)`` at optimizer step ``t``."""
+        step = ops.cast(self.optimizer.iterations, "float32")
+        return ops.minimum(step / float(self.margin_warmup_steps), 1.0)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         if self.accuracy_tracker is not None:

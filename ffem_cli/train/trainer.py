@@ -66,6 +66,7 @@ def train(config: TrainConfig, run_path: str | Path, *, resume: bool = False, ar
 
     from ffem_cli.data import pipeline
     from ffem_cli.train import validation
+    from ffem_cli.train.model import TrainingModel
 
     run = RunDir(run_path)
     if not config.data:
@@ -88,15 +89,18 @@ def train(config: TrainConfig, run_path: str | Path, *, resume: bool = False, ar
         strategy_module.check_batch(config.batch_size, replicas)
         keras.utils.set_random_seed(config.seed)  # same seed → same initial weights
         with strategy.scope():
-            parts = _build(config, pack_classes)
+            embedder, loss_layer = _build(config, pack_classes)
         if replicas > 1 and config.sync_batchnorm:
-            synchronize_batchnorm(parts.embedder)
-        pk = _pk(config, parts.loss_layer, replicas)
+            synchronize_batchnorm(embedder)
+        pk = _pk(config, loss_layer, replicas)
         steps = pipeline.steps_per_epoch(config.data, config.batch_size, pk)
         if steps < 1:
             what = "identities with 2+ images" if pk else "images"
             raise FfemError(f"{config.data}: too few {what} for one batch of {config.batch_size}")
         with strategy.scope():
+            parts = _Parts(TrainingModel(embedder, loss_layer,
+                                         margin_warmup_steps=round(config.margin_warmup_epochs * steps)),
+                           embedder, loss_layer)
             _compile(parts, config, steps)
         chief = strategy_module.is_chief()
         target = run if chief else RunDir(tempfile.mkdtemp(prefix="ffem-worker-"))
@@ -176,14 +180,13 @@ def synchronize_batchnorm(model) -> int:
     return count
 
 
-def _build(config: TrainConfig, num_classes: int) -> _Parts:
-    """Embedder (fresh, or ``--init-from``'s weights), loss head, training model."""
+def _build(config: TrainConfig, num_classes: int) -> tuple[object, object]:
+    """Embedder (fresh, or ``--init-from``'s weights) and loss head, its weights created."""
     from keras import ops
 
     from ffem_cli.data.pipeline import read_manifest
     from ffem_cli.losses import build_loss
     from ffem_cli.models import build_embedder
-    from ffem_cli.train.model import TrainingModel
 
     size = int(read_manifest(config.data)["image_size"])
     embedder = build_embedder(config.backbone, config.pooling, config.embedding_size, size, config.dropout,
@@ -204,7 +207,7 @@ def _build(config: TrainConfig, num_classes: int) -> _Parts:
         options["miner"] = config.miner
     loss_layer = build_loss(config.loss, num_classes, config.embedding_size, **options)
     loss_layer(ops.zeros((2, config.embedding_size)), ops.zeros((2,), "int32"))  # creates its weights
-    return _Parts(TrainingModel(embedder, loss_layer), embedder, loss_layer)
+    return embedder, loss_layer
 
 
 def _pk(config: TrainConfig, loss_layer, replicas: int) -> tuple[int, int] | None:
