@@ -3,7 +3,6 @@ unwritable runs. Every file is written by the test (synthetic pack, 64-pixel fac
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -15,6 +14,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from fault_fixtures import read_only_folder
 from train_fixtures import make_pack, write_pair_list
 from typer.testing import CliRunner
 
@@ -239,11 +239,17 @@ def test_only_verify_reads_every_record_and_a_bad_record_in_training_is_one_line
     (["--config", "options.toml"], "loss 'arcface' option 'margin' must be a finite number, got 'x'"),
     (["--val-pairs", "missing.txt"], "missing.txt"),
     (["--init-from", "no-such-run"], "no-such-run: not a run directory (no run.toml)"),
+    (["--val-pairs", "latin1.txt"], "latin1.txt: not a UTF-8 text file (invalid continuation byte)"),
+    (["--init-from", "typo-run"], "typo-run/run.toml: [model] backbone/pooling must be names and embedding_size "
+                                  "a positive integer"),
 ])
 def test_bad_settings_are_one_line_and_create_no_run(pack_dir, tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
     Path("decay.toml").write_text('[train]\nschedule = "step"\ndecay_epochs = ["a", "b"]\n')
     Path("options.toml").write_text('[train]\nloss = "arcface"\nloss_options = {margin = "x"}\n')
+    Path("latin1.txt").write_bytes(b"1,caf\xe9/1.jpg,caf\xe9/2.jpg\n")
+    Path("typo-run").mkdir()
+    Path("typo-run/run.toml").write_text('[model]\nbackbone = "tiny"\nembedding_size = "abc"\n')
     result = CliRunner().invoke(app, ["train", "--data", str(pack_dir), "--run", "run", *ARGS, *args])
     assert result.exit_code == 1, result.output
     assert result.output.startswith("error: ") and message in result.output
@@ -266,25 +272,6 @@ def test_run_that_is_a_file_is_one_line(pack_dir, tmp_path):
     result = CliRunner().invoke(app, ["train", "--data", str(pack_dir), "--run", str(tmp_path / "run"), *ARGS])
     assert result.exit_code == 1 and result.output.strip() == f"error: {tmp_path / 'run'}: exists and is not a folder"
     assert (tmp_path / "run").read_text() == "notes"
-
-
-@contextlib.contextmanager
-def read_only_folder(parent: Path):
-    """A folder nobody may write into: mode 0555, and when running as root (which ignores modes)
-    also immutable (``chattr +i``); skips with the reason when that cannot be arranged."""
-    locked = parent / "locked"
-    locked.mkdir()
-    locked.chmod(0o555)
-    immutable = os.geteuid() == 0
-    if immutable and subprocess.run(["chattr", "+i", str(locked)], capture_output=True).returncode != 0:
-        locked.chmod(0o755)
-        pytest.skip("running as root, which writes through mode 0555, and chattr +i is refused here")
-    try:
-        yield locked
-    finally:
-        if immutable:
-            subprocess.run(["chattr", "-i", str(locked)], check=True)
-        locked.chmod(0o755)
 
 
 def test_read_only_folder_is_one_line_before_any_work(pack_dir, tmp_path):

@@ -82,6 +82,10 @@ def embed_folder(embedder: Embedder, root: Path, output: Path, batch_size: int =
             seen.add(digest)
             new.append(i)
     embedded = compute_embeddings(embedder, [sources[i] for i in new], cache_dir=None, batch_size=batch_size, description="embed")
+    broken = int((embedded.valid & ~np.isfinite(embedded.vectors).all(axis=1)).sum())
+    if broken:
+        raise FfemError(f"{embedder.description}: gave NaN or infinite embeddings for {broken} faces; "
+                        f"{output} was not written")
     dim = embedder.embedding_size
     columns = {"path": pa.array([str(sources[i].path) for i in new], pa.string())}
     if identities is not None:

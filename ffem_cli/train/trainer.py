@@ -156,11 +156,16 @@ def _resolve_model(config: TrainConfig) -> TrainConfig:
     from ffem_cli.models import BACKBONES
 
     if config.init_from:
-        model = RunDir(config.init_from).read_config().get("model", {})
+        source = RunDir(config.init_from)
+        model = source.read_config().get("model", {})
         config = replace(config, backbone=model.get("backbone", config.backbone))
         if not config.init_backbone_only:
             config = replace(config, pooling=model.get("pooling", config.pooling),
-                             embedding_size=int(model.get("embedding_size", config.embedding_size)))
+                             embedding_size=model.get("embedding_size", config.embedding_size))
+        if not (isinstance(config.backbone, str) and isinstance(config.pooling, str)
+                and type(config.embedding_size) is int and config.embedding_size > 0):
+            raise FfemError(f"{source.config_path}: [model] backbone/pooling must be names and "
+                            f"embedding_size a positive integer, got {model!r}")
     if config.backbone not in BACKBONES:
         raise FfemError(f"unknown backbone {config.backbone!r}; choose one of: {', '.join(BACKBONES)}")
     if not config.pooling:
