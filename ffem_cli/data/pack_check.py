@@ -105,16 +105,21 @@ def check_pack(pack_dir: str | Path, full: bool = False) -> dict:
     if recorded and file_sha256(pack_dir / INDEX) != recorded:
         raise corrupted(pack_dir / INDEX, "its sha256 differs from the manifest's")
     index = _load_index(pack_dir)
-    for number, shard in enumerate(manifest["shards"]):
-        rows = np.flatnonzero(index["shard"] == number)
-        offsets, lengths = index["offset"][rows], index["length"][rows]
-        _check_framing(pack_dir / shard["file"], offsets, lengths)
-    _check_sample(pack_dir, manifest, index)
+    rows_of = _rows_by_shard(index["shard"], len(manifest["shards"]))
+    for shard, rows in zip(manifest["shards"], rows_of, strict=True):
+        _check_framing(pack_dir / shard["file"], index["offset"][rows], index["length"][rows])
+    _check_sample(pack_dir, manifest, index, rows_of)
     if full:
         for shard in manifest["shards"]:
             if file_sha256(pack_dir / shard["file"]) != shard.get("sha256"):
                 raise corrupted(pack_dir / shard["file"], "its sha256 differs from the manifest's")
     return manifest
+
+
+def _rows_by_shard(shards: np.ndarray, count: int) -> list[np.ndarray]:
+    """Index rows of each shard, in index order (one stable sort, not a scan per shard)."""
+    order = np.argsort(shards, kind="stable")
+    return np.split(order, np.cumsum(np.bincount(shards, minlength=count))[:-1])
 
 
 def _check_framing(path: Path, offsets: np.ndarray, lengths: np.ndarray) -> None:
@@ -127,18 +132,19 @@ def _check_framing(path: Path, offsets: np.ndarray, lengths: np.ndarray) -> None
         raise corrupted(path, f"{size} bytes, the index implies {int(expected[-1])} (truncated or overwritten)")
 
 
-def _check_sample(pack_dir: Path, manifest: dict, index: dict[str, np.ndarray]) -> None:
+def _check_sample(pack_dir: Path, manifest: dict, index: dict[str, np.ndarray],
+                  rows_of: list[np.ndarray]) -> None:
     """Read back the first and last record of each shard and ``SAMPLE`` spread over the pack."""
     import tensorflow as tf
     from google.protobuf.message import DecodeError
 
     from ffem_cli.data.pack import _masked_crc
 
-    rows = len(index["label"])
-    if not rows:
+    count = len(index["label"])
+    if not count:
         return
-    firsts = [np.flatnonzero(index["shard"] == s)[[0, -1]] for s in np.unique(index["shard"])]
-    chosen = np.unique(np.concatenate([*firsts, np.linspace(0, rows - 1, min(SAMPLE, rows)).astype(int)]))
+    ends = [rows[[0, -1]] for rows in rows_of if len(rows)]
+    chosen = np.unique(np.concatenate([*ends, np.linspace(0, count - 1, min(SAMPLE, count)).astype(int)]))
     files = [pack_dir / s["file"] for s in manifest["shards"]]
     for row in chosen.tolist():
         path = files[int(index["shard"][row])]
