@@ -19,8 +19,11 @@ eval, embed and export prepare faces exactly as training did.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import tomllib
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +81,21 @@ class RunDir:
         except UnicodeDecodeError as exc:
             raise FfemError(f"{self.config_path}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8") from None
 
+    def face_data(self) -> dict[str, Any]:
+        """The ``[data]`` face preparation, checked: ``image_size`` (int >= 1, default 112),
+        ``crop`` (``"margin"`` | ``"align"``), ``margin`` (finite number >= 0); ``FfemError`` otherwise."""
+        data = self.read_config().get("data", {})
+        if not isinstance(data, dict):
+            raise FfemError(f"{self.config_path}: [data] must be a table")
+        size, crop, margin = data.get("image_size", 112), data.get("crop", "margin"), data.get("margin", 0.2)
+        if type(size) is not int or size < 1:
+            raise FfemError(f"{self.config_path}: data.image_size must be a positive integer, got {size!r}")
+        if crop not in ("margin", "align"):
+            raise FfemError(f"{self.config_path}: data.crop must be \"margin\" or \"align\", got {crop!r}")
+        if type(margin) not in (int, float) or not math.isfinite(margin) or margin < 0:
+            raise FfemError(f"{self.config_path}: data.margin must be a number >= 0, got {margin!r}")
+        return {**data, "image_size": size, "crop": crop, "margin": float(margin)}
+
     def write_config(self, config: dict[str, Any]) -> None:
         """Atomically write ``run.toml`` (``None`` values are dropped: TOML has no null)."""
         atomic.write_text(self.config_path, tomli_w.dumps(_drop_none(config)))
@@ -102,7 +120,12 @@ class RunDir:
 
 
 def load_model_file(path: str | Path):
-    """Load a ``.keras`` model file; ``FfemError`` when missing or unreadable."""
+    """Load an embedder from a ``.keras`` file (Keras safe mode: no code from the file runs).
+
+    ``FfemError`` in one line when the file is missing, is not a zip archive
+    (e.g. truncated), holds code (a ``Lambda`` layer), cannot be read, or is
+    not an embedder: one input ``(N, S, S, 3)`` and one output ``(N, D)``.
+    """
     import keras
 
     import ffem_cli.losses  # noqa: F401  (registers serialisable layers)
@@ -111,10 +134,33 @@ def load_model_file(path: str | Path):
     path = Path(path)
     if not path.is_file():
         raise FfemError(f"{path}: no such model file")
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise FfemError(f"{path}: not a .keras archive (truncated, or not a Keras model file)")
     try:
-        return keras.models.load_model(path, compile=False)
+        model = keras.models.load_model(path, compile=False)
     except Exception as exc:  # keras raises many types for a bad archive
-        raise FfemError(f"{path}: cannot load model ({type(exc).__name__}: {exc})") from exc
+        text = " ".join(str(exc).split())
+        if "safe_mode" in text:
+            held = re.search(r"`(\w+)` layer", text)
+            raise FfemError(f"{path}: refused: the model holds code ({held.group(1) if held else 'a Python function'}); "
+                            "ffem loads models in Keras safe mode and runs no code from a file") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise FfemError(f"{path}: cannot load model ({type(exc).__name__}: {first[:300]})") from None
+    check_embedder_shapes(model, path)
+    return model
+
+
+def check_embedder_shapes(model, path: str | Path) -> None:
+    """One input ``(N, S, S, 3)`` and one output ``(N, D)`` (one vector per face); ``FfemError`` otherwise."""
+    inputs, outputs = model.inputs or [], model.outputs or []
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise FfemError(f"{path}: an embedder has one input and one output, this model has "
+                        f"{len(inputs)} and {len(outputs)}")
+    shape_in, shape_out = tuple(inputs[0].shape), tuple(outputs[0].shape)
+    if len(shape_in) != 4 or shape_in[-1] != 3:
+        raise FfemError(f"{path}: an embedder takes (N, S, S, 3) faces, this model takes {shape_in}")
+    if len(shape_out) != 2 or not shape_out[1]:
+        raise FfemError(f"{path}: an embedder gives one vector (N, D) per face, this model gives {shape_out}")
 
 
 def _drop_none(value: Any) -> Any:

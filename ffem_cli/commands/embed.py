@@ -13,6 +13,7 @@ import typer
 
 from ffem_cli.console import err, out
 from ffem_cli.errors import FfemError
+from ffem_cli.writable import check_writable
 
 
 def embed(
@@ -37,6 +38,7 @@ def embed(
 
     if (output is None) == (append is None):
         raise FfemError("give one of --output GALLERY (write a new gallery) or --append GALLERY (grow one)")
+    check_writable(output if output is not None else append)
     embedder = load_embedder(run, model, image_size=image_size, detect=detect, flip=flip)
     target = output if output is not None else append
     counts = embed_folder(embedder, root, target, batch_size, faces, append=append is not None)
@@ -58,6 +60,8 @@ def _embedder_for(gallery, run: Path | None, model: Path | None, detect: bool):
         recorded = gallery.metadata.get("model")
         if not recorded:
             raise FfemError("the gallery does not name its model; give --run or --model")
+        if not Path(recorded).is_file():
+            raise FfemError(f"the gallery's model {recorded} is not there any more; give --run or --model")
         prep = gallery.metadata.get("preparation", {})
         return load_embedder(None, Path(recorded), image_size=prep.get("image_size"), detect=detect or prep.get("detect", False),
                              flip=prep.get("flip", False))  # fmt: skip
@@ -87,6 +91,8 @@ def search(
 
     if not query.is_file():
         raise FfemError(f"{query}: no such image")
+    if output is not None:
+        check_writable(output)
     faces = gallery.read_gallery(gallery_path)
     embedder = _embedder_for(faces, run, model, detect)
     open_set = far is not None or threshold is not None
@@ -122,6 +128,8 @@ def map_command(
 
     if output is None and projector is None:
         raise FfemError("give --output PNG, --projector DIR, or both")
+    if output is not None:
+        check_writable(output)
     faces = gallery.read_gallery(gallery_path)
     if projector is not None:
         side = projector_module.write_projector(projector, faces.vectors, faces.paths, faces.identities,

@@ -20,6 +20,7 @@ import typer
 
 from ffem_cli.console import err
 from ffem_cli.errors import FfemError
+from ffem_cli.writable import check_writable
 
 RUN = typer.Option(None, "--run", help="Run directory with embedder.keras and run.toml (faces prepared as in training).")
 MODEL = typer.Option(None, "--model", help="A .keras embedding model that is not a run (crop defaults: margin 0.2).")
@@ -45,6 +46,7 @@ def _prepare(protocol: str, run, model, image_size, detect, flip, output_dir, no
     if output_dir is None:
         output_dir = RunDir(run).eval_dir(protocol) if run is not None else Path("eval") / Path(model).stem / protocol
     check_output_dir(output_dir)
+    check_writable(output_dir, folder=True)
     embedder = load_embedder(run, model, image_size=image_size, detect=detect, flip=flip, flip_mode=flip_mode, crop=crop)
     return embedder, Path(output_dir), None if no_cache else cache_dir(run)
 

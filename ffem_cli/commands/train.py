@@ -76,6 +76,11 @@ def train(
         help="With several replicas, BatchNorm uses the global batch's statistics (as one device would). Default on.",
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --run from its last checkpoint."),
+    verify: bool = typer.Option(
+        False, "--verify",
+        help="Check every shard's sha256 against the pack manifest before training (reads the whole pack; "
+             "sizes, the index and a sample of records are always checked).",
+    ),
 ) -> None:
     """Train one stage of a face-embedding model on a pack; write runs/NAME/.
 
@@ -113,7 +118,7 @@ def train(
     resolved = config_module.for_run(run, resume, config, flags)
     if resolved.recipe:
         _print_recipe(resolved)
-    result = train_stage(resolved, run, resume=resume, argv=sys.argv)
+    result = train_stage(resolved, run, resume=resume, argv=sys.argv, verify=verify)
     summary = f"{result.run}: {result.epochs_done} epochs, {result.steps} steps"
     if result.last_loss is not None:
         summary += f", loss {result.last_loss:.4f}"

@@ -33,12 +33,14 @@ import dataclasses
 import functools
 import json
 import mmap
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
+from ffem_cli.data import pack_check
 from ffem_cli.errors import FfemError
 
 MANIFEST = "manifest.json"
@@ -124,6 +126,7 @@ def read_manifest(pack_dir: str | Path) -> dict:
     missing = [key for key in REQUIRED_KEYS if key not in manifest]
     if missing:
         raise FfemError(f"{path}: malformed manifest (missing {', '.join(missing)})")
+    pack_check.check_manifest_fields(manifest, path)
     for shard in manifest["shards"]:
         if not (Path(pack_dir) / shard["file"]).is_file():
             raise FfemError(f"{pack_dir}: shard {shard['file']} listed in the manifest is missing")
@@ -295,12 +298,15 @@ def _indexed_records(pack_dir, manifest: dict, index: dict, order):
 
 def _load_index(pack_dir) -> dict[str, np.ndarray]:
     path = Path(pack_dir) / INDEX
-    read_manifest(pack_dir)
+    manifest = read_manifest(pack_dir)
     try:
-        with np.load(path) as data:
-            return {name: data[name] for name in ("shard", "offset", "length", "label")}
-    except (OSError, KeyError, ValueError) as exc:
-        raise FfemError(f"{path}: unreadable pack index ({exc}); re-run ffem pack") from exc
+        with np.load(path, allow_pickle=False) as data:
+            index = {name: data[name] for name in pack_check.INDEX_KEYS}
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise FfemError(f"{path}: unreadable pack index ({reason}); re-run ffem pack") from exc
+    pack_check.check_index(index, manifest, path)
+    return index
 
 
 # ---------------------------------------------------------------- parse and augment

@@ -163,17 +163,11 @@ def load_embedder(
         raise FfemError("give exactly one of --run RUN_DIR or --model MODEL.keras")
     if run is not None:
         rundir = RunDir(run)
-        data = rundir.read_config().get("data", {})
+        data = rundir.face_data()
         model_file = rundir.embedder_path
         model = rundir.load_embedder()
-        prep = FacePrep(
-            image_size=int(data.get("image_size", 112)),
-            crop=str(data.get("crop", "margin")),
-            margin=float(data.get("margin", 0.2)),
-            detect=detect,
-            flip=flip,
-            flip_mode=flip_mode,
-        )
+        prep = FacePrep(image_size=data["image_size"], crop=data["crop"], margin=data["margin"],
+                        detect=detect, flip=flip, flip_mode=flip_mode)
         if image_size is not None and image_size != prep.image_size:
             raise FfemError(f"--image-size {image_size} contradicts {rundir.config_path} (image_size = {prep.image_size})")
     else:
@@ -185,7 +179,9 @@ def load_embedder(
     side = _model_side(model)
     if side is not None and side != prep.image_size:
         raise FfemError(f"{model_file}: the model takes {side}x{side} faces but image_size is {prep.image_size}")
-    return Embedder(model=model, model_sha256=file_sha256(model_file), prep=prep, description=str(model_file))
+    # the absolute path: a gallery records it, and ffem search may run from another folder
+    return Embedder(model=model, model_sha256=file_sha256(model_file), prep=prep,
+                    description=str(Path(model_file).resolve()))
 
 
 def _model_side(model) -> int | None:

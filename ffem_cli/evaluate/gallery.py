@@ -82,6 +82,10 @@ def embed_folder(embedder: Embedder, root: Path, output: Path, batch_size: int =
             seen.add(digest)
             new.append(i)
     embedded = compute_embeddings(embedder, [sources[i] for i in new], cache_dir=None, batch_size=batch_size, description="embed")
+    broken = int((embedded.valid & ~np.isfinite(embedded.vectors).all(axis=1)).sum())
+    if broken:
+        raise FfemError(f"{embedder.description}: gave NaN or infinite embeddings for {broken} faces; "
+                        f"{output} was not written")
     dim = embedder.embedding_size
     columns = {"path": pa.array([str(sources[i].path) for i in new], pa.string())}
     if identities is not None:
@@ -125,7 +129,14 @@ def write_gallery(output: Path, table, metadata: dict) -> None:
 
 
 def _read_table(path: Path):
-    """``(pyarrow table, ffem metadata)`` of a gallery file; ``FfemError`` when missing or not one."""
+    """``(pyarrow table, ffem metadata)`` of a gallery file, checked (``gallery_columns``);
+    ``FfemError`` when missing or not one."""
+    table, columns = _read_checked(path)
+    return table.replace_schema_metadata(None), columns[-1]
+
+
+def _read_checked(path: Path):
+    """``(pyarrow table, gallery_columns(table))`` of a gallery file."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -134,16 +145,9 @@ def _read_table(path: Path):
         raise FfemError(f"{path}: no such gallery file (write one with ffem embed)")
     try:
         table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise FfemError(f"{path}: not a Parquet gallery ({exc})") from exc
-    if "path" not in table.column_names or "embedding" not in table.column_names:
-        raise FfemError(f"{path}: not an ffem gallery (needs 'path' and 'embedding' columns)")
-    raw = (table.schema.metadata or {}).get(METADATA_KEY)
-    try:
-        metadata = json.loads(raw) if raw else {}
-    except json.JSONDecodeError as exc:
-        raise FfemError(f"{path}: malformed ffem metadata ({exc})") from None
-    return table.replace_schema_metadata(None), metadata
+    except (pa.ArrowException, OSError) as exc:
+        raise FfemError(f"{path}: not a Parquet gallery ({str(exc).splitlines()[0] if str(exc) else exc!r})") from None
+    return table, gallery_columns(table, path)
 
 
 def identity_counts(path: Path) -> list[tuple[str, int, int]]:
@@ -186,18 +190,65 @@ class Gallery:
 
 
 def read_gallery(path: Path) -> Gallery:
-    """Read a gallery written by ``ffem embed``; ``FfemError`` when missing or not one."""
-    table, metadata = _read_table(path)
-    found = np.asarray(table.column("face_found")) if "face_found" in table.column_names else np.ones(table.num_rows, bool)
-    embeddings = table.column("embedding").to_pylist()
+    """Read a gallery written by ``ffem embed``; ``FfemError`` in one line when missing or not one
+    (``gallery_columns`` says what is checked)."""
+    table, (paths, identities, found, vectors, metadata) = _read_checked(path)
     if table.num_rows == 0 or not found.any():
         raise FfemError(f"{path}: the gallery has no faces")
-    vectors = np.asarray([e for e, ok in zip(embeddings, found, strict=True) if ok], dtype=np.float32)
-    paths = [p for p, ok in zip(table.column("path").to_pylist(), found, strict=True) if ok]
-    identities = None
-    if "identity" in table.column_names:
-        identities = [i for i, ok in zip(table.column("identity").to_pylist(), found, strict=True) if ok]
-    return Gallery(paths, identities, vectors, metadata, int((~found).sum()))
+    keep = np.flatnonzero(found)
+    return Gallery([paths[i] for i in keep], None if identities is None else [identities[i] for i in keep],
+                   vectors[keep], metadata, int((~found).sum()))
+
+
+def gallery_columns(table, path: Path):
+    """``(paths, identities | None, face_found (N,) bool, embeddings (N, D) float32, metadata dict)``
+    of a gallery table, checked: ``path`` (and ``identity``) strings, ``face_found`` booleans,
+    ``embedding`` lists of one length D >= 1, finite where a face was found, and the ``ffem``
+    metadata a JSON object. ``FfemError`` naming the file and the first bad row otherwise."""
+    import pyarrow as pa
+
+    def bad(what: str) -> FfemError:
+        return FfemError(f"{path}: not a valid ffem gallery ({what}); write it again with ffem embed")
+
+    if "path" not in table.column_names or "embedding" not in table.column_names:
+        raise FfemError(f"{path}: not an ffem gallery (needs 'path' and 'embedding' columns)")
+    raw = (table.schema.metadata or {}).get(METADATA_KEY)
+    try:
+        metadata = json.loads(raw) if raw else {}
+    except (UnicodeDecodeError, ValueError):
+        raise bad("its 'ffem' metadata is not JSON") from None
+    if not isinstance(metadata, dict):
+        raise bad(f"its 'ffem' metadata is a {type(metadata).__name__}, not an object")
+    prep = metadata.get("preparation", {})
+    if not (isinstance(metadata.get("model", ""), str) and isinstance(metadata.get("model_sha256", ""), str)
+            and isinstance(prep, dict) and type(prep.get("image_size", 1)) is int and prep.get("image_size", 1) > 0
+            and all(isinstance(prep.get(key, False), bool) for key in ("detect", "flip"))):
+        raise bad("its 'ffem' metadata has fields of the wrong type (model, model_sha256, preparation)")
+        raise FfemError(f"{path}: the gallery has no faces")
+    for name, kind in (("path", pa.types.is_string), ("identity", pa.types.is_string),
+                       ("face_found", pa.types.is_boolean)):
+        if name in table.column_names and not kind(table.schema.field(name).type):
+            raise bad(f"column '{name}' holds {table.schema.field(name).type}")
+        if name in table.column_names and table.column(name).null_count:
+            raise bad(f"column '{name}' has empty values")
+    embedding_type = table.schema.field("embedding").type
+    if not (pa.types.is_list(embedding_type) or pa.types.is_large_list(embedding_type)
+            or pa.types.is_fixed_size_list(embedding_type)) or not (
+            pa.types.is_floating(embedding_type.value_type) or pa.types.is_integer(embedding_type.value_type)):
+        raise bad(f"column 'embedding' holds {embedding_type}, not lists of numbers")
+    found = (np.asarray(table.column("face_found").to_pylist(), bool) if "face_found" in table.column_names
+             else np.ones(table.num_rows, bool))
+    rows = table.column("embedding").to_pylist()
+    sizes = {len(row) if row is not None else 0 for row in rows}
+    if len(sizes) > 1 or 0 in sizes:
+        raise bad(f"empty or different-length embeddings (lengths {sorted(sizes)[:4]})")
+    vectors = np.asarray(rows, dtype=np.float32).reshape(len(rows), sizes.pop() if rows else 0)
+    broken = np.flatnonzero(found & ~np.isfinite(vectors).all(axis=1))
+    if len(broken):
+        raise bad(f"{len(broken)} rows with NaN or infinite embeddings, the first is row {broken[0]}")
+    paths = table.column("path").to_pylist()
+    identities = table.column("identity").to_pylist() if "identity" in table.column_names else None
+    return paths, identities, found, vectors, metadata
 
 
 def search(embedder: Embedder, query: Path, gallery: Gallery, k: int) -> list[dict]:

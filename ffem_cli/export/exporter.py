@@ -99,7 +99,7 @@ def load_source(
         if not run_dir.path.is_dir():
             raise FfemError(f"{run}: no such run directory")
         config = run_dir.read_config()
-        data, model_table = config.get("data", {}), config.get("model", {})
+        data, model_table = run_dir.face_data(), config.get("model", {})
         model = run_dir.load_embedder()
         model_path = run_dir.embedder_path
     else:

@@ -14,6 +14,7 @@ Families:
 - ``proxy``: owns learnable class proxies; no miner.
 """
 
+import math
 from dataclasses import dataclass, field
 
 import keras
@@ -122,6 +123,8 @@ def build_loss(name: str, num_classes: int, embedding_size: int, **options) -> k
     if unknown:
         choices = ", ".join(sorted(entry.defaults)) or "none"
         raise FfemError(f"loss '{name}' has no option '{unknown[0]}' (options: {choices})")
+    for option, value in options.items():
+        _check_option_type(name, option, value, entry.defaults.get(option))
     kwargs = {**entry.defaults, **options}
     if entry.family == "pair":
         return entry.cls(**kwargs)
@@ -129,6 +132,26 @@ def build_loss(name: str, num_classes: int, embedding_size: int, **options) -> k
         raise FfemError(f"loss '{name}' needs num_classes >= 1 and embedding_size >= 1, "
                         f"got {num_classes} and {embedding_size}")
     return entry.cls(num_classes=num_classes, embedding_size=embedding_size, **kwargs)
+
+
+def _check_option_type(loss: str, option: str, value, default) -> None:
+    """``value`` must have the type of the option's default (an int does for a float);
+    ``FfemError`` naming the option otherwise."""
+    if option == "name":
+        return
+    if option == "miner":
+        ok, kind = value is None or isinstance(value, (str, keras.layers.Layer)), "a miner name"
+    elif isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, kind = type(value) is int, "an integer"
+    elif isinstance(default, float):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok, kind = number and math.isfinite(value), "a finite number"
+    else:
+        ok, kind = isinstance(value, str), "a name"
+    if not ok:
+        raise FfemError(f"loss '{loss}' option '{option}' must be {kind}, got {value!r}")
 
 
 __all__ = ["LOSSES", "MINERS", "LossEntry", "build_loss", "build_miner"]

@@ -4,7 +4,8 @@ A checkpoint is ``checkpoints/ckpt-<step:09d>.npz``: a NumPy zip holding
 each variable of the training model (embedder, loss head, BatchNorm
 statistics, dropout seed states) and of the optimizer (slots, step counter,
 loss scale) under its index, plus a JSON ``__meta__`` entry (step, epoch,
-step in epoch, variable paths). It is written to a temporary name, fsynced
+step in epoch, variable paths, and mid-epoch the epoch's running metrics,
+so a resumed epoch logs the loss and accuracy an uninterrupted one does). It is written to a temporary name, fsynced
 and renamed, so a killed process leaves either the previous set or the new
 complete file. The zip's central directory and CRCs make a truncated or
 corrupted file fail to load; ``restore_latest`` then falls back to the one
@@ -32,13 +33,15 @@ class Position:
     """Where training stands: batches done, current epoch, steps done in it.
 
     ``state``: what callbacks keep across a resume (e.g. validation's best
-    value and patience counters), as read from a checkpoint.
+    value and patience counters), as read from a checkpoint. ``metrics``:
+    mid-epoch, the epoch's running metrics so far (``StepMonitor.metric_state``).
     """
 
     step: int
     epoch: int
     step_in_epoch: int
     state: dict = field(default_factory=dict, compare=False)
+    metrics: dict | None = field(default=None, compare=False)
 
 
 def _variables(model, optimizer) -> list:
@@ -56,6 +59,7 @@ def save(directory: Path, model, optimizer, position: Position, keep: int, state
         "step_in_epoch": position.step_in_epoch,
         "paths": [v.path for v in variables],
         "state": state or {},
+        "metrics": position.metrics,
     }
     arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     path = directory / f"ckpt-{position.step:09d}.npz"
@@ -86,7 +90,8 @@ def restore_latest(directory: Path, model, optimizer) -> Position | None:
             err.print(f"warning: {path} is unreadable ({type(exc).__name__}); trying the previous checkpoint")
             continue
         _assign(path, arrays, meta, _variables(model, optimizer))
-        return Position(meta["step"], meta["epoch"], meta["step_in_epoch"], meta.get("state", {}))
+        return Position(meta["step"], meta["epoch"], meta["step_in_epoch"], meta.get("state", {}),
+                        meta.get("metrics"))
     return None
 
 

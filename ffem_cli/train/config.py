@@ -238,6 +238,8 @@ def _coerce(name: str, value: Any) -> Any:
     elif kind.startswith("list"):
         expected = list
     bad = not isinstance(value, expected) or (kind in ("int", "float") and isinstance(value, bool))
+    if kind == "list[int]" and not bad:
+        bad = any(type(item) is not int for item in value)
     if bad:
         raise FfemError(f"training setting {name!r} must be {kind}, got {value!r}")
     return float(value) if kind == "float" else value

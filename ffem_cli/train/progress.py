@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 
@@ -36,8 +37,10 @@ class StepMonitor(keras.callbacks.Callback):
         self.show_progress = show_progress
         self.halted = False
         self.extra_state = dict  # () -> JSON-able dict stored in every checkpoint (see val_callback)
-        self.last_loss: float | None = None
-        self.last_accuracy: float | None = None
+        state = position.metrics or {}
+        self.last_loss: float | None = state.get("loss")
+        self.last_accuracy: float | None = state.get("accuracy")
+        self._restore = state.get("variables")  # into the metrics when fit starts the epoch
         self.images_per_second = 0.0
         self._bar = None
         self._tasks = {}
@@ -66,6 +69,20 @@ class StepMonitor(keras.callbacks.Callback):
             self._bar.reset(self._tasks["epoch"], total=self.steps_per_epoch,
                             completed=self.position.step_in_epoch,
                             description=f"epoch {epoch + 1}/{self.config.epochs}")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        """After ``fit`` reset the metrics: a resumed epoch continues the running means it had."""
+        if self._restore is not None:
+            for variable, value in zip(self.parts.model.metrics_variables, self._restore, strict=True):
+                variable.assign(np.asarray(value, dtype=variable.dtype))
+            self._restore = None
+
+    def metric_state(self) -> dict | None:
+        """Mid-epoch: the metrics' variables (JSON lists) and the last loss/accuracy; else ``None``."""
+        if self.position.step_in_epoch == 0:
+            return None
+        return {"variables": [np.asarray(v.numpy()).tolist() for v in self.parts.model.metrics_variables],
+                "loss": self.last_loss, "accuracy": self.last_accuracy}
 
     def on_train_batch_end(self, batch, logs=None):
         from ffem_cli.train.trainer import NonFiniteLoss
@@ -112,7 +129,8 @@ class StepMonitor(keras.callbacks.Callback):
         for variable in self.parts.model.trainable_variables:
             if not np.all(np.isfinite(np.asarray(variable.numpy(), dtype=np.float32))):
                 raise NonFiniteLoss(f"weight {variable.path} became non-finite by step {self.position.step}")
-        checkpoint.save(self.run.checkpoints, self.parts.model, self.parts.optimizer, self.position,
+        position = dataclasses.replace(self.position, metrics=self.metric_state())
+        checkpoint.save(self.run.checkpoints, self.parts.model, self.parts.optimizer, position,
                         self.config.keep_checkpoints, self.extra_state())
 
     def epoch_record(self) -> dict:

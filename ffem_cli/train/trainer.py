@@ -14,6 +14,7 @@ run ends where an uninterrupted one does, within float tolerance.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, replace
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ffem_cli import atomic
+from ffem_cli import atomic, faults
 from ffem_cli.console import err
 from ffem_cli.errors import FfemError
 from ffem_cli.hashing import file_sha256
@@ -31,6 +32,7 @@ from ffem_cli.train import config as config_module
 from ffem_cli.train import strategy as strategy_module
 from ffem_cli.train.checkpoint import Position
 from ffem_cli.train.config import PAIR_LOSS_K, TrainConfig
+from ffem_cli.writable import check_writable
 
 
 @dataclass(frozen=True)
@@ -52,28 +54,34 @@ class NonFiniteLoss(Exception):
 
 
 def train(config: TrainConfig, run_path: str | Path, *, resume: bool = False, argv: list[str] | None = None,
-          halt_at_step: int | None = None, show_progress: bool = True) -> TrainResult:
+          halt_at_step: int | None = None, show_progress: bool = True, verify: bool = False) -> TrainResult:
     """Train one stage into ``run_path``.
 
     ``resume``: continue an existing run (its ``run.toml`` ``[train]`` table
     is the config; re-running the identical command resumes too).
     ``halt_at_step``: stop, without a final checkpoint, once this many
     optimizer steps are done in total — as an interruption would (tests,
-    smoke runs). Raises ``FfemError`` for every refusal listed in the
-    command's help.
+    smoke runs). ``verify``: compare every shard's sha256 with the manifest
+    (``pack_check.check_pack(full=True)``); the cheap checks always run.
+    Raises ``FfemError`` for every refusal listed in the command's help, all
+    before the run directory is created or changed.
     """
     import keras
 
-    from ffem_cli.data import pipeline
+    from ffem_cli.data import pack_check, pipeline
     from ffem_cli.train import validation
     from ffem_cli.train.model import TrainingModel
 
     run = RunDir(run_path)
     if not config.data:
         raise FfemError("no training data: give --data PACK_DIR (or data = ... in the config file)")
+    check_writable(run.path, folder=True)
     config = _resolve_model(replace(config, data=str(Path(config.data).resolve())))
+    manifest = pack_check.check_pack(config.data, full=verify)
+    _check_same_pack(run, config)
     config = _reconcile_with_existing_run(run, config, resume)
-    manifest = pipeline.read_manifest(config.data)
+    if config.val_pack:
+        pack_check.check_pack(config.val_pack, full=verify)
     sets = validation.val_sets(config)  # refuse a bad --val or --monitor before building anything
     watch = validation.make_watch(config, sets)
     pack_classes = int(manifest["num_classes"])
@@ -135,16 +143,33 @@ def _reconcile_with_existing_run(run: RunDir, config: TrainConfig, resume: bool)
     return config
 
 
+def _check_same_pack(run: RunDir, config: TrainConfig) -> None:
+    """A continued run must train on the pack it started on (its manifest's sha256 in run.toml)."""
+    if not run.config_path.is_file():
+        return
+    recorded = run.read_config().get("data", {}).get("manifest_sha256")
+    current = file_sha256(Path(config.data) / "manifest.json")
+    if recorded and recorded != current:
+        raise FfemError(f"{config.data}: is not the pack {run.path} started on (its manifest's sha256 "
+                        f"{current[:12]}… differs from run.toml's {recorded[:12]}…); "
+                        "train a new --run on this pack")
+
+
 def _resolve_model(config: TrainConfig) -> TrainConfig:
     """Fill the backbone's default pooling; take model settings from ``--init-from``'s run."""
     from ffem_cli.models import BACKBONES
 
     if config.init_from:
-        model = RunDir(config.init_from).read_config().get("model", {})
+        source = RunDir(config.init_from)
+        model = source.read_config().get("model", {})
         config = replace(config, backbone=model.get("backbone", config.backbone))
         if not config.init_backbone_only:
             config = replace(config, pooling=model.get("pooling", config.pooling),
-                             embedding_size=int(model.get("embedding_size", config.embedding_size)))
+                             embedding_size=model.get("embedding_size", config.embedding_size))
+        if not (isinstance(config.backbone, str) and isinstance(config.pooling, str)
+                and type(config.embedding_size) is int and config.embedding_size > 0):
+            raise FfemError(f"{source.config_path}: [model] backbone/pooling must be names and "
+                            f"embedding_size a positive integer, got {model!r}")
     if config.backbone not in BACKBONES:
         raise FfemError(f"unknown backbone {config.backbone!r}; choose one of: {', '.join(BACKBONES)}")
     if not config.pooling:
@@ -255,6 +280,7 @@ def _write_run_toml(run: RunDir, config: TrainConfig, manifest: dict, parts: _Pa
     loss_config = {k: v for k, v in parts.loss_layer.get_config().items()
                    if isinstance(v, (int, float, str, bool)) and k not in ("name", "trainable")}
     previous = run.read_config() if run.config_path.is_file() else {}
+    fingerprint = previous.get("data", {}).get("manifest_sha256") or file_sha256(manifest_path)
     run.write_config({
         "train": config.to_toml(),
         "data": {
@@ -263,7 +289,7 @@ def _write_run_toml(run: RunDir, config: TrainConfig, manifest: dict, parts: _Pa
             "crop": manifest["crop"],
             "margin": float(manifest.get("margin", 0.0)),
             "num_classes": int(manifest["num_classes"]),
-            "manifest_sha256": file_sha256(manifest_path),
+            "manifest_sha256": fingerprint,  # never rewritten: _check_same_pack refuses another pack
         },
         "model": {"backbone": config.backbone, "pooling": config.pooling,
                   "embedding_size": config.embedding_size, "dropout": config.dropout,
@@ -279,6 +305,9 @@ def _write_run_toml(run: RunDir, config: TrainConfig, manifest: dict, parts: _Pa
 
 def _loop(config: TrainConfig, run: RunDir, parts: _Parts, strategy, steps: int, pk, halt_at_step,
           show_progress: bool, sets: list, watch) -> TrainResult:
+    """Epochs from the newest checkpoint on. An epoch ends with, in this order: its metrics line,
+    the embedder (when kept), the checkpoint; a kill anywhere in between resumes from the
+    previous checkpoint and redoes the epoch, whose metrics line then replaces the first."""
     import tensorflow as tf
 
     from ffem_cli.data.pipeline import train_dataset
@@ -290,6 +319,7 @@ def _loop(config: TrainConfig, run: RunDir, parts: _Parts, strategy, steps: int,
     if position.step:
         err.print(f"resuming at step {position.step} (epoch {position.epoch + 1}, "
                   f"step {position.step_in_epoch} of {steps})")
+    _forget_epochs_after(run, position.epoch)
     writer = tf.summary.create_file_writer(str(run.logs))
     monitor = StepMonitor(run, parts, config, steps, position, writer, halt_at_step, show_progress)
     checker = Validation(sets, watch, config, monitor, run,
@@ -299,6 +329,7 @@ def _loop(config: TrainConfig, run: RunDir, parts: _Parts, strategy, steps: int,
     diagnostics = Diagnostics(parts, probe_batch(config, pk))
     frozen = None
     epoch = position.epoch
+    embedder_saved = False  # by this process, after its last epoch
     try:
         with monitor.display():
             while epoch < config.epochs and not monitor.halted and not checker.stopped:
@@ -312,8 +343,7 @@ def _loop(config: TrainConfig, run: RunDir, parts: _Parts, strategy, steps: int,
                                         augment=augmentation(config.augment, config.augment_options), pk=pk, start_step=skip)
                 monitor.start_epoch(epoch)
                 if skip < steps:  # a step checkpoint may fall on the epoch's last step
-                    parts.model.fit(dataset, epochs=1, steps_per_epoch=steps - skip, shuffle=False,
-                                    verbose=0, callbacks=[monitor, checker, diagnostics])
+                    _fit(parts, config, dataset, steps - skip, [monitor, checker, diagnostics])
                 if monitor.halted or checker.stopped:
                     break
                 epoch += 1
@@ -321,22 +351,69 @@ def _loop(config: TrainConfig, run: RunDir, parts: _Parts, strategy, steps: int,
                 record = monitor.epoch_record()
                 record.update(diagnostics.epoch_figures(epoch))
                 keep = checker.at_epoch_end(record)
-                monitor.save_checkpoint()
                 run.append_metrics(record)
                 monitor.log_epoch(record)
+                embedder_saved = False
                 if keep:
+                    faults.kill_point(f"train:before-embedder-save:{epoch}")
                     save_embedder(parts.embedder, config, run.embedder_path, parts.loss_layer)
+                    embedder_saved = True
+                monitor.save_checkpoint()
     except NonFiniteLoss as exc:
         kept = checkpoint.list_checkpoints(run.checkpoints)
         where = f"the last good checkpoint is {kept[-1]}" if kept else "no checkpoint was written before it"
         raise FfemError(f"{exc}; training stopped, {where}") from None
     finally:
         writer.close()
-    if not monitor.halted and not run.embedder_path.is_file():
-        save_embedder(parts.embedder, config, run.embedder_path, parts.loss_layer)
+    if not monitor.halted and not embedder_saved and (not sets or not run.embedder_path.is_file()):
+        save_embedder(parts.embedder, config, run.embedder_path, parts.loss_layer)  # a resumed finished run: the final state
     return TrainResult(run.path, monitor.position.step, monitor.position.epoch, monitor.last_loss,
                        checker.watch.monitor, checker.watch.state["best"], monitor.images_per_second,
                        monitor.halted)
+
+
+def _fit(parts: _Parts, config: TrainConfig, dataset, steps: int, callbacks: list) -> None:
+    """One epoch's ``fit``; a pack record that fails to parse or decode is one ``FfemError`` line."""
+    import tensorflow as tf
+
+    try:
+        parts.model.fit(dataset, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0, callbacks=callbacks)
+    except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as exc:
+        reason = _op_error_reason(exc.message or "") or type(exc).__name__
+        raise FfemError(f"{config.data}: a record of the pack cannot be read ({reason}); "
+                        "run ffem train --verify to check every shard, or re-run ffem pack") from None
+
+
+def _op_error_reason(message: str) -> str:
+    """The sentence of a TensorFlow op error that says what went wrong, without the graph trace
+    ("Unknown image file format. One of JPEG, … required.")."""
+    lines = [line for line in message.splitlines() if line.strip() and not line[0].isspace()]
+    lines = [line for line in lines if not line.startswith(("Graph execution error", "Detected at node"))]
+    last = lines[-1] if lines else ""
+    if last.startswith("Error in user-defined function"):  # "… transformation with iterator: …: <reason>"
+        last = last.rsplit(": ", 1)[-1]
+    return re.sub(r"^\{\{[^}]*\}\}\s*|\s*\[Op:[^\]]*\]$", "", last).strip()
+
+
+def _forget_epochs_after(run: RunDir, epoch: int) -> None:
+    """Drop ``metrics.jsonl`` lines of epochs after ``epoch`` (to be trained again after a fall-back
+    to an older checkpoint) and lines cut by a kill, so no epoch is logged twice."""
+    import json
+
+    if not run.metrics_path.is_file():
+        return
+    lines = run.metrics_path.read_text(encoding="utf-8").splitlines()
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        done = record.get("epoch") if isinstance(record, dict) else None
+        if not (isinstance(done, int) and done > epoch):
+            kept.append(line)
+    if kept != lines:
+        atomic.write_text(run.metrics_path, "".join(f"{line}\n" for line in kept))
 
 
 def augmentation(name: str, options: dict | None = None):
