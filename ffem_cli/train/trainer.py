@@ -98,7 +98,8 @@ def train(config: TrainConfig, run_path: str | Path, *, resume: bool = False, ar
             what = "identities with 2+ images" if pk else "images"
             raise FfemError(f"{config.data}: too few {what} for one batch of {config.batch_size}")
         with strategy.scope():
-            parts = _Parts(TrainingModel(embedder, loss_layer,
+            # Partial FC: no top-1 accuracy, which would need the full (B, C) logits it avoids
+            parts = _Parts(TrainingModel(embedder, loss_layer, track_accuracy=config.sample_rate == 1.0,
                                          margin_warmup_steps=round(config.margin_warmup_epochs * steps)),
                            embedder, loss_layer)
             _compile(parts, config, steps)
@@ -205,6 +206,8 @@ def _build(config: TrainConfig, num_classes: int) -> tuple[object, object]:
     options = dict(config.loss_options)
     if config.miner:
         options["miner"] = config.miner
+    if config.sample_rate < 1.0:
+        options["sample_rate"] = config.sample_rate
     loss_layer = build_loss(config.loss, num_classes, config.embedding_size, **options)
     loss_layer(ops.zeros((2, config.embedding_size)), ops.zeros((2,), "int32"))  # creates its weights
     return embedder, loss_layer
@@ -229,6 +232,7 @@ def _pk(config: TrainConfig, loss_layer, replicas: int) -> tuple[int, int] | Non
 
 
 def _compile(parts: _Parts, config: TrainConfig, steps: int) -> None:
+    from ffem_cli.train import head_optimizer
     from ffem_cli.train.model import build_optimizer
     from ffem_cli.train.schedules import WarmupDecay
 
@@ -243,6 +247,7 @@ def _compile(parts: _Parts, config: TrainConfig, steps: int) -> None:
     optimizer = build_optimizer(config.optimizer, schedule, momentum=config.momentum, nesterov=config.nesterov,
                                 weight_decay=config.weight_decay, clipnorm=config.clipnorm,
                                 grad_accum=config.grad_accum)
+    head_optimizer.configure(optimizer, parts.loss_layer, config)
     parts.model.compile(optimizer=optimizer, jit_compile=config.xla)
     parts.optimizer = parts.model.optimizer  # a LossScaleOptimizer under mixed_float16
     parts.optimizer.build(parts.model.trainable_variables)
