@@ -52,7 +52,12 @@ def sampled_loss(head, embeddings, labels, margin_fraction=1.0):
     ``embeddings`` (B, D) float, ``labels`` (B,) int32 → scalar float32.
     """
     positives = all_gather(labels)  # the global batch's labels over replicas
-    count = sampled_count(head.num_classes, head.sample_rate, int(positives.shape[0]))
+    batch = positives.shape[0]
+    if batch is None:  # traced with an unknown batch (TensorFlow): k as a tensor
+        batch = ops.shape(positives)[0]
+        count = ops.minimum(head.num_classes, ops.maximum(math.ceil(head.sample_rate * head.num_classes), batch))
+    else:
+        count = sampled_count(head.num_classes, head.sample_rate, batch)
     index = ops.stop_gradient(sample_classes(positives, head.num_classes, count, head.sampler))
     per_class = head.kernel_columns // head.num_classes  # K sub-centres, class-major rows
     rows = ops.reshape(index[:, None] * per_class + ops.arange(per_class, dtype="int32")[None, :], (-1,))
