@@ -20,9 +20,9 @@ import math
 import keras
 from keras import ops
 
+from ffem_cli.backend_ops import all_gather, gather_rows
 from ffem_cli.errors import FfemError
 from ffem_cli.losses.numerics import as_float32, l2_normalize
-from ffem_cli.replicas import all_gather
 
 
 def check_sample_rate(sample_rate) -> float:
@@ -61,7 +61,7 @@ def sampled_loss(head, embeddings, labels, margin_fraction=1.0):
     index = ops.stop_gradient(sample_classes(positives, head.num_classes, count, head.sampler))
     per_class = head.kernel_columns // head.num_classes  # K sub-centres, class-major rows
     rows = ops.reshape(index[:, None] * per_class + ops.arange(per_class, dtype="int32")[None, :], (-1,))
-    centres = l2_normalize(ops.take(head.centres, rows, axis=0), axis=1)  # (k·K, D)
+    centres = l2_normalize(gather_rows(head.centres, rows), axis=1)  # (k·K, D)
     cosines = ops.matmul(l2_normalize(as_float32(embeddings)), ops.transpose(centres))
     cosines = head.class_cosines(cosines)  # (B, k)
     local_labels = ops.argmax(ops.cast(ops.equal(labels[:, None], index[None, :]), "int32"), axis=1)

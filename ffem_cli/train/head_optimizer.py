@@ -64,15 +64,15 @@ class _HeadSettings:
         rows, position = tf.unique(gradient.indices)
         grad = tf.math.unsorted_segment_sum(tf.cast(gradient.values, variable.dtype), position,
                                             tf.shape(rows)[0])
-        weights = tf.gather(variable, rows)
+        weights = _gather(variable, rows)
         index = self._get_variable_index(variable)
         if isinstance(self, keras.optimizers.Adam):
             step = ops.cast(self.iterations + 1, variable.dtype)
             beta_1, beta_2 = ops.cast(self.beta_1, variable.dtype), ops.cast(self.beta_2, variable.dtype)
             m = self._momentums[index]
             v = self._velocities[index]
-            m_rows = beta_1 * tf.gather(m, rows) + (1 - beta_1) * grad
-            v_rows = beta_2 * tf.gather(v, rows) + (1 - beta_2) * tf.square(grad)
+            m_rows = beta_1 * _gather(m, rows) + (1 - beta_1) * grad
+            v_rows = beta_2 * _gather(v, rows) + (1 - beta_2) * tf.square(grad)
             self.assign(m, tf.IndexedSlices(m_rows, rows))
             self.assign(v, tf.IndexedSlices(v_rows, rows))
             alpha = learning_rate * ops.sqrt(1 - ops.power(beta_2, step)) / (1 - ops.power(beta_1, step))
@@ -80,7 +80,7 @@ class _HeadSettings:
         elif self.momentum:
             momentum = ops.cast(self.momentum, variable.dtype)
             m = self.momentums[index]
-            m_rows = momentum * tf.gather(m, rows) - learning_rate * grad
+            m_rows = momentum * _gather(m, rows) - learning_rate * grad
             self.assign(m, tf.IndexedSlices(m_rows, rows))
             delta = momentum * m_rows - learning_rate * grad if self.nesterov else m_rows
         else:
@@ -88,6 +88,14 @@ class _HeadSettings:
         if self.head_weight_decay:
             delta -= learning_rate * self.head_weight_decay * weights
         self.assign_add(variable, tf.IndexedSlices(delta, rows))
+
+
+def _gather(variable, rows):
+    """Rows of a variable read sparsely: a dense read would make the row update that
+    follows copy the whole variable (TensorFlow's copy-on-write)."""
+    import tensorflow as tf
+
+    return tf.gather(variable.value if isinstance(variable, keras.Variable) else variable, rows)
 
 
 def _is_sparse(gradient) -> bool:
