@@ -28,6 +28,7 @@ from ffem_cli.hashing import file_sha256
 from ffem_cli.rundir import RunDir
 from ffem_cli.train import checkpoint, provenance, transfer
 from ffem_cli.train import config as config_module
+from ffem_cli.train import resume as resume_module
 from ffem_cli.train import strategy as strategy_module
 from ffem_cli.train.checkpoint import Position
 from ffem_cli.train.config import PAIR_LOSS_K, TrainConfig
@@ -123,6 +124,7 @@ def _reconcile_with_existing_run(run: RunDir, config: TrainConfig, resume: bool)
     if run.config_path.is_file():
         stored = run.read_config().get("train", {})
         if resume:
+            resume_module.check_global_batch(stored, config.batch_size)
             return config  # the caller resolved it from the stored [train] table plus flags
         if config_module.resolve(stored) == config:
             err.print(f"{run.path}: continuing the run (same configuration)")
@@ -275,8 +277,16 @@ def _write_run_toml(run: RunDir, config: TrainConfig, manifest: dict, parts: _Pa
                   "head_l2": config.head_l2},
         "loss": {"name": config.loss, **loss_config},
         "provenance": previous.get("provenance") or provenance.collect(strategy_module.replica_devices(strategy), argv),
-        **({"resumed": previous.get("resumed", []) + [provenance.collect([], argv)["started"]]} if previous else {}),
+        **({"resumed": previous.get("resumed", []) + [resume_module.resumed_entry(
+            provenance.collect([], argv)["started"], strategy_module.replica_devices(strategy), config.batch_size,
+            _last_devices(previous))]} if previous else {}),
     })
+
+
+def _last_devices(previous: dict) -> list[str]:
+    """The devices of the latest start recorded in an existing ``run.toml``."""
+    entries = [e for e in previous.get("resumed", []) if isinstance(e, dict)]
+    return (entries[-1] if entries else previous.get("provenance", {})).get("devices", [])
 
 
 # ---------------------------------------------------------------- the loop
