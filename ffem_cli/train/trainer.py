@@ -108,7 +108,9 @@ def train(config: TrainConfig, run_path: str | Path, *, resume: bool = False, ar
         target = run if chief else RunDir(tempfile.mkdtemp(prefix="ffem-worker-"))
         _write_run_toml(target, config, manifest, parts, strategy, argv)
         try:
-            return _loop(config, target, parts, strategy, steps, pk, halt_at_step, show_progress, sets, watch)
+            # every worker restores from the shared run directory's checkpoints (the chief's)
+            return _loop(config, target, parts, strategy, steps, pk, halt_at_step, show_progress, sets, watch,
+                         run.checkpoints)
         finally:
             if not chief:
                 shutil.rmtree(target.path, ignore_errors=True)
@@ -293,7 +295,7 @@ def _last_devices(previous: dict) -> list[str]:
 
 
 def _loop(config: TrainConfig, run: RunDir, parts: _Parts, strategy, steps: int, pk, halt_at_step,
-          show_progress: bool, sets: list, watch) -> TrainResult:
+          show_progress: bool, sets: list, watch, restore_from: Path) -> TrainResult:
     import tensorflow as tf
 
     from ffem_cli.data.pipeline import train_dataset
@@ -301,7 +303,7 @@ def _loop(config: TrainConfig, run: RunDir, parts: _Parts, strategy, steps: int,
     from ffem_cli.train.progress import StepMonitor
     from ffem_cli.train.val_callback import Validation
 
-    position = checkpoint.restore_latest(run.checkpoints, parts.model, parts.optimizer) or Position(0, 0, 0)
+    position = checkpoint.restore_latest(restore_from, parts.model, parts.optimizer) or Position(0, 0, 0)
     if position.step:
         err.print(f"resuming at step {position.step} (epoch {position.epoch + 1}, "
                   f"step {position.step_in_epoch} of {steps})")
