@@ -190,6 +190,8 @@ def main():
     parser.add_argument("--classes", type=int, nargs="+")
     parser.add_argument("--sample-rate", type=float, default=0.1)
     parser.add_argument("--steps", type=int)
+    parser.add_argument("--config", action="append", choices=[name for _, _, name in CONFIGS],
+                        help="run only these configurations (repeatable; default all)")
     parser.add_argument("--max-state-gib", type=float, default=6.0,
                         help="skip configurations whose centres + momentum on all devices exceed this (shared machine)")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
@@ -205,6 +207,8 @@ def main():
     print(f"{'classes':>9} {'config':<14} {'r':>4} {'ms/step':>9} {'state MiB/dev':>14} {'step peak MiB':>14}")
     for classes in sizes:
         for backend, devices, name in CONFIGS:
+            if args.config and name not in args.config:
+                continue
             results = {}
             copies = devices if backend == "tf" else 1  # mirrored replicas each hold all of it
             state_gib = 2 * classes * EMBEDDING_SIZE * 4 * copies / 2 ** 30
