@@ -179,6 +179,8 @@ def run_child(backend, classes, rate, devices, steps):
         env.update(KERAS_BACKEND="jax", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
     command = [sys.executable, __file__, "--child", backend, str(classes), str(rate), str(devices), str(steps)]
     done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode < 0:
+        return {"error": f"killed by signal {-done.returncode} (SIGKILL: most likely out of memory)"}
     if done.returncode:
         return {"error": (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1][:120]}
     return json.loads(done.stdout.strip().splitlines()[-1])
