@@ -151,3 +151,65 @@ def test_two_workers_on_loopback_follow_the_single_process_loss_curve(pack_dir, 
     # whole model: BatchNorm statistics all-reduced over the workers, as on one process
     assert np.isfinite(two[12:]).all()
     assert records[2]["loss"] == pytest.approx(single[2]["loss"], rel=1e-2)
+
+
+def start_workers(pack_dir, run, tmp_path, cluster, flags, tag):
+    workers = []
+    for index in range(2):
+        scratch = tmp_path / f"scratch-{tag}{index}"
+        scratch.mkdir()
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "", "TMPDIR": str(scratch),
+               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        command = [sys.executable, "-c", "from ffem_cli.cli import main; main()", "train",
+                   "--data", str(pack_dir), "--run", str(run), *flags]
+        workers.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True))
+    return workers
+
+
+@pytest.mark.timeout(600)
+def test_a_killed_worker_restarted_with_the_job_resumes_from_the_shared_checkpoint(pack_dir, tmp_path):
+    """Worker 1 is killed mid-epoch; the job (both workers) is started again with the same command:
+    both restore the chief's newest checkpoint from the shared run directory and finish together."""
+    import time
+
+    from ffem_cli.train import checkpoint
+
+    run = tmp_path / "run"
+    flags = [*FLAGS[:FLAGS.index("--checkpoint-every")], "--checkpoint-every", "4"]
+    workers = start_workers(pack_dir, run, tmp_path, {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]},
+                            flags, "a")
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not checkpoint.list_checkpoints(run / "checkpoints"):
+            time.sleep(0.05)
+        assert workers[1].poll() is None, "training ended before a worker could be killed"
+        workers[1].kill()
+        workers[1].wait(timeout=30)
+        try:  # the chief stops at its next collective, or hangs in it: the job is restarted as a whole
+            workers[0].wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            workers[0].kill()
+            workers[0].wait(timeout=30)
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+    kept = checkpoint.list_checkpoints(run / "checkpoints")
+    assert kept and not (run / "embedder.keras").exists()
+    step = int(kept[-1].name[5:14])
+    assert 0 < step < 18 and step % 6  # mid-epoch
+
+    workers = start_workers(pack_dir, run, tmp_path, {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]},
+                            flags, "b")
+    try:
+        outputs = [worker.communicate(timeout=300) for worker in workers]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+    for worker, (_, stderr) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, stderr[-3000:]
+        assert f"resuming at step {step}" in " ".join(stderr.split())
+    assert "3 epochs, 18 steps" in " ".join(outputs[0][0].split())  # rich wraps long lines
+    assert (run / "embedder.keras").is_file()

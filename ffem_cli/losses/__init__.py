@@ -8,7 +8,9 @@ paper.
 
 Families:
 - ``classification``: owns a (D, C) weight matrix; ``loss.logits(embeddings)``
-  gives (B, C) logits without margin for accuracy.
+  gives (B, C) logits without margin for accuracy. The margin heads
+  (``CosineHead`` and its subclasses) also take ``sample_rate`` < 1: Partial FC
+  (``partial_fc.py``), whose (C, D) ``centres`` replace the (D, C) ``kernel``.
 - ``pair``: takes ``miner=`` (a ``MINERS`` name, a miner layer, or None) and
   ignores ``num_classes``.
 - ``proxy``: owns learnable class proxies; no miner.
@@ -118,7 +120,7 @@ def build_loss(name: str, num_classes: int, embedding_size: int, **options) -> k
     if name not in LOSSES:
         raise FfemError(f"unknown loss '{name}'; choose one of: {', '.join(LOSSES)}")
     entry = LOSSES[name]
-    allowed = set(entry.defaults) | {"name"}
+    allowed = set(entry.defaults) | {"name"} | ({"sample_rate"} if issubclass(entry.cls, CosineHead) else set())
     unknown = sorted(set(options) - allowed)
     if unknown:
         choices = ", ".join(sorted(entry.defaults)) or "none"

@@ -18,6 +18,7 @@ matrices are the cosines and the scaled logits the cross-entropy reads.
 import keras
 from keras import ops
 
+from ffem_cli.losses import partial_fc
 from ffem_cli.losses.numerics import as_float32, as_labels, l2_normalize
 
 
@@ -118,16 +119,26 @@ class CosineHead(keras.layers.Layer):
         embedding_size: D.
         scale: s, the fixed logit scale (NormFace default 20, as the
             temperature 0.05 of pytorch-metric-learning's NormalizedSoftmax).
+        sample_rate: r of Partial FC (``partial_fc.py``). 1 (default): the
+            full softmax over ``kernel`` (D, C). r < 1: the weights are
+            ``centres`` (C, D) and each step's softmax covers a sample of
+            max(⌈r·C⌉, B) classes holding the batch's own.
     """
 
-    def __init__(self, num_classes, embedding_size, scale=20.0, **kwargs):
+    def __init__(self, num_classes, embedding_size, scale=20.0, sample_rate=1.0, **kwargs):
         super().__init__(**_float32_layer_kwargs(kwargs))
         self.num_classes = int(num_classes)
         self.embedding_size = int(embedding_size)
         self.scale = float(scale)
-        self.kernel = self.add_weight(
-            shape=(self.embedding_size, self.kernel_columns),
-            initializer=keras.initializers.RandomNormal(stddev=0.01), name="kernel")
+        self.sample_rate = partial_fc.check_sample_rate(sample_rate)
+        initializer = keras.initializers.RandomNormal(stddev=0.01)
+        if self.sample_rate < 1.0:  # Partial FC: one centre per row, so a gather gives sparse gradients
+            self.centres = self.add_weight(shape=(self.kernel_columns, self.embedding_size),
+                                           initializer=initializer, name="centres")
+            self.sampler = keras.random.SeedGenerator(0)
+        else:
+            self.kernel = self.add_weight(shape=(self.embedding_size, self.kernel_columns),
+                                          initializer=initializer, name="kernel")
         self.built = True
 
     @property
@@ -137,7 +148,14 @@ class CosineHead(keras.layers.Layer):
 
     def logits(self, embeddings):
         """(B, D) → (B, C) float32 cosines ``cos θ_j`` in [-1, 1] (no margin, no scale)."""
-        return ops.matmul(l2_normalize(as_float32(embeddings)), l2_normalize(self.kernel, axis=0))
+        features = l2_normalize(as_float32(embeddings))
+        if self.sample_rate < 1.0:
+            return self.class_cosines(ops.matmul(features, ops.transpose(l2_normalize(self.centres))))
+        return self.class_cosines(ops.matmul(features, l2_normalize(self.kernel, axis=0)))
+
+    def class_cosines(self, cosines):
+        """Cosines to the centres (B, n·K) → to the classes (B, n); one centre per class here."""
+        return cosines
 
     # True where ``margin`` has a margin to warm up (``margin_fraction`` changes the loss)
     warmable_margin = False
@@ -149,16 +167,22 @@ class CosineHead(keras.layers.Layer):
         """
         return cos_target
 
-    def call(self, embeddings, labels, margin_fraction=1.0):
-        labels = as_labels(labels)
-        cosines = self.logits(embeddings)
+    def margin_cross_entropy(self, cosines, labels, margin_fraction=1.0):
+        """The loss over class cosines (B, n) with ``labels`` (B,) int32 in [0, n)."""
         target = self.margin(target_column(cosines, labels), margin_fraction)
-        is_target = ops.equal(ops.arange(self.num_classes, dtype="int32")[None, :], labels[:, None])
+        classes = ops.shape(cosines)[1]
+        is_target = ops.equal(ops.arange(classes, dtype="int32")[None, :], labels[:, None])
         logits = self.scale * ops.where(is_target, target, cosines)
         return cross_entropy(logits, self.scale * target)
+
+    def call(self, embeddings, labels, margin_fraction=1.0):
+        labels = as_labels(labels)
+        if self.sample_rate < 1.0:
+            return partial_fc.sampled_loss(self, embeddings, labels, margin_fraction)
+        return self.margin_cross_entropy(self.logits(embeddings), labels, margin_fraction)
 
     def get_config(self):
         config = super().get_config()
         config.update(num_classes=self.num_classes, embedding_size=self.embedding_size,
-                      scale=self.scale)
+                      scale=self.scale, sample_rate=self.sample_rate)
         return config

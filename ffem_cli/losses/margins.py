@@ -138,10 +138,10 @@ class SubCenterArcFace(ArcFace):
         """Columns of ``W``: K sub-centres per class, class-major."""
         return self.num_classes * self.sub_centers
 
-    def logits(self, embeddings):
-        """(B, D) → (B, C) float32: the cosine to each class's nearest sub-centre."""
-        cosines = super().logits(embeddings)
-        return ops.max(ops.reshape(cosines, (-1, self.num_classes, self.sub_centers)), axis=2)
+    def class_cosines(self, cosines):
+        """(B, n·K) → (B, n) float32: the cosine to each class's nearest sub-centre."""
+        classes = cosines.shape[1] // self.sub_centers
+        return ops.max(ops.reshape(cosines, (-1, classes, self.sub_centers)), axis=2)
 
     def get_config(self):
         return {**super().get_config(), "sub_centers": self.sub_centers}

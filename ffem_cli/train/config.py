@@ -56,6 +56,7 @@ class TrainConfig:
     loss: str = "l2-softmax"
     loss_options: dict[str, Any] = field(default_factory=dict)
     miner: str = ""
+    sample_rate: float = 1.0  # Partial FC: fraction of the class centres per step (margin heads)
     # optimisation
     optimizer: str = "adam"
     lr: float = 1e-4
@@ -63,6 +64,8 @@ class TrainConfig:
     nesterov: bool = True  # sgd only
     weight_decay: float = 0.0  # adamw: decoupled; sgd/adam: Keras weight_decay
     clipnorm: float = 0.0  # 0 = no gradient clipping
+    head_lr_mult: float = 1.0  # the loss head's learning rate = lr × this
+    head_weight_decay: float = -1.0  # the loss head's decoupled weight decay; < 0 = weight_decay
     schedule: str = "constant"
     warmup_epochs: float = 0.0
     decay_epochs: list[int] = field(default_factory=list)  # step schedule boundaries
@@ -183,6 +186,10 @@ def validate(config: TrainConfig) -> None:
                  "classes_per_batch", "head_l2", "decay_every"):
         if getattr(config, name) < 0:
             raise FfemError(f"{name.replace('_', '-')} must not be negative, got {getattr(config, name)}")
+    if not 0.0 < config.sample_rate <= 1.0:
+        raise FfemError(f"sample-rate must be in (0, 1], got {config.sample_rate}")
+    if not config.head_lr_mult > 0:
+        raise FfemError(f"head-lr-mult must be positive, got {config.head_lr_mult}")
     if not config.lr > 0:
         raise FfemError(f"lr must be positive, got {config.lr}")
     if config.warmup_epochs < 0:

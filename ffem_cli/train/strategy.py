@@ -10,7 +10,8 @@
           ffem train --data packs/x --run runs/x --stage classifier
 
   Worker 0 (the chief) writes the run directory; the others write theirs to
-  a scratch folder that is deleted at the end.
+  a scratch folder that is deleted at the end. Every worker restores from
+  the run directory's checkpoints, so a job started again resumes.
 - several local devices (``--devices N``, default: every visible GPU) →
   ``MirroredStrategy``. On a CPU-only machine ``--devices N`` uses N logical
   CPU devices (only when they were configured before TensorFlow started;

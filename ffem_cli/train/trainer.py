@@ -29,6 +29,7 @@ from ffem_cli.hashing import file_sha256
 from ffem_cli.rundir import RunDir
 from ffem_cli.train import checkpoint, provenance, transfer
 from ffem_cli.train import config as config_module
+from ffem_cli.train import resume as resume_module
 from ffem_cli.train import strategy as strategy_module
 from ffem_cli.train.checkpoint import Position
 from ffem_cli.train.config import PAIR_LOSS_K, TrainConfig
@@ -106,7 +107,8 @@ def train(config: TrainConfig, run_path: str | Path, *, resume: bool = False, ar
             what = "identities with 2+ images" if pk else "images"
             raise FfemError(f"{config.data}: too few {what} for one batch of {config.batch_size}")
         with strategy.scope():
-            parts = _Parts(TrainingModel(embedder, loss_layer,
+            # Partial FC: no top-1 accuracy, which would need the full (B, C) logits it avoids
+            parts = _Parts(TrainingModel(embedder, loss_layer, track_accuracy=config.sample_rate == 1.0,
                                          margin_warmup_steps=round(config.margin_warmup_epochs * steps)),
                            embedder, loss_layer)
             _compile(parts, config, steps)
@@ -114,7 +116,9 @@ def train(config: TrainConfig, run_path: str | Path, *, resume: bool = False, ar
         target = run if chief else RunDir(tempfile.mkdtemp(prefix="ffem-worker-"))
         _write_run_toml(target, config, manifest, parts, strategy, argv)
         try:
-            return _loop(config, target, parts, strategy, steps, pk, halt_at_step, show_progress, sets, watch)
+            # every worker restores from the shared run directory's checkpoints (the chief's)
+            return _loop(config, target, parts, strategy, steps, pk, halt_at_step, show_progress, sets, watch,
+                         run.checkpoints)
         finally:
             if not chief:
                 shutil.rmtree(target.path, ignore_errors=True)
@@ -130,6 +134,7 @@ def _reconcile_with_existing_run(run: RunDir, config: TrainConfig, resume: bool)
     if run.config_path.is_file():
         stored = run.read_config().get("train", {})
         if resume:
+            resume_module.check_global_batch(stored, config.batch_size)
             return config  # the caller resolved it from the stored [train] table plus flags
         if config_module.resolve(stored) == config:
             err.print(f"{run.path}: continuing the run (same configuration)")
@@ -230,6 +235,8 @@ def _build(config: TrainConfig, num_classes: int) -> tuple[object, object]:
     options = dict(config.loss_options)
     if config.miner:
         options["miner"] = config.miner
+    if config.sample_rate < 1.0:
+        options["sample_rate"] = config.sample_rate
     loss_layer = build_loss(config.loss, num_classes, config.embedding_size, **options)
     loss_layer(ops.zeros((2, config.embedding_size)), ops.zeros((2,), "int32"))  # creates its weights
     return embedder, loss_layer
@@ -254,6 +261,7 @@ def _pk(config: TrainConfig, loss_layer, replicas: int) -> tuple[int, int] | Non
 
 
 def _compile(parts: _Parts, config: TrainConfig, steps: int) -> None:
+    from ffem_cli.train import head_optimizer
     from ffem_cli.train.model import build_optimizer
     from ffem_cli.train.schedules import WarmupDecay
 
@@ -268,6 +276,7 @@ def _compile(parts: _Parts, config: TrainConfig, steps: int) -> None:
     optimizer = build_optimizer(config.optimizer, schedule, momentum=config.momentum, nesterov=config.nesterov,
                                 weight_decay=config.weight_decay, clipnorm=config.clipnorm,
                                 grad_accum=config.grad_accum)
+    head_optimizer.configure(optimizer, parts.loss_layer, config)
     parts.model.compile(optimizer=optimizer, jit_compile=config.xla)
     parts.optimizer = parts.model.optimizer  # a LossScaleOptimizer under mixed_float16
     parts.optimizer.build(parts.model.trainable_variables)
@@ -296,15 +305,23 @@ def _write_run_toml(run: RunDir, config: TrainConfig, manifest: dict, parts: _Pa
                   "head_l2": config.head_l2},
         "loss": {"name": config.loss, **loss_config},
         "provenance": previous.get("provenance") or provenance.collect(strategy_module.replica_devices(strategy), argv),
-        **({"resumed": previous.get("resumed", []) + [provenance.collect([], argv)["started"]]} if previous else {}),
+        **({"resumed": previous.get("resumed", []) + [resume_module.resumed_entry(
+            provenance.collect([], argv)["started"], strategy_module.replica_devices(strategy), config.batch_size,
+            _last_devices(previous))]} if previous else {}),
     })
+
+
+def _last_devices(previous: dict) -> list[str]:
+    """The devices of the latest start recorded in an existing ``run.toml``."""
+    entries = [e for e in previous.get("resumed", []) if isinstance(e, dict)]
+    return (entries[-1] if entries else previous.get("provenance", {})).get("devices", [])
 
 
 # ---------------------------------------------------------------- the loop
 
 
 def _loop(config: TrainConfig, run: RunDir, parts: _Parts, strategy, steps: int, pk, halt_at_step,
-          show_progress: bool, sets: list, watch) -> TrainResult:
+          show_progress: bool, sets: list, watch, restore_from: Path) -> TrainResult:
     """Epochs from the newest checkpoint on. An epoch ends with, in this order: its metrics line,
     the embedder (when kept), the checkpoint; a kill anywhere in between resumes from the
     previous checkpoint and redoes the epoch, whose metrics line then replaces the first."""
@@ -315,7 +332,7 @@ def _loop(config: TrainConfig, run: RunDir, parts: _Parts, strategy, steps: int,
     from ffem_cli.train.progress import StepMonitor
     from ffem_cli.train.val_callback import Validation
 
-    position = checkpoint.restore_latest(run.checkpoints, parts.model, parts.optimizer) or Position(0, 0, 0)
+    position = checkpoint.restore_latest(restore_from, parts.model, parts.optimizer) or Position(0, 0, 0)
     if position.step:
         err.print(f"resuming at step {position.step} (epoch {position.epoch + 1}, "
                   f"step {position.step_in_epoch} of {steps})")
