@@ -4,7 +4,6 @@ Every loss casts its inputs to float32 with :func:`as_float32` first, so a
 float16/bfloat16 embedder under mixed precision feeds a float32 loss.
 """
 
-import keras
 from keras import ops
 
 #: Squared-norm floor for :func:`l2_normalize` (norm floor 1e-3): a zero vector stays zero
@@ -54,7 +53,3 @@ def identity_masks(labels):
     eye = ops.cast(ops.eye(batch), "bool")
     return same, ops.logical_and(same, ops.logical_not(eye)), ops.logical_not(same)
 
-
-def serialize(obj):
-    """A Keras object's config dict (for nested objects in ``get_config``)."""
-    return keras.saving.serialize_keras_object(obj)
