@@ -74,3 +74,33 @@ def test_pair_lists_get_ten_folds(tmp_path):
     one_sided.write_text("1,a.jpg,b.jpg\n1,c.jpg,d.jpg\n")
     with pytest.raises(FfemError, match="same.csv: needs both same-person and different-person pairs"):
         read_pairs(one_sided)
+
+
+# Settings a TOML --config sets but no flag does (each one deliberately).
+TOML_ONLY = {"clipnorm", "nesterov", "poly_power"}
+
+
+def test_train_flags_and_config_fields_agree(monkeypatch):
+    """Every flag of `ffem train` lands on a TrainConfig field, and every field has a flag or is TOML-only."""
+    import dataclasses
+
+    from typer.testing import CliRunner
+
+    from ffem_cli.cli import app
+    from ffem_cli.train import config as config_module
+
+    captured = {}
+
+    class Captured(Exception):
+        pass
+
+    def capture(run, resume, config, flags):
+        captured.update(flags)
+        raise Captured
+
+    monkeypatch.setattr(config_module, "for_run", capture)
+    result = CliRunner().invoke(app, ["train", "--run", "r", "--data", "p"])
+    assert isinstance(result.exception, Captured)
+    fields = {field.name for field in dataclasses.fields(config_module.TrainConfig)}
+    assert set(captured) <= fields, sorted(set(captured) - fields)
+    assert fields - set(captured) == TOML_ONLY
