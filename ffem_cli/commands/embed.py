@@ -64,8 +64,9 @@ def _embedder_for(gallery, run: Path | None, model: Path | None, detect: bool):
             raise FfemError(f"the gallery's model {recorded} is not there any more; give --run or --model")
         prep = gallery.metadata.get("preparation", {})
         return load_embedder(None, Path(recorded), image_size=prep.get("image_size"), detect=detect or prep.get("detect", False),
-                             flip=prep.get("flip", False))  # fmt: skip
-    return load_embedder(run, model, detect=detect, flip=gallery.metadata.get("preparation", {}).get("flip", False))
+                             flip=prep.get("flip", False), flip_mode=prep.get("flip_mode", "sum"))  # fmt: skip
+    prep = gallery.metadata.get("preparation", {})
+    return load_embedder(run, model, detect=detect, flip=prep.get("flip", False), flip_mode=prep.get("flip_mode", "sum"))
 
 
 def search(
