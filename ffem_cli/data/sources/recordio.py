@@ -112,7 +112,7 @@ class RecordIOSource(Source):
             i = past[0]
             raise FfemError(
                 f"{self.idx}: key {keys[i]} points at byte {offsets[i]}, past the end of "
-                f"{self.rec.name} ({size} bytes)"
+                f"{self.rec.name} ({size} bytes): the .rec is truncated or the idx is not its own"
             )
         with open(self.rec, "rb") as handle:
             fd = handle.fileno()
