@@ -34,6 +34,9 @@ def detect(
     resume: bool = typer.Option(False, "--resume", help="Skip images an earlier (interrupted) run already listed or rejected."),
     rejects: Path | None = typer.Option(None, help="Where to list rejected images [default: <output stem>.rejects.json]."),
     workers: int = typer.Option(4, help="Threads decoding images ahead of the detector."),
+    depth: int = typer.Option(
+        1, "--depth", help="2 for ROOT/<group>/<identity>/<image> (RFW, BUPT): the group is kept for pack --groups."
+    ),
 ) -> None:
     """Find one face per photo with MTCNN and write the image list.
 
@@ -51,7 +54,9 @@ def detect(
         batch_size=batch_size, min_face_size=min_face_size, thresholds=parse_thresholds(threshold), workers=workers
     )
     with progress_updates("detect", unit="img") as progress:
-        summary = detect_folder(root, output, options, resume=resume, rejects_path=rejects, progress=progress)
+        summary = detect_folder(
+            root, output, options, resume=resume, rejects_path=rejects, progress=progress, depth=depth
+        )
 
     table = Table(title=f"ffem detect: {root}", show_header=False)
     table.add_column(style="bold")
