@@ -15,7 +15,7 @@ import typer
 from rich.text import Text
 
 from ffem_cli import __version__
-from ffem_cli.commands import detect, embed, evaluate, export, models, pack, train
+from ffem_cli.commands import convert, detect, embed, evaluate, export, inspect, models, pack, train
 from ffem_cli.console import err, filter_native_logs
 from ffem_cli.errors import FfemError
 
@@ -64,7 +64,7 @@ def main_callback(
     """Face Feature Embedding Module."""
 
 
-register(app, detect.detect, pack.pack, train.train)
+register(app, detect.detect, convert.convert, pack.pack, inspect.inspect, train.train)
 evaluate_app = typer.Typer(help="Evaluate an embedding model: RFW, LFW, pair lists, labelled folders.", no_args_is_help=True)
 register(evaluate_app, *evaluate.COMMANDS)
 app.add_typer(evaluate_app, name="eval")
