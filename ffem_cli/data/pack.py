@@ -123,7 +123,12 @@ def tfrecord_frame(payload: bytes) -> bytes:
     )
 
 
+_ONE_BYTE = [bytes((value,)) for value in range(0x80)]
+
+
 def _varint(value: int) -> bytes:
+    if 0 <= value < 0x80:
+        return _ONE_BYTE[value]
     value &= (1 << 64) - 1
     out = bytearray()
     while True:
@@ -140,20 +145,32 @@ def _delimited(field_number: int, payload: bytes) -> bytes:
     return _varint(field_number << 3 | 2) + _varint(len(payload)) + payload
 
 
+def _bytes_feature_head(key_field: bytes, size: int) -> bytes:
+    """Everything of one ``{key: BytesList[value]}`` map entry that precedes a ``size``-byte value.
+
+    The value itself is not copied into nested messages: each level's length
+    is computed from the sizes, and the caller joins head and value once.
+    """
+    value_head = b"\x0a" + _varint(size)  # BytesList.value
+    list_head = b"\x0a" + _varint(len(value_head) + size)  # Feature.bytes_list
+    feature_size = len(list_head) + len(value_head) + size
+    feature_head = b"\x12" + _varint(feature_size)  # entry.value
+    entry_size = len(key_field) + len(feature_head) + feature_size
+    return b"\x0a" + _varint(entry_size) + key_field + feature_head + list_head + value_head
+
+
+_ENCODED_KEY = _delimited(1, b"image/encoded")
+_PATH_KEY = _delimited(1, b"image/path")
+
+
 def encode_example(encoded: bytes, label: int, path: str) -> bytes:
     """A serialized ``tf.train.Example`` with the three pack features (protobuf wire format)."""
-
-    def feature_entry(key: str, feature: bytes) -> bytes:
-        return _delimited(1, _delimited(1, key.encode()) + _delimited(2, feature))
-
-    bytes_feature = lambda value: _delimited(1, _delimited(1, value))  # noqa: E731 - BytesList
-    int64_feature = _delimited(3, _delimited(1, _varint(label)))  # Int64List, packed
-    features = (
-        feature_entry("image/encoded", bytes_feature(encoded))
-        + feature_entry("image/label", int64_feature)
-        + feature_entry("image/path", bytes_feature(path.encode()))
-    )
-    return _delimited(1, features)
+    path_bytes = path.encode()
+    encoded_head = _bytes_feature_head(_ENCODED_KEY, len(encoded))
+    label_entry = _delimited(1, _delimited(1, b"image/label") + _delimited(2, _delimited(3, _delimited(1, _varint(label)))))
+    path_head = _bytes_feature_head(_PATH_KEY, len(path_bytes))
+    size = len(encoded_head) + len(encoded) + len(label_entry) + len(path_head) + len(path_bytes)
+    return b"".join((b"\x0a", _varint(size), encoded_head, encoded, label_entry, path_head, path_bytes))
 
 
 # ---------------------------------------------------------------- settings and plan
@@ -305,7 +322,7 @@ def write_shard(job: _ShardJob, report: Callable[[int], None] | None = None) -> 
     if report is not None and pending:
         report(pending)
     result.sha256 = digest.hexdigest()
-    _write_done(job.path, asdict(result))
+    _write_done(job.path, vars(result))  # not asdict: it deep-copies every list
     return result
 
 
