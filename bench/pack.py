@@ -330,7 +330,7 @@ def main() -> None:
             processes_part(Path(tmp), args.rounds)
         if args.part in ("all", "recordio"):
             records = args.records or (20_000 if args.quick else 1_000_000)
-            recordio_part(Path(tmp), records, args.subset or min(2000, records // 20))
+            recordio_part(Path(tmp), records, args.subset or min(5000, records // 40))
         print(f"load average now {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     if args.part in ("all", "inprocess"):
         in_process_part(count, args.rounds)
