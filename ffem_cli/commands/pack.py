@@ -38,7 +38,7 @@ def pack(
     seed: int | None = typer.Option(
         None,
         "--seed",
-        help="Seed of the shard shuffle [default 0]; with --identities, picks a random N.",
+        help="Seed of the shard shuffle (0 when not given); with --identities, picks a random N.",
     ),
     crops: bool = typer.Option(
         False, "--crops", help="Folder SOURCEs are face crops: the whole image is the face."

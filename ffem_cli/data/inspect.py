@@ -73,6 +73,7 @@ def inspect_path(path: Path, root: Path | None = None, crops: bool = False) -> I
 
 
 def _read_manifest(folder: Path) -> dict:
+    """The manifest as a dict (not ``data.pipeline.read_manifest``: that module imports TensorFlow)."""
     try:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
