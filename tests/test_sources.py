@@ -284,3 +284,24 @@ def test_recordio_reader_rejects_split_records(tmp_path):
     (folder / "train.rec").write_bytes(bytes(data))
     result = run("pack", folder, "-o", tmp_path / "p")
     assert "is split over several parts" in error_line(result)
+
+
+def test_depth_2_image_list_is_shaped_by_group_and_merged_with_recordio(recordio, tmp_path):
+    list_path, root = _list(
+        tmp_path, {"African/m1/1.jpg": (0, (10, 10, 90, 90)), "Asian/m2/1.jpg": (1, (10, 10, 90, 90))}
+    )
+    entries = json.loads(list_path.read_text())
+    entries["African/m1/1.jpg"]["group"], entries["Asian/m2/1.jpg"]["group"] = "African", "Asian"
+    list_path.write_text(json.dumps(entries))
+    (tmp_path / "label_map.json").write_text(json.dumps({"African/m1": 0, "Asian/m2": 1}))
+    result = run("pack", list_path, "--root", root, "-o", tmp_path / "p", "--groups", "Asian", "--shards", "1")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "p" / "manifest.json").read_text())
+    assert manifest["label_map"] == {"Asian/m2": 0} and manifest["label_groups"] == ["Asian"]
+    result = run("pack", list_path, recordio, "--root", root, "-o", tmp_path / "q", "--shards", "1",
+                 "--identities", "3", "--seed", "1")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "q" / "manifest.json").read_text())
+    assert manifest["num_classes"] == 3 and manifest["shaping"]["identities"] == 3
+    assert {s["format"] for s in manifest["sources"]} == {"image-list", "insightface-recordio"}
+    assert all("/" in name for name in manifest["label_map"])  # prefixed by their source
