@@ -11,6 +11,12 @@ warmed up, not timed), in the same process, one after the other:
 It prints both rates, their ratio (goal: ffem >= 2x the loop), the decode
 rate alone, and how often the two agree on the kept face (IoU > 0.5).
 
+Then ``ffem eval folder --detect`` (``evaluate.folder.evaluate_folder`` with
+``--detect``, no cache, a tiny untrained 112 px embedder so that the model's
+own cost stays small) runs on the same images with the same warmed MTCNN:
+its images/s beside ``ffem detect``'s (goal >= 0.8), and how often both keep
+the same face.
+
     .venv/bin/python bench/detect.py            # 200 images
     .venv/bin/python bench/detect.py --quick    # 48 images
 """
@@ -23,6 +29,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -63,7 +71,9 @@ def main() -> None:
     options = detect.DetectOptions(batch_size=args.batch_size)
 
     started = time.perf_counter()
-    detector = detect.make_detector()
+    from ffem_cli.inference.detection import shared_detector
+
+    detector = shared_detector()  # the MTCNN that ffem eval --detect uses too
     warm = read_rgb(paths[0])
     detector.detect_faces(warm)
     detect.detect_batch(detector, [warm] * min(options.batch_size, 4), options)
@@ -104,6 +114,41 @@ def main() -> None:
     )
     print(f"ratio ffem / loop: {ffem_rate / loop_rate:.2f}x (goal >= 2x)")
     print(f"same kept face (IoU > 0.5): {agree} of {len(loop_boxes)} images the loop found a face in")
+    bench_eval_detect(paths, detector, ffem_rate, entries)
+
+
+def bench_eval_detect(paths: list[Path], detector, detect_rate: float, entries: dict) -> None:
+    """``ffem eval folder --detect`` on the same images and MTCNN, beside ``ffem detect``'s rate."""
+    import keras
+
+    from ffem_cli.evaluate.embedding import Embedder, FacePrep
+    from ffem_cli.evaluate.folder import evaluate_folder
+    from ffem_cli.inference import detection
+    from ffem_cli.models import build_embedder
+
+    assert detection.shared_detector() is detector  # the warmed MTCNN that ffem detect got
+    keras.utils.set_random_seed(0)
+    model = build_embedder("tiny", pooling="gap", embedding_size=128, input_size=112)
+    model.predict_on_batch(np.zeros((64, 112, 112, 3), np.float32))  # warm up, not timed
+    embedder = Embedder(model, "bench", FacePrep(image_size=112, detect=True), "tiny untrained embedder")
+    kept = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "photos"
+        for path in paths:
+            (root / path.parent.name).mkdir(parents=True, exist_ok=True)
+            (root / path.parent.name / path.name).symlink_to(path)
+        started = time.perf_counter()
+        report = evaluate_folder(embedder, root, Path(tmp) / "report", cache_dir=None)
+        seconds = time.perf_counter() - started
+        for index, _image, found in detection.detect_images([root / rel for rel in entries], detector=detector):
+            if found is not None:
+                kept[list(entries)[index]] = found[0]
+    rate = len(paths) / seconds
+    same = sum(1 for rel, box in kept.items() if tuple(box) == tuple(entries[rel].box))
+    print(f"ffem eval folder --detect (tiny embedder): {rate:8.1f} images/s ({seconds:.1f} s, "
+          f"{report['images'] - report['images_without_face']} with a face)")  # fmt: skip
+    print(f"ratio eval --detect / ffem detect: {rate / detect_rate:.2f} (goal >= 0.8); "
+          f"same box as ffem detect's list: {same} of {len(entries)}")  # fmt: skip
 
 
 if __name__ == "__main__":

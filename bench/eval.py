@@ -10,8 +10,16 @@ memory (tracemalloc peak of the search's own allocations, and the process's
 peak RSS). The full run also searches a 1M x 512 gallery with 4096 queries to
 show the memory bound, and compares faiss (``IndexFlatIP``) when importable.
 
+Search at a million (``--million``, also part of the full run): on a
+1,000,000 x 512 float32 gallery, the single-query latency (median of 30
+queries, top-5) and the 1,000-query throughput (queries/s, top-5) of
+``evaluate.search.topk_search``, beside faiss's exact ``IndexFlatIP`` on the
+same vectors in the same run (``pip install faiss-cpu``, the ``bench``
+extra). Goals: throughput >= faiss flat, latency <= 50 ms on 2 cores.
+
     .venv/bin/python bench/eval.py            # 10k, 100k, 1M-gallery
     .venv/bin/python bench/eval.py --quick    # 10k only
+    .venv/bin/python bench/eval.py --million  # the 1M latency / throughput comparison only
 """
 
 from __future__ import annotations
@@ -72,12 +80,19 @@ def bench_recall(n: int) -> dict:
             "peak_mib": peak / 2**20, "blocks": (q_block, g_block)}  # fmt: skip
 
 
-def bench_million(queries: int = 4096, gallery_size: int = 1_000_000) -> dict:
+def million_gallery(gallery_size: int = 1_000_000) -> np.ndarray:
+    """``gallery_size`` random unit 512-d float32 vectors (seeded)."""
     rng = np.random.default_rng(7)
     gallery = np.empty((gallery_size, DIM), dtype=np.float32)
     for start in range(0, gallery_size, 100_000):  # fill in chunks to keep the float64 temporaries small
         chunk = rng.standard_normal((min(100_000, gallery_size - start), DIM), dtype=np.float32)
         gallery[start : start + len(chunk)] = chunk / np.linalg.norm(chunk, axis=1, keepdims=True)
+    return gallery
+
+
+def bench_million(gallery: np.ndarray, queries: int = 4096) -> dict:
+    rng = np.random.default_rng(8)
+    gallery_size = len(gallery)
     q = gallery[:queries] + 0.05 * rng.standard_normal((queries, DIM), dtype=np.float32)
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     tracemalloc.start()
@@ -88,6 +103,52 @@ def bench_million(queries: int = 4096, gallery_size: int = 1_000_000) -> dict:
     tracemalloc.stop()
     return {"gallery_gib": gallery.nbytes / 2**30, "seconds": seconds, "gflops": 2.0 * queries * gallery_size * DIM / seconds / 1e9,
             "search_peak_mib": peak / 2**20, "found_self": float(np.mean(indices[:, 0] == np.arange(queries)))}  # fmt: skip
+
+
+def noisy_queries(gallery: np.ndarray, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(gallery), count, replace=False)
+    q = gallery[picks] + 0.05 * rng.standard_normal((count, DIM), dtype=np.float32)
+    return q / np.linalg.norm(q, axis=1, keepdims=True), picks
+
+
+def latency_and_throughput(search, gallery: np.ndarray, singles: int = 30, batch: int = 1000) -> dict:
+    """Median single-query seconds and queries/s of a batch for ``search(queries) -> indices (Q, 5)``."""
+    single_q, single_truth = noisy_queries(gallery, singles, seed=11)
+    search(single_q[:1])  # warm up
+    times = []
+    found = 0
+    for q, truth in zip(single_q, single_truth, strict=True):
+        start = time.perf_counter()
+        indices = search(q[None])
+        times.append(time.perf_counter() - start)
+        found += int(indices[0, 0] == truth)
+    batch_q, batch_truth = noisy_queries(gallery, batch, seed=12)
+    start = time.perf_counter()
+    indices = search(batch_q)
+    seconds = time.perf_counter() - start
+    found += int(np.sum(indices[:, 0] == batch_truth))
+    return {"latency_ms": 1000 * float(np.median(times)), "qps": batch / seconds, "found": found / (singles + batch)}
+
+
+def bench_million_search(gallery: np.ndarray) -> None:
+    """ffem's topk_search vs faiss IndexFlatIP on the same 1M x 512 gallery: latency and throughput."""
+    ffem = latency_and_throughput(lambda q: topk_search(q, gallery, 5)[1], gallery)
+    print(f"1M x {DIM} gallery, top-5, ffem topk_search (float32 BLAS blocks + argpartition): "
+          f"single query {ffem['latency_ms']:.1f} ms (median of 30), 1,000 queries {ffem['qps']:.1f} queries/s, "
+          f"true match first {ffem['found']:.3f}")  # fmt: skip
+    try:
+        import faiss
+    except ImportError:
+        print("  faiss: not installed (pip install faiss-cpu, or the bench extra, to compare)")
+        return
+    index = faiss.IndexFlatIP(DIM)
+    index.add(gallery)
+    other = latency_and_throughput(lambda q: index.search(q, 5)[1], gallery)
+    print(f"  faiss {faiss.__version__} IndexFlatIP ({faiss.omp_get_max_threads()} threads): single query "
+          f"{other['latency_ms']:.1f} ms, 1,000 queries {other['qps']:.1f} queries/s, true match first {other['found']:.3f}")  # fmt: skip
+    print(f"  throughput ffem / faiss: {ffem['qps'] / other['qps']:.2f} (goal >= 1); "
+          f"latency ffem {ffem['latency_ms']:.1f} ms (goal <= 50 ms), faiss / ffem latency {other['latency_ms'] / ffem['latency_ms']:.2f}")  # fmt: skip
 
 
 def bench_faiss(n: int) -> dict | None:
@@ -110,7 +171,12 @@ def bench_faiss(n: int) -> dict | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="10k only")
+    parser.add_argument("--million", action="store_true", help="only the 1M-gallery latency / throughput comparison")
     args = parser.parse_args()
+    if args.million:
+        print(f"ffem search at a million: {DIM}-d float32, {os.cpu_count()} CPUs, numpy {np.__version__}")
+        bench_million_search(million_gallery())
+        return
     sizes = [10_000] if args.quick else [10_000, 100_000]
     print(f"ffem search benchmark: {DIM}-d float32, {os.cpu_count()} CPUs, numpy {np.__version__}")
     q_block, g_block = _block_sizes(sizes[-1], sizes[-1], DEFAULT_BLOCK_BYTES)
@@ -131,7 +197,9 @@ def main() -> None:
             print(f"  faiss IndexFlatIP, N={n:,}: {f['seconds']:.2f} s (recall@1 {f['recall@1']:.4f}) = "
                   f"{r['seconds'] / f['seconds']:.2f} x ffem's speed")  # fmt: skip
     if not args.quick:
-        m = bench_million()
+        gallery = million_gallery()
+        bench_million_search(gallery)
+        m = bench_million(gallery)
         print(f"1M x {DIM} gallery ({m['gallery_gib']:.2f} GiB), 4096 queries, top-5: {m['seconds']:.1f} s, "
               f"{m['gflops']:.1f} GFLOP/s, search peak {m['search_peak_mib']:.0f} MiB beyond the gallery, "
               f"self found first {m['found_self']:.3f}")  # fmt: skip

@@ -64,7 +64,7 @@ from sklearn.utils.extmath import randomized_svd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ffem_cli import atomic, realdata  # noqa: E402
-from ffem_cli.data.image_list import FaceEntry, write_image_list, write_label_map  # noqa: E402
+from ffem_cli.data.image_list import FaceEntry, label_map_path, write_image_list, write_label_map  # noqa: E402
 from ffem_cli.evaluate import metrics, plots  # noqa: E402
 from ffem_cli.evaluate.embedding import Embedder, FacePrep, FaceSource, load_embedder, prepare_face  # noqa: E402
 from ffem_cli.evaluate.lfw import LFW_FACE_BOX, image_dir  # noqa: E402
@@ -269,7 +269,7 @@ def main() -> int:
     entries, label_map = people_image_list(people, FACE_BOX)
     list_path = output / "image_list.json"
     write_image_list(list_path, entries)
-    write_label_map(list_path.parent / "label_map.json", label_map)
+    write_label_map(label_map_path(list_path), label_map)
     print(f"peopleDevTrain: {len(people)} people; {len(label_map)} with 2+ images used "
           f"({len(entries)} images); box {FACE_BOX}, crop margin {recipe.crop_margin}; output {output}")
 

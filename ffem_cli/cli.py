@@ -15,7 +15,21 @@ import typer
 from rich.text import Text
 
 from ffem_cli import __version__
-from ffem_cli.commands import convert, detect, embed, evaluate, export, inspect, models, pack, train
+from ffem_cli.commands import (
+    calibrate,
+    convert,
+    detect,
+    embed,
+    evaluate,
+    export,
+    gallery,
+    inspect,
+    models,
+    pack,
+    pairs,
+    train,
+    verify,
+)
 from ffem_cli.console import err, filter_native_logs
 from ffem_cli.errors import FfemError
 
@@ -68,7 +82,8 @@ register(app, detect.detect, convert.convert, pack.pack, inspect.inspect, train.
 evaluate_app = typer.Typer(help="Evaluate an embedding model: RFW, LFW, pair lists, labelled folders.", no_args_is_help=True)
 register(evaluate_app, *evaluate.COMMANDS)
 app.add_typer(evaluate_app, name="eval")
-register(app, export.export, embed.embed, embed.search, embed.map_command, models.models)
+register(app, export.export, calibrate.calibrate, verify.verify, pairs.pairs, embed.embed, embed.search,
+         gallery.gallery, embed.map_command, models.models)
 
 
 def main() -> None:

@@ -4,25 +4,58 @@ An *identity folder* is ``ROOT/<identity>/<image>``: one sub-folder per
 person, images directly inside it. Labels are ``0..N-1`` in sorted order of
 the identity names. Files nested deeper than one level are an error (the
 layout would be ambiguous); other files (``.txt``, hidden files) are ignored.
+
+Reading is guarded, for every command alike:
+
+* ``path_under`` is the one input-path rule: a path must stay inside its
+  root (no absolute path, no ``..``, no symlink whose target leaves the
+  root unless ``follow_symlinks``); a broken link reads as ``missing``, a
+  link loop as ``symlink-loop``.
+* an image whose header claims more than ``max_pixels`` (default
+  ``DEFAULT_MAX_PIXELS``, ~179 megapixels, Pillow's own bomb limit; the
+  ``--max-pixels`` of ``ffem detect``) is rejected as ``too-large`` before
+  anything is decoded. That check replaces Pillow's (``Image.MAX_IMAGE_PIXELS``
+  is lifted when this module loads), so no raw ``DecompressionBombWarning``
+  reaches the console;
+* 16-bit greyscale PNGs are scaled to 8 bits (``value / 257``), not clipped.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
+import math
+import os
+import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from ffem_cli.errors import FfemError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+DEFAULT_MAX_PIXELS = 2 * 89_478_485  # the threshold of Pillow's DecompressionBombError
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+Image.MAX_IMAGE_PIXELS = None  # ``max_pixels`` decides instead, before decoding
 
 
 def is_image_file(path: Path) -> bool:
     """True for a visible file whose suffix is an image extension (any case)."""
     return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def is_image_name(path: Path) -> bool:
+    """True for a visible name with an image extension that is a file or a symlink (even broken or looping)."""
+    return (
+        not path.name.startswith(".")
+        and path.suffix.lower() in IMAGE_EXTENSIONS
+        and (path.is_symlink() or path.is_file())
+    )
 
 
 @dataclass(frozen=True)
@@ -53,6 +86,8 @@ def scan_identity_folder(root: str | Path, depth: int = 1) -> IdentityFolder:
     Errors (``FfemError``): ``root`` missing or not a folder, no identity
     sub-folders, no images at all, or an image nested deeper than the layout.
     Identity folders without images are skipped (they get no label).
+    Symlinked images are listed even when broken or looping, so that
+    reading them reports why (``path_under``, ``open_rgb``).
     """
     root = Path(root)
     if not root.is_dir():
@@ -70,7 +105,7 @@ def scan_identity_folder(root: str | Path, depth: int = 1) -> IdentityFolder:
                     raise FfemError(
                         f"{nested.relative_to(root).as_posix()}: images must sit directly in {layout}, not deeper"
                     )
-            elif is_image_file(item):
+            elif is_image_name(item):
                 files.append(f"{name}/{item.name}")
         if files:
             identities[name] = files
@@ -96,40 +131,150 @@ class ImageReadError(Exception):
         self.detail = detail
 
 
-def open_rgb(path: str | Path) -> Image.Image:
-    """Decode an image file to an RGB PIL image (pixels loaded, file closed).
+def is_utf8_name(rel: str) -> bool:
+    """False for a path holding bytes that are not UTF-8 (Python keeps them as lone surrogates)."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
-    Grayscale, palette and RGBA images are converted to RGB (alpha dropped);
-    EXIF orientation is applied. Raises ``ImageReadError`` with reason
-    ``missing`` or ``corrupt``. Pack crops PIL images directly, which saves
-    two full-image copies per photo over ``read_rgb``.
+
+def shown_name(rel: str) -> str:
+    """``rel`` with its non-UTF-8 bytes written as ``\\xNN`` (for the rejects file)."""
+    return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def path_under(root: str | Path, rel: str, follow_symlinks: bool = False) -> Path:
+    """``root / rel``, checked to stay inside ``root``; the input-path rule of every command.
+
+    ``rel`` must be relative without ``..``; unless ``follow_symlinks``, its
+    real path (symlinks resolved) must lie inside the real path of ``root``.
+    Raises ``ImageReadError`` with reason ``outside-root`` (``bad-name`` for a NUL character).
+    """
+    if "\0" in rel:
+        raise ImageReadError(Path(root), "bad-name", f"the path {rel!r} holds a NUL character")
+    path = Path(root) / rel
+    posix = PurePosixPath(rel)
+    if posix.is_absolute() or Path(rel).is_absolute() or ".." in posix.parts:
+        raise ImageReadError(path, "outside-root", "the path must be relative to ROOT, without '..'")
+    if not follow_symlinks:
+        real_root = os.path.realpath(root)
+        real = os.path.realpath(path)
+        if os.path.commonpath([real_root, real]) != real_root:
+            raise ImageReadError(path, "outside-root", f"a symlink to {real}, outside ROOT (--follow-symlinks allows it)")
+    return path
+
+
+EXIF_ORIENTATION = 0x0112
+SWAPPED_ORIENTATIONS = (5, 6, 7, 8)  # EXIF rotations by 90 degrees: width and height swap
+
+
+def image_size(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, data: bytes | None = None) -> tuple[int, int]:
+    """``(width, height)`` of an image as ``read_rgb`` returns it (EXIF rotation applied), header only.
+
+    With ``data`` the header of those encoded bytes (a RecordIO or TFRecord
+    record) is read and ``path`` only names them in errors. Raises
+    ``ImageReadError`` like ``open_rgb`` (a header over ``max_pixels`` is ``too-large``).
     """
     path = Path(path)
+    with _read_errors(path), _open(path, data) as image:
+        width, height = image.size
+        _check_pixels(path, width, height, max_pixels)
+        # A PNG's getexif() decodes all pixels to look for an eXIf chunk after
+        # them: only an eXIf chunk before the pixels is read here.
+        header_exif = image.format in ("JPEG", "TIFF", "WEBP") or (image.format == "PNG" and "exif" in image.info)
+        if header_exif and image.getexif().get(EXIF_ORIENTATION) in SWAPPED_ORIENTATIONS:
+            width, height = height, width
+    return width, height
+
+
+def _open(path: Path, data: bytes | None) -> Image.Image:
+    """The lazily opened image of ``data`` if given, else of the regular file ``path``."""
+    return Image.open(io.BytesIO(data)) if data is not None else Image.open(_regular_file(path))
+
+
+def _regular_file(path: Path) -> Path:
+    """``path`` if it is a regular file: a FIFO or a device would block or never end."""
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise ImageReadError(path, "corrupt", "not a regular file")
+    return path
+
+
+def _check_pixels(path: Path, width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise ImageReadError(path, "too-large", f"{width}x{height} = {width * height:,} pixels, over --max-pixels {max_pixels:,}")
+
+
+@contextlib.contextmanager
+def _read_errors(path: Path) -> Iterator[None]:
+    """Turn what reading ``path`` may raise into ``ImageReadError`` with a reason."""
     try:
-        image = Image.open(path)
+        yield
+    except FileNotFoundError as exc:
+        detail = f"broken symlink to {os.readlink(path)}" if path.is_symlink() else "no such file"
+        raise ImageReadError(path, "missing", detail) from exc
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ImageReadError(path, "symlink-loop", "a symlink that points back to itself") from exc
+        raise ImageReadError(path, "corrupt", str(exc).split("\n")[0] or type(exc).__name__) from exc
+    except (SyntaxError, ValueError) as exc:
+        raise ImageReadError(path, "corrupt", str(exc).split("\n")[0] or type(exc).__name__) from exc
+
+
+def open_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None) -> Image.Image:
+    """Decode an image file to an RGB PIL image (pixels loaded, file closed).
+
+    Grayscale, palette and RGBA images are converted to RGB (alpha dropped),
+    16-bit greyscale scaled to 8 bits; EXIF orientation is applied. With
+    ``max_side`` the image is shrunk (JPEG: decoded at a reduced scale) so
+    that its longer side is at most ``max_side`` pixels. Raises
+    ``ImageReadError`` with reason ``missing``, ``too-large`` (header over
+    ``max_pixels``), ``symlink-loop`` or ``corrupt``. Pack crops PIL images
+    directly, which saves two full-image copies per photo over ``read_rgb``.
+    """
+    return _load(Path(path), None, max_pixels, max_side)
+
+
+def decode_rgb(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """``open_rgb`` for encoded image bytes (from a RecordIO or TFRecord); ``name`` for errors."""
+    return _load(Path(name), data, max_pixels, None)
+
+
+def _load(path: Path, data: bytes | None, max_pixels: int, max_side: int | None) -> Image.Image:
+    with _read_errors(path):
+        image = _open(path, data)
+        width, height = image.size
+        if width * height > max_pixels:
+            image.close()
+            _check_pixels(path, width, height, max_pixels)
+        if max_side is not None and max(width, height) > max_side:
+            scale = max_side / max(width, height)
+            image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
         image.load()  # reads the pixels and closes the file of a single-frame image
         ImageOps.exif_transpose(image, in_place=True)
-        return image if image.mode == "RGB" else image.convert("RGB")
-    except FileNotFoundError as exc:
-        raise ImageReadError(path, "missing", "no such file") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageReadError(path, "corrupt", str(exc).split("\n")[0]) from exc
+        if max_side is not None and max(image.size) > max_side:
+            image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+        return _to_rgb(image)
 
 
-def decode_rgb(data: bytes, name: str) -> Image.Image:
-    """``open_rgb`` for encoded image bytes (from a RecordIO or TFRecord); ``name`` for errors."""
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-        ImageOps.exif_transpose(image, in_place=True)
-        return image if image.mode == "RGB" else image.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageReadError(Path(name), "corrupt", str(exc).split("\n")[0]) from exc
+def read_image_bytes(path: str | Path) -> bytes:
+    """The encoded bytes of the image file ``path``, undecoded; ``ImageReadError`` like ``open_rgb``."""
+    path = Path(path)
+    with _read_errors(path):
+        return _regular_file(path).read_bytes()
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in SIXTEEN_BIT_MODES:
+        wide = np.asarray(image, dtype=np.float64)
+        image = Image.fromarray(np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8), mode="L")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def read_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None) -> np.ndarray:
     """``open_rgb`` as an RGB ``uint8`` array of shape ``(H, W, 3)``."""
-    return np.asarray(open_rgb(path), dtype=np.uint8)
+    return np.asarray(open_rgb(path, max_pixels, max_side), dtype=np.uint8)
 
 
 def jpeg_size(data: bytes) -> tuple[int, int] | None:

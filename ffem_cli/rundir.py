@@ -75,6 +75,8 @@ class RunDir:
             return tomllib.loads(self.config_path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise FfemError(f"{self.config_path}: malformed TOML ({exc})") from exc
+        except UnicodeDecodeError as exc:
+            raise FfemError(f"{self.config_path}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8") from None
 
     def write_config(self, config: dict[str, Any]) -> None:
         """Atomically write ``run.toml`` (``None`` values are dropped: TOML has no null)."""

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# `ffem eval --model` caches embeddings there; keep the tests out of ~/.cache.
+os.environ.setdefault("FFEM_CACHE_DIR", tempfile.mkdtemp(prefix="ffem-test-cache-"))
 
 import pytest
 

@@ -47,5 +47,52 @@ def test_atomic_directory_replaces_only_when_complete(tmp_path):
     with pytest.raises(RuntimeError), atomic.atomic_directory(target) as staging:
         (staging / "b").write_text("2")
         raise RuntimeError("killed")
-    assert sorted(p.name for p in target.iterdir()) == ["a"]
+    assert sorted(p.name for p in target.iterdir()) == [atomic.OUTPUT_MARKER, "a"]
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_atomic_directory_refuses_a_folder_ffem_did_not_write(tmp_path):
+    user = tmp_path / "photos"
+    user.mkdir()
+    (user / "holiday.jpg").write_bytes(b"precious")
+    with pytest.raises(FfemError, match=r"photos: exists and was not written by ffem \(no \.ffem-output marker\)"):
+        with atomic.atomic_directory(user) as staging:
+            (staging / "report.json").write_text("{}")
+    assert (user / "holiday.jpg").read_bytes() == b"precious"
+    assert [p.name for p in tmp_path.iterdir()] == ["photos"]
+
+
+def test_an_ffem_folder_is_replaced_until_someone_adds_a_file(tmp_path):
+    target = tmp_path / "eval"
+    for _ in range(2):
+        with atomic.atomic_directory(target) as staging:
+            (staging / "report.json").write_text("{}")
+    (target / "notes.txt").write_text("mine")
+    with pytest.raises(FfemError, match=r"holds 'notes.txt' that ffem did not write there"):
+        atomic.check_owned(target)
+    assert (target / "notes.txt").read_text() == "mine"
+
+
+def test_files_and_the_working_folder_are_never_replaced(tmp_path, monkeypatch):
+    (tmp_path / "a.txt").write_text("x")
+    with pytest.raises(FfemError, match="exists and is not a folder"):
+        atomic.check_owned(tmp_path / "a.txt")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    for name in (".", str(work), str(tmp_path)):
+        with pytest.raises(FfemError, match="is the working folder"):
+            with atomic.atomic_directory(name):
+                pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "work"]
+    assert list(work.iterdir()) == []
+
+
+def test_a_path_below_a_file_or_through_a_symlink_is_refused_up_front(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FfemError, match="file/deeper/out: cannot be created, .*file is a file"):
+        atomic.check_owned(tmp_path / "file" / "deeper" / "out")
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with pytest.raises(FfemError, match="link: is a symlink"):
+        atomic.check_owned(tmp_path / "link")

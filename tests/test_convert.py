@@ -47,7 +47,7 @@ def test_vggface2_loose_boxes_and_landmarks(tmp_path):
     assert entries["n000002/0001_01.jpg"].box == (-10, 20, 90, 140)
     assert np.allclose(entries["n000002/0001_01.jpg"].landmarks, POINTS)
     assert entries["n000003/0002_01.jpg"].label == 1 and entries["n000003/0002_01.jpg"].landmarks is None
-    assert json.loads((tmp_path / "out" / "label_map.json").read_text()) == {"n000002": 0, "n000003": 1}
+    assert json.loads((tmp_path / "out" / "image_list.label_map.json").read_text()) == {"n000002": 0, "n000003": 1}
 
 
 def test_rfw_landmarks_give_boxes_groups_and_keys(tmp_path):
@@ -60,7 +60,7 @@ def test_rfw_landmarks_give_boxes_groups_and_keys(tmp_path):
     entries = load_image_list(tmp_path / "image_list.json")
     entry = entries["African/m.01/m.01_0001.jpg"]
     assert entry.box == seed_box(POINTS) and entry.group == "African"
-    assert json.loads((tmp_path / "label_map.json").read_text()) == {"African/m.01": 0, "African/m.02": 1}
+    assert json.loads((tmp_path / "image_list.label_map.json").read_text()) == {"African/m.01": 0, "African/m.02": 1}
 
 
 @pytest.mark.parametrize(

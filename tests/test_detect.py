@@ -108,7 +108,7 @@ def test_astronaut_gives_one_face_on_the_known_face(astronaut_run):
     assert iou(entry.box, ASTRONAUT_FACE) > 0.5
     assert np.abs(entry.landmarks[:2] - ASTRONAUT_EYES).max() < 8
     assert entry.score > 0.95
-    assert json.loads((output.parent / "label_map.json").read_text()) == {"astronaut": 0}
+    assert json.loads((output.parent / "image_list.label_map.json").read_text()) == {"astronaut": 0}
     assert summary.kept == 1 and summary.processed == 5 and summary.extra_faces == 0
     assert summary.identities == 1 and summary.identities_without_face == ["broken", "coins", "flat", "tiny"]
 
@@ -124,7 +124,7 @@ def test_non_faces_corrupt_and_tiny_images_are_rejected_with_reasons(astronaut_r
     }
     assert rejects["tiny/t.png"]["detail"] == "10x10 image, --min-face-size 20"
     assert summary.rejected == {"corrupt": 1, "no-face": 2, "too-small": 1}
-    assert sorted(p.name for p in output.parent.iterdir()) == ["image_list.json", "image_list.rejects.json", "label_map.json"]
+    assert sorted(p.name for p in output.parent.iterdir()) == ["image_list.json", "image_list.label_map.json", "image_list.rejects.json"]
 
 
 def test_cli_prints_the_summary(tmp_path):
@@ -189,7 +189,7 @@ def test_labels_skip_identities_without_a_face(tmp_path):
     summary = detect_folder(root, tmp_path / "l.json", detector=FakeDetector())
     entries = load_image_list(tmp_path / "l.json")
     assert {rel: e.label for rel, e in entries.items()} == {"amy/1.jpg": 0, "cat/1.jpg": 1}
-    assert json.loads((tmp_path / "label_map.json").read_text()) == {"amy": 0, "cat": 1}
+    assert json.loads((tmp_path / "l.label_map.json").read_text()) == {"amy": 0, "cat": 1}
     assert summary.identities_without_face == ["bob"]
 
 
@@ -200,7 +200,7 @@ def test_depth_2_keeps_the_group_for_pack_groups(tmp_path):
     assert {rel: (e.label, e.group) for rel, e in entries.items()} == {
         "African/m1/1.jpg": (0, "African"), "African/m1/2.jpg": (0, "African"), "Asian/m2/1.jpg": (1, "Asian")
     }
-    assert json.loads((tmp_path / "label_map.json").read_text()) == {"African/m1": 0, "Asian/m2": 1}
+    assert json.loads((tmp_path / "l.label_map.json").read_text()) == {"African/m1": 0, "Asian/m2": 1}
     with pytest.raises(FfemError, match="images must sit directly in ROOT/<identity>/, not deeper"):
         detect_folder(root, tmp_path / "l1.json", detector=FakeDetector())
 
@@ -235,7 +235,7 @@ def test_interrupted_run_leaves_no_output_and_resume_finishes(tmp_path):
     options = DetectOptions(batch_size=1, checkpoint_every=1, workers=1)
     with pytest.raises(RuntimeError, match="simulated crash"):
         detect_folder(root, output, options, detector=FakeDetector(fail_after=2))
-    assert not output.exists() and not (tmp_path / "label_map.json").exists()
+    assert not output.exists() and not (tmp_path / "image_list.label_map.json").exists()
     checkpoint = tmp_path / ".l.json.checkpoint.json"
     assert sorted(json.loads(checkpoint.read_text())["entries"]) == ["p0/1.jpg", "p1/1.jpg"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
@@ -273,9 +273,11 @@ def test_plan_batches_caps_pixels_per_batch():
 
 
 def test_read_failures_map_to_reasons(tmp_path):
-    decoded = dict(detect._decode_batch(tmp_path, ["gone/1.jpg"]))
+    decoded = dict(detect._decode_batch(tmp_path, ["gone/1.jpg"], DetectOptions()))
     assert decoded["gone/1.jpg"] == detect.Reject("missing", "no such file")
-    assert detect._reject_for(PermissionError(13, "Permission denied")) == detect.Reject("unreadable", "permission denied")
+    denied = detect.ImageReadError(tmp_path / "x.jpg", "corrupt", "Permission denied")
+    denied.__cause__ = PermissionError(13, "Permission denied")
+    assert detect._reject_for(denied) == detect.Reject("unreadable", "permission denied")
 
 
 @pytest.mark.realdata
@@ -322,3 +324,78 @@ def test_detection_counts_match_the_manifest(detection_root, mtcnn):
             assert iou(entry.box, hog_boxes[name]) > 0.5, (name, entry.box)
         checked += 1
     assert checked == 12
+
+
+def test_links_out_of_root_broken_links_loops_bombs_and_odd_names_are_rejects(tmp_path):
+    """Each used to be read through the link, skipped silently, or crash the run (the bomb, the name)."""
+    import os
+
+    from test_images import bomb_png
+
+    root = grey_folder(tmp_path / "photos", ["a/ok.jpg"])
+    grey_folder(tmp_path, ["outside/secret.jpg"])
+    (root / "a/link.jpg").symlink_to(tmp_path / "outside/secret.jpg")
+    (root / "a/gone.jpg").symlink_to(root / "a/nowhere.jpg")
+    (root / "a/loop.jpg").symlink_to(root / "a/loop.jpg")
+    bomb_png(root / "a/bomb.png")
+    save(root, os.fsdecode(b"a/latin1_\xff\xfe.jpg"), np.full((40, 40, 3), 128, np.uint8))
+    output = tmp_path / "l.json"
+    summary = detect_folder(root, output, detector=FakeDetector())
+    rejects = json.loads((tmp_path / "l.rejects.json").read_text(encoding="utf-8"))
+    assert {rel: r["reason"] for rel, r in rejects.items()} == {
+        "a/bomb.png": "too-large",
+        "a/gone.jpg": "missing",
+        "a/latin1_\\xff\\xfe.jpg": "bad-name",
+        "a/link.jpg": "outside-root",
+        "a/loop.jpg": "symlink-loop",
+    }
+    assert rejects["a/gone.jpg"]["detail"] == f"broken symlink to {root / 'a/nowhere.jpg'}"
+    assert list(load_image_list(output)) == ["a/ok.jpg"] and summary.kept == 1
+    followed = detect_folder(root, tmp_path / "f.json", DetectOptions(follow_symlinks=True), detector=FakeDetector())
+    assert "a/link.jpg" in load_image_list(tmp_path / "f.json") and followed.kept == 2
+
+
+def test_huge_photos_are_shrunk_for_detection_and_boxes_mapped_back(tmp_path):
+    root = grey_folder(tmp_path / "photos", ["a/wide.jpg"], size=(1500, 3000))
+    fake = FakeDetector()
+    summary = detect_folder(root, tmp_path / "l.json", DetectOptions(max_side=400), detector=fake)
+    assert summary.downscaled == 1 and fake.images == 1
+    entry = load_image_list(tmp_path / "l.json")["a/wide.jpg"]
+    # the fake's box on the 400x200 image is (4, 5, 397, 198): x 7.5 in full-size pixels
+    assert np.allclose(entry.box, (30, 37.5, 2977.5, 1485), atol=1)
+    assert np.allclose(entry.landmarks[0], (0.3 * 3000, 0.4 * 1500), atol=1)
+
+
+def test_resume_refuses_a_checkpoint_of_another_root_and_redoes_changed_images(tmp_path):
+    first = grey_folder(tmp_path / "first", ["a/1.jpg", "a/2.jpg", "b/1.jpg"])
+    output = tmp_path / "l.json"
+    options = DetectOptions(batch_size=1, checkpoint_every=1, workers=1)
+    with pytest.raises(RuntimeError):
+        detect_folder(first, output, options, detector=FakeDetector(fail_after=2))
+    second = grey_folder(tmp_path / "second", ["a/1.jpg", "a/2.jpg", "b/1.jpg"], value=0)
+    with pytest.raises(FfemError, match=f"made on {first}, not on {second}; rerun without --resume"):
+        detect_folder(second, output, options, resume=True, detector=FakeDetector())
+    grey_folder(first, ["a/1.jpg"], value=0, size=(41, 41))  # changed since the checkpoint: no face now
+    summary = detect_folder(first, output, options, resume=True, detector=FakeDetector())
+    assert summary.skipped == 1  # a/2.jpg only
+    assert sorted(load_image_list(output)) == ["a/2.jpg", "b/1.jpg"]
+
+
+def test_checkpoint_that_is_not_utf8_is_one_line(tmp_path):
+    root = grey_folder(tmp_path / "photos", ["a/1.jpg"])
+    output = tmp_path / "l.json"
+    detect.checkpoint_path(output).write_bytes(b'{"root": "\xff\xfe"}')
+    with pytest.raises(FfemError, match=r"checkpoint.json: not UTF-8 text \(byte 10\); delete it to start over"):
+        detect_folder(root, output, resume=True, detector=FakeDetector())
+
+
+def test_label_map_is_named_after_its_list_and_a_failed_run_leaves_the_old_one(tmp_path):
+    good = grey_folder(tmp_path / "good", ["amy/1.jpg", "bob/1.jpg"])
+    dark = grey_folder(tmp_path / "dark", ["zed/1.jpg"], value=0)
+    detect_folder(good, tmp_path / "train.json", detector=FakeDetector())
+    before = (tmp_path / "train.label_map.json").read_text()
+    detect_folder(good, tmp_path / "val.json", detector=FakeDetector())
+    with pytest.raises(FfemError, match="no face found"):
+        detect_folder(dark, tmp_path / "train.json", detector=FakeDetector())
+    assert (tmp_path / "train.label_map.json").read_text() == before == (tmp_path / "val.label_map.json").read_text()
+    assert not (tmp_path / "label_map.json").exists()

@@ -31,7 +31,7 @@ def gallery(tmp_path_factory, synthetic_faces):
 
 def test_embed_writes_a_pandas_readable_gallery(gallery):
     table = pd.read_parquet(gallery["parquet"])
-    assert list(table.columns) == ["path", "identity", "label", "face_found", "embedding"]
+    assert list(table.columns) == ["path", "identity", "label", "face_found", "embedding", "sha256"]
     assert len(table) == 36 and table["identity"].nunique() == 6
     assert sorted(table["label"].unique()) == list(range(6))
     vectors = np.stack(table["embedding"].to_numpy())

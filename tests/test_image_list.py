@@ -141,7 +141,7 @@ def test_reads_the_synthetic_ground_truth(synthetic_faces):
 
 def test_label_map_and_fingerprint(tmp_path):
     path = label_map_path(tmp_path / "image_list.json")
-    assert path == tmp_path / "label_map.json"
+    assert path == tmp_path / "image_list.label_map.json"
     write_label_map(path, {"zed": 1, "amy": 0})
     assert path.read_text() == '{\n  "amy": 0,\n  "zed": 1\n}\n'
     assert load_label_map(path) == {"amy": 0, "zed": 1}
@@ -184,3 +184,31 @@ def test_check_against_images_corrupt_file_and_exif_rotation(tmp_path):
     check_against_images({"a/rot.jpg": FaceEntry(0, (0, 0, 100, 200))}, tmp_path)
     with pytest.raises(FfemError, match="lies outside the 100x200 image"):
         check_against_images({"a/rot.jpg": FaceEntry(0, (0, 0, 200, 100))}, tmp_path)
+
+
+def test_alias_spellings_of_one_photo_are_refused(tmp_path):
+    path = tmp_path / "l.json"
+    path.write_text(json.dumps({"a/b.jpg": GOOD, "a//b.jpg": {**GOOD, "label": 1}, "c/d.jpg": {**GOOD, "label": 1}}))
+    with pytest.raises(FfemError, match=r'"a//b.jpg": the same image as "a/b.jpg" \(one photo listed twice\)'):
+        load_image_list(path)
+    path.write_text(json.dumps({"./a/b.jpg": GOOD, "a/./b.jpg": GOOD}))
+    with pytest.raises(FfemError, match="the same image as"):
+        load_image_list(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ('{"a/1.jpg": {"label": ' + "1" * 5000 + ', "x1": 0, "y1": 0, "x2": 5, "y2": 5}}', "Exceeds the limit"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ],
+)
+def test_json_beyond_python_limits_is_one_line(tmp_path, text, reason):
+    path = tmp_path / "l.json"
+    path.write_text(text)
+    with pytest.raises(FfemError, match=f"l.json: unreadable JSON \\({reason}"):
+        load_image_list(path)
+    label_map = tmp_path / "l.label_map.json"
+    label_map.write_text(text)
+    with pytest.raises(FfemError, match="unreadable label map"):
+        load_label_map(label_map)

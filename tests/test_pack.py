@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -61,13 +62,13 @@ def read_records(path: Path) -> list[tuple[bytes, int, str]]:
 
 @pytest.fixture(scope="module")
 def labelled_list(synthetic_faces, tmp_path_factory):
-    """The synthetic list copied beside a label_map.json; returns (root, list path)."""
+    """The synthetic list copied beside its image_list.label_map.json; returns (root, list path)."""
     root, list_path = synthetic_faces
     folder = tmp_path_factory.mktemp("list")
     copy = folder / "image_list.json"
     shutil.copy(list_path, copy)
     names = sorted(p.name for p in root.iterdir() if p.is_dir())
-    (folder / "label_map.json").write_text(json.dumps({n: i for i, n in enumerate(names)}))
+    (folder / "image_list.label_map.json").write_text(json.dumps({n: i for i, n in enumerate(names)}))
     return root, copy
 
 
@@ -93,7 +94,7 @@ def test_manifest_counts_checksums_and_settings(packed, labelled_list):
     assert manifest["index"]["sha256"] == file_sha256(output / "index.npz")
     assert (manifest["num_classes"], manifest["image_size"], manifest["crop"]) == (6, 112, "margin")
     assert manifest["margin"] == 0.2 and manifest["settings"]["jpeg_quality"] == 95
-    assert manifest["label_map"] == json.loads((list_path.parent / "label_map.json").read_text())
+    assert manifest["label_map"] == json.loads((list_path.parent / "image_list.label_map.json").read_text())
     assert manifest["sources"][0]["fingerprint"] == fingerprint(list_path)
     assert manifest["sources"][0]["format"] == "image-list"
     assert manifest["skipped"] == [] and manifest["num_skipped"] == 0
@@ -223,7 +224,8 @@ KILLER = textwrap.dedent(
         return original(*args, **kwargs)
 
     packing.encode_record = encode_then_die
-    packing.pack(sys.argv[1], sys.argv[2], sys.argv[3], packing.PackSettings(shards=4), workers=1)
+    overwrite = sys.argv[5:] == ["--overwrite"]
+    packing.pack(sys.argv[1], sys.argv[2], sys.argv[3], packing.PackSettings(shards=4), workers=1, overwrite=overwrite)
     """
 )
 
@@ -389,3 +391,129 @@ def test_bad_options_are_refused(labelled_list, tmp_path, option, value, message
     assert result.exit_code == 1
     assert error_line(result) == f"error: {message}"
     assert finished_files(tmp_path / "out") == []
+
+
+def pack_fingerprint(folder: Path) -> dict[str, str]:
+    return {p.name: file_sha256(p) for p in sorted(folder.iterdir())}
+
+
+def test_killed_overwrite_keeps_the_old_pack_and_a_rerun_replaces_it(packed, labelled_list, tmp_path):
+    clean, _ = packed
+    root, list_path = labelled_list
+    output = tmp_path / "faces"
+    shutil.copytree(clean, output)
+    before = pack_fingerprint(output)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLER, str(list_path), str(root), str(output), "14", "--overwrite"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert killed.returncode == -9, killed.stderr
+    assert pack_fingerprint(output) == before  # killed mid-shard: the old pack is whole
+    assert (tmp_path / ".tmp-faces.new").is_dir()
+    result = pack(list_path, root, output, SETTINGS, workers=1, overwrite=True, resume=True)
+    assert result.kept_shards == 1  # --overwrite --resume continues the killed re-pack
+    assert pack_fingerprint(output).keys() == before.keys()
+    assert [p.name for p in tmp_path.iterdir()] == ["faces"]
+
+
+def test_failed_overwrite_keeps_the_old_pack(packed, labelled_list, tmp_path):
+    clean, _ = packed
+    root, list_path = labelled_list
+    output = tmp_path / "faces"
+    shutil.copytree(clean, output)
+    before = pack_fingerprint(output)
+    broken = tmp_path / "photos"
+    shutil.copytree(root, broken)
+    for photo in broken.rglob("*.jpg"):
+        photo.write_bytes(photo.read_bytes()[: photo.stat().st_size // 2])  # header readable, pixels cut
+    with pytest.raises(FfemError, match="none of its 36 images could be packed"):
+        pack(list_path, broken, output, SETTINGS, workers=1, overwrite=True)
+    assert pack_fingerprint(output) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["faces", "photos"]
+
+
+def test_every_image_failing_leaves_no_pack_and_fails(labelled_list, tmp_path):
+    root, list_path = labelled_list
+    broken = tmp_path / "photos"
+    shutil.copytree(root, broken)
+    for photo in broken.rglob("*.jpg"):
+        photo.write_bytes(photo.read_bytes()[: photo.stat().st_size // 2])
+    result = run_cli(list_path, broken, tmp_path / "faces")
+    assert result.exit_code == 1
+    assert "error:" in result.output and "no pack written" in " ".join(result.output.split())
+    assert not (tmp_path / "faces").exists()
+
+
+def test_a_folder_that_is_not_a_pack_is_refused_and_left_alone(labelled_list, tmp_path):
+    root, list_path = labelled_list
+    folder = tmp_path / "stuff"
+    folder.mkdir()
+    for name, content in ((".tmp-notes", "draft"), ("index.npz", "mine"), ("a.txt", "keep")):
+        (folder / name).write_text(content)
+    result = run_cli(list_path, root, folder)
+    assert result.exit_code == 1
+    assert "exists and is not an ffem pack" in " ".join(result.output.split())
+    assert sorted((p.name, p.read_text()) for p in folder.iterdir()) == [
+        (".tmp-notes", "draft"), ("a.txt", "keep"), ("index.npz", "mine")
+    ]
+
+
+def test_a_pack_holding_a_foreign_file_is_not_overwritten(packed, labelled_list, tmp_path):
+    clean, _ = packed
+    root, list_path = labelled_list
+    output = tmp_path / "faces"
+    shutil.copytree(clean, output)
+    (output / "README.txt").write_text("notes")
+    result = run_cli(list_path, root, output, "--overwrite", shards=4)
+    assert result.exit_code == 1 and "holds 'README.txt' that ffem did not write there" in result.output
+    assert (output / "README.txt").read_text() == "notes"
+
+
+def test_shards_are_capped_at_the_number_of_images(labelled_list, tmp_path):
+    root, list_path = labelled_list
+    result = run_cli(list_path, root, tmp_path / "faces", shards=100000)
+    assert result.exit_code == 0, result.output
+    assert "note: --shards 100000 capped at 36, the number of images" in result.output
+    assert len(list((tmp_path / "faces").glob("faces-*.tfrecord"))) == 36
+
+
+def test_images_through_a_symlink_out_of_root_are_refused(labelled_list, tmp_path):
+    root, list_path = labelled_list
+    copy = tmp_path / "photos"
+    shutil.copytree(root, copy)
+    key = next(iter(load_image_list(list_path)))
+    outside = tmp_path / "outside.jpg"
+    shutil.move(copy / key, outside)
+    (copy / key).symlink_to(outside)
+    result = run_cli(list_path, copy, tmp_path / "faces")
+    assert result.exit_code == 1
+    assert f'"{key}": outside-root (a symlink to {outside}, outside ROOT' in " ".join(result.output.split())
+    assert run_cli(list_path, copy, tmp_path / "faces", "--follow-symlinks").exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("landmarks", "problem"),
+    [
+        ([[50.0, 60.0]] * 5, "entry '{key}': degenerate landmarks (all five points within one pixel)"),
+        ([[1e200, 1e200]] * 5, '"{key}": landmarks lie beyond ±1e+06 pixels'),
+        ([[3e7, 10.0], [40.0, 10.0], [30.0, 30.0], [20.0, 40.0], [40.0, 40.0]], '"{key}": landmarks lie beyond'),
+    ],
+)
+def test_unusable_landmarks_are_refused_before_packing_with_align(labelled_list, tmp_path, landmarks, problem):
+    root, list_path = labelled_list
+    raw = json.loads(list_path.read_text())
+    key = sorted(raw)[3]
+    raw[key]["landmarks"] = landmarks
+    bad = tmp_path / "image_list.json"
+    bad.write_text(json.dumps(raw))
+    with pytest.raises(FfemError, match=re.escape(problem.format(key=key))):
+        pack(bad, root, tmp_path / "faces", PackSettings(shards=4, crop="align"), workers=1)
+    assert not (tmp_path / "faces").exists()
+
+
+def test_a_nan_margin_is_refused(labelled_list, tmp_path):
+    root, list_path = labelled_list
+    result = run_cli(list_path, root, tmp_path / "faces", "--margin", "nan")
+    assert result.exit_code == 1 and "--margin must be a number within 0..10, got nan" in result.output

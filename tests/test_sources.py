@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -223,6 +224,30 @@ def test_grouped_crops_can_be_shaped_by_group(tmp_path):
     assert error_line(result) == "error: --groups: no group 'Martian' (groups: African, Asian)"
 
 
+def test_crops_follow_the_input_path_rule_and_guarded_reads(tmp_path):
+    root = _crops(tmp_path / "crops", {"ann": [(112, 112), (112, 112)], "bob": [(112, 112)]})
+    outside = tmp_path / "elsewhere.jpg"
+    outside.write_bytes(jpeg((112, 112), 7))
+    (root / "bob" / "out.jpg").symlink_to(outside)
+    (root / "bob" / "gone.jpg").symlink_to(root / "bob" / "deleted.jpg")
+    (root / os.fsdecode(b"caf\xe9")).mkdir()
+    (root / os.fsdecode(b"caf\xe9") / "1.jpg").write_bytes(jpeg((112, 112), 8))
+    result = run("pack", root, "--crops", "-o", tmp_path / "p", "--shards", "1")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "p" / "manifest.json").read_text())
+    assert {(s["path"], s["reason"]) for s in manifest["skipped"]} == {
+        ("bob/out.jpg", "outside-root"), ("bob/gone.jpg", "missing")
+    }
+    assert manifest["num_examples"] == 3 and manifest["label_map"] == {"ann": 0, "bob": 1}
+    rejects = json.loads((tmp_path / "p" / "rejects.json").read_text())
+    assert [(r["path"], r["reason"]) for r in rejects] == [("caf\\xe9/1.jpg", "bad-name")]
+    # A pack with rejects.json is still a pack: --overwrite replaces it, and the link may be followed.
+    result = run("pack", root, "--crops", "-o", tmp_path / "p", "--shards", "1", "--overwrite", "--follow-symlinks")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "p" / "manifest.json").read_text())
+    assert manifest["num_examples"] == 4 and "bob/out.jpg" not in {s["path"] for s in manifest["skipped"]}
+
+
 def _list(tmp_path: Path, boxes: dict[str, tuple[int, tuple[int, int, int, int]]]) -> tuple[Path, Path]:
     root = tmp_path / "photos"
     entries = {}
@@ -293,7 +318,7 @@ def test_depth_2_image_list_is_shaped_by_group_and_merged_with_recordio(recordio
     entries = json.loads(list_path.read_text())
     entries["African/m1/1.jpg"]["group"], entries["Asian/m2/1.jpg"]["group"] = "African", "Asian"
     list_path.write_text(json.dumps(entries))
-    (tmp_path / "label_map.json").write_text(json.dumps({"African/m1": 0, "Asian/m2": 1}))
+    (tmp_path / "image_list.label_map.json").write_text(json.dumps({"African/m1": 0, "Asian/m2": 1}))
     result = run("pack", list_path, "--root", root, "-o", tmp_path / "p", "--groups", "Asian", "--shards", "1")
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "p" / "manifest.json").read_text())

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from ffem_cli.console import err, out, progress_updates
 from ffem_cli.errors import FfemError
+from ffem_cli.images import DEFAULT_MAX_PIXELS
 
 
 def parse_thresholds(text: str) -> tuple[float, float, float]:
@@ -27,7 +28,7 @@ def parse_thresholds(text: str) -> tuple[float, float, float]:
 
 def detect(
     root: Path = typer.Argument(..., help="Folder of ROOT/<identity>/<image> photos (jpg, jpeg, png, bmp; any case)."),
-    output: Path = typer.Option(Path("image_list.json"), "--output", "-o", help="Image list to write; label_map.json is written beside it."),
+    output: Path = typer.Option(Path("image_list.json"), "--output", "-o", help="Image list to write; <stem>.label_map.json is written beside it."),
     batch_size: int = typer.Option(16, help="Images per MTCNN call (images of one size are batched together)."),
     min_face_size: int = typer.Option(20, help="Smallest face searched, in pixels (larger is faster)."),
     threshold: str = typer.Option("0.6,0.7,0.8", help="Confidence thresholds: ONet alone (0.9) or PNet,RNet,ONet (0.6,0.7,0.8)."),
@@ -37,6 +38,9 @@ def detect(
     depth: int = typer.Option(
         1, "--depth", help="2 for ROOT/<group>/<identity>/<image> (RFW, BUPT): the group is kept for pack --groups."
     ),
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help="Reject images whose header claims more pixels (decompression bombs) before decoding them."),
+    max_side: int = typer.Option(2048, "--max-side", help="Shrink larger photos to this longer side (pixels) before detection; boxes are mapped back."),
+    follow_symlinks: bool = typer.Option(False, "--follow-symlinks", help="Read images through symlinks that leave ROOT (refused by default)."),
 ) -> None:
     """Find one face per photo with MTCNN and write the image list.
 
@@ -51,7 +55,8 @@ def detect(
     from ffem_cli.data.detect import DetectOptions, detect_folder
 
     options = DetectOptions(
-        batch_size=batch_size, min_face_size=min_face_size, thresholds=parse_thresholds(threshold), workers=workers
+        batch_size=batch_size, min_face_size=min_face_size, thresholds=parse_thresholds(threshold), workers=workers,
+        max_pixels=max_pixels, max_side=max_side, follow_symlinks=follow_symlinks,
     )
     with progress_updates("detect", unit="img") as progress:
         summary = detect_folder(
@@ -68,6 +73,8 @@ def detect(
     table.add_row("kept (one face each)", f"{summary.kept:,}")
     for reason, count in sorted(summary.rejected.items()):
         table.add_row(f"rejected: {reason}", f"{count:,}")
+    if summary.downscaled:
+        table.add_row(f"shrunk to {max_side} px for detection", f"{summary.downscaled:,}")
     table.add_row("extra faces not kept", f"{summary.extra_faces:,} in {summary.images_with_extra_faces:,} images")
     table.add_row("identities (labels)", f"{summary.identities:,}")
     table.add_row("speed", f"{summary.images_per_second:,.1f} images/s ({summary.seconds:,.1f} s, {summary.startup_seconds:,.1f} s loading MTCNN)")

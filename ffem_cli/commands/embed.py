@@ -11,13 +11,16 @@ from pathlib import Path
 
 import typer
 
-from ffem_cli.console import err
+from ffem_cli.console import err, out
 from ffem_cli.errors import FfemError
 
 
 def embed(
     root: Path = typer.Argument(..., help="Folder of faces: ROOT/<identity>/<image> or images directly in ROOT."),
-    output: Path = typer.Option(..., "--output", "-o", help="The gallery to write (Parquet), e.g. embeddings.parquet."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="The gallery to write (Parquet), e.g. embeddings.parquet."),
+    append: Path | None = typer.Option(
+        None, "--append", help="Add to this gallery the images whose content it lacks (same model and face preparation only)."
+    ),
     run: Path | None = typer.Option(None, "--run", help="Run directory (embedder.keras + run.toml)."),
     model: Path | None = typer.Option(None, "--model", help="A .keras embedding model that is not a run."),
     image_size: int | None = typer.Option(None, "--image-size", help="Face side for --model (default: the model's input)."),
@@ -28,14 +31,21 @@ def embed(
     ),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Faces per model call."),
 ) -> None:
-    """Embed a folder of faces into a Parquet gallery (readable with pandas/pyarrow)."""
+    """Embed a folder of faces into a Parquet gallery (readable with pandas/pyarrow), or grow one with --append."""
     from ffem_cli.evaluate.embedding import load_embedder
     from ffem_cli.evaluate.gallery import embed_folder
 
+    if (output is None) == (append is None):
+        raise FfemError("give one of --output GALLERY (write a new gallery) or --append GALLERY (grow one)")
     embedder = load_embedder(run, model, image_size=image_size, detect=detect, flip=flip)
-    counts = embed_folder(embedder, root, output, batch_size, faces)
+    target = output if output is not None else append
+    counts = embed_folder(embedder, root, target, batch_size, faces, append=append is not None)
     who = f" of {counts['identities']} identities" if counts["identities"] else ""
-    err.print(f"wrote {output}: {counts['images']} images{who}, {counts['embedding_size']}-d embeddings", highlight=False)
+    if append is not None:
+        err.print(f"wrote {target}: added {counts['added']} of {counts['images']} images{who} "
+                  f"({counts['already_there']} already there by content); {counts['rows']} rows", highlight=False)  # fmt: skip
+    else:
+        err.print(f"wrote {target}: {counts['images']} images{who}, {counts['embedding_size']}-d embeddings", highlight=False)
     if counts["without_face"]:
         err.print(f"{counts['without_face']} images without a face (kept with face_found = false)", highlight=False)
 
@@ -62,18 +72,36 @@ def search(
     model: Path | None = typer.Option(None, "--model", help="A .keras model (default: the one recorded in the gallery)."),
     detect: bool = typer.Option(False, "--detect", help="Find the face in the query photo with MTCNN first."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Also draw the query and its matches as a PNG strip."),
+    far: float | None = typer.Option(None, "--far", min=0.0, max=1.0, help="Open set: answer 'unknown' below the calibrated threshold of this false-accept rate."),
+    threshold: float | None = typer.Option(None, "--threshold", help="Open set: answer 'unknown' below this cosine similarity."),
 ) -> None:
-    """Find the gallery faces most similar to a photo: a table of matches and scores."""
+    """Find the gallery faces most similar to a photo: a table of matches and scores.
+
+    With --far or --threshold the answer is the best match's identity when it
+    reaches the threshold, else 'unknown'.
+    """
     from ffem_cli.evaluate import facemap, gallery
     from ffem_cli.evaluate.report import print_table
+    from ffem_cli.inference.calibration import pick_threshold
+    from ffem_cli.inference.models import calibration_of
 
     if not query.is_file():
         raise FfemError(f"{query}: no such image")
     faces = gallery.read_gallery(gallery_path)
     embedder = _embedder_for(faces, run, model, detect)
+    open_set = far is not None or threshold is not None
+    if open_set:
+        chosen, how = pick_threshold(calibration_of(embedder), far, threshold, embedder.description)
     matches = gallery.search(embedder, query, faces, k)
-    print_table(f"Nearest faces to {query.name}", ["rank", "score", "identity", "path"],
-                [[m["rank"], m["score"], m["identity"], m["path"]] for m in matches])  # fmt: skip
+    columns = ["rank", "score", "identity", "path"] + (["match"] if open_set else [])
+    print_table(f"Nearest faces to {query.name}", columns,
+                [[m["rank"], m["score"], m["identity"], m["path"]] + (["yes" if m["score"] >= chosen else "no"] if open_set else [])
+                 for m in matches])  # fmt: skip
+    if open_set:
+        best = matches[0] if matches else None
+        answer = (best["identity"] or best["path"]) if best and best["score"] >= chosen else "unknown"
+        out.print(f"answer: {answer}  (best score {best['score'] if best else float('nan'):.4f}, threshold {chosen:.4f}, {how})",
+                  highlight=False, markup=False)  # fmt: skip
     if output is not None:
         facemap.search_strip(query, matches, output)
         err.print(f"wrote {output}", highlight=False)

@@ -4,12 +4,16 @@ Every command takes the model as ``--run RUN_DIR`` (its ``embedder.keras`` and
 the face preparation of its ``run.toml``) or ``--model FILE.keras``, writes
 ``report.json`` + CSV + PNG into ``RUN_DIR/eval/<protocol>/`` (or
 ``--output-dir``; ``eval/<model name>/<protocol>/`` for ``--model``) and
-shows the results as a table. Embeddings are cached beside that folder in
-``cache/`` so that other protocols over the same images reuse them.
+shows the results as a table. Embeddings are cached so that other protocols
+over the same images reuse them: in ``RUN_DIR/eval/cache/`` for ``--run``,
+else in ``$FFEM_CACHE_DIR`` (default ``~/.cache/ffem/embeddings``); never
+beside a user's ``--output-dir``. An existing ``--output-dir`` is replaced
+only when ffem wrote it (``report.check_output_dir``), checked before any work.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -35,13 +39,21 @@ NO_CACHE = typer.Option(False, "--no-cache", help="Neither read nor write the em
 
 def _prepare(protocol: str, run, model, image_size, detect, flip, output_dir, no_cache, flip_mode="sum", crop=None):
     from ffem_cli.evaluate.embedding import load_embedder
+    from ffem_cli.evaluate.report import check_output_dir
     from ffem_cli.rundir import RunDir
 
-    embedder = load_embedder(run, model, image_size=image_size, detect=detect, flip=flip, flip_mode=flip_mode, crop=crop)
     if output_dir is None:
         output_dir = RunDir(run).eval_dir(protocol) if run is not None else Path("eval") / Path(model).stem / protocol
-    cache_dir = None if no_cache else Path(output_dir).parent / "cache"
-    return embedder, Path(output_dir), cache_dir
+    check_output_dir(output_dir)
+    embedder = load_embedder(run, model, image_size=image_size, detect=detect, flip=flip, flip_mode=flip_mode, crop=crop)
+    return embedder, Path(output_dir), None if no_cache else cache_dir(run)
+
+
+def cache_dir(run: Path | None) -> Path:
+    """Where embeddings are cached: ``RUN/eval/cache`` for a run, else ``$FFEM_CACHE_DIR`` or ``~/.cache/ffem/embeddings``."""
+    if run is not None:
+        return Path(run) / "eval" / "cache"
+    return Path(os.environ.get("FFEM_CACHE_DIR") or Path.home() / ".cache" / "ffem" / "embeddings")
 
 
 def _show(rows_of, report: dict, output_dir: Path) -> None:
@@ -76,6 +88,9 @@ def rfw(
     embedder, output_dir, cache_dir = _prepare("rfw", run, model, image_size, detect, flip, output_dir, no_cache, flip_mode, crop)
     report = protocol.evaluate_rfw(embedder, root, output_dir, cache_dir, tuple(races or protocol.RACES), batch_size)
     _show(protocol.console_rows, report, output_dir)
+    missing = sum(r["images_without_face"] for r in report["races"])
+    if missing:
+        err.print(f"{missing} images without a usable face count as misses (per race in races.csv)", highlight=False)
     shared = report["identities_in_several_races"]
     if shared:
         first = next(iter(shared))
@@ -152,12 +167,21 @@ def folder(
     output_dir: Path | None = OUTPUT_DIR,
     batch_size: int = BATCH_SIZE,
     no_cache: bool = NO_CACHE,
+    open_set: bool = typer.Option(False, "--open-set", help="Open-set identification instead: DIR@FPIR, rank-1 rate, DIR/FPIR curve."),
+    unknown_fraction: float = typer.Option(0.5, "--unknown-fraction", help="--open-set: share of identities left unknown (not enrolled)."),
+    seed: int = typer.Option(0, "--seed", help="--open-set: seed of the enrolled/unknown split and of the enrolled images."),
 ) -> None:
-    """Retrieval on a labelled folder: Recall@1/5/10, R-precision and MAP@R."""
-    from ffem_cli.evaluate import folder as protocol
+    """Retrieval on a labelled folder: Recall@1/5/10, R-precision and MAP@R (or open-set identification with --open-set)."""
+    if open_set:
+        from ffem_cli.inference import openset as protocol
 
-    embedder, output_dir, cache_dir = _prepare("folder", run, model, image_size, detect, flip, output_dir, no_cache, flip_mode)
-    report = protocol.evaluate_folder(embedder, root, output_dir, cache_dir, batch_size, faces)
+        embedder, output_dir, cache_dir = _prepare("open-set", run, model, image_size, detect, flip, output_dir, no_cache, flip_mode)
+        report = protocol.evaluate_open_set(embedder, root, output_dir, cache_dir, batch_size, faces, unknown_fraction, seed)
+    else:
+        from ffem_cli.evaluate import folder as protocol
+
+        embedder, output_dir, cache_dir = _prepare("folder", run, model, image_size, detect, flip, output_dir, no_cache, flip_mode)
+        report = protocol.evaluate_folder(embedder, root, output_dir, cache_dir, batch_size, faces)
     _show(protocol.console_rows, report, output_dir)
 
 

@@ -15,7 +15,7 @@ from ffem_cli.errors import FfemError
 def inspect(
     path: Path = typer.Argument(..., help="A pack folder, an image_list.json (with --root), a train.rec, a seed .tfrecord or a crops folder (--crops)."),
     output: Path | None = typer.Option(
-        None, "--output", "-o", help="Write images_per_identity.png and contact_sheet.png here."
+        None, "--output", "-o", help="Folder for images_per_identity.png and contact_sheet.png (new, or one ffem wrote)."
     ),
     verify: bool = typer.Option(
         False, "--verify", help="Re-hash a pack's shards against its manifest; name each damaged record."

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ffem_cli.console import out, progress_bar
+from ffem_cli.console import err, out, progress_bar
 
 
 def pack(
@@ -72,7 +72,12 @@ def pack(
         False, "--resume", help="Keep shards an interrupted run finished (checksums checked)."
     ),
     overwrite: bool = typer.Option(
-        False, "--overwrite", help="Replace a finished pack already in --output."
+        False,
+        "--overwrite",
+        help="Replace a finished pack already in --output (the old one stays until the new one is complete).",
+    ),
+    follow_symlinks: bool = typer.Option(
+        False, "--follow-symlinks", help="Read images through symlinks that leave --root or a crops folder (refused by default)."
     ),
 ) -> None:
     """Crop every face of the SOURCEs and write shuffled TFRecord shards plus manifest.json.
@@ -102,7 +107,7 @@ def pack(
         same_identities=same_identities,
         relabel=relabel,
     )
-    opened = [open_source(path, root, crops, strict_boxes, relabel) for path in sources]
+    opened = [open_source(path, root, crops, strict_boxes, relabel, follow_symlinks) for path in sources]
     # The bar starts once validation has passed, so a bad list prints only its error line.
     bar = progress_bar()
     task = bar.add_task("pack", total=None, unit="img")
@@ -147,3 +152,5 @@ def pack(
         ),
     )
     out.print(table)
+    if result.shards < shards:
+        err.print(f"[yellow]note:[/] --shards {shards} capped at {result.shards}, the number of images", highlight=False)

@@ -12,7 +12,8 @@ A box made from landmarks follows the seed's ``generate_bbox``: the extent of
 the five points grown by ``2/1.5`` of itself, shifted sideways by the
 eye-to-nose ratio for turned faces. Boxes may cross the image border (pack
 clips them). Landmarks are kept for ``pack --align``. Labels are ``0..N-1``
-over the sorted identity names; ``label_map.json`` is written beside.
+over the sorted identity names; ``<list stem>.label_map.json`` is written
+beside, after the list.
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def read_rfw(files: list[Path]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
 
 
 def convert(kind: str, files: list[Path], output: Path) -> tuple[int, int]:
-    """Write ``output`` and ``label_map.json`` beside it; return ``(entries, identities)``."""
+    """Write ``output`` and ``<stem>.label_map.json`` beside it; return ``(entries, identities)``."""
     if kind not in FORMATS:
         raise FfemError(f"convert: unknown format {kind!r} (choose {', '.join(FORMATS)})")
     for path in files:
@@ -150,6 +151,6 @@ def convert(kind: str, files: list[Path], output: Path) -> tuple[int, int]:
         if box[2] <= box[0] or box[3] <= box[1]:
             raise FfemError(f"{key}: the box {box} is empty")
         entries[key] = FaceEntry(label_of[key.rsplit("/", 1)[0]], box, points, None, groups.get(key))
-    write_label_map(label_map_path(output), label_of)
     write_image_list(output, entries)
+    write_label_map(label_map_path(output), label_of)
     return len(entries), len(names)

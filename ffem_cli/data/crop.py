@@ -50,6 +50,7 @@ ARCFACE_TEMPLATE = np.array(
     ],
     dtype=np.float64,
 )
+MAX_COORDINATE = 1e6  # pixels; farther landmarks are a broken list, not a photo
 
 
 def crop_face(
@@ -187,12 +188,28 @@ def umeyama(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.hstack([scale * rotation, translation[:, None]])
 
 
-def alignment_matrix(landmarks: np.ndarray, size: int = 112) -> np.ndarray:
-    """The ``(2, 3)`` similarity transform from photo landmarks to the template for ``size``."""
+def landmark_problem(landmarks: np.ndarray) -> str | None:
+    """Why five landmarks cannot be aligned, or ``None``.
+
+    They must be a finite ``(5, 2)`` array within ``±MAX_COORDINATE`` pixels,
+    not all within one pixel of each other (no scale to estimate).
+    """
     landmarks = np.asarray(landmarks, dtype=np.float64)
     if landmarks.shape != (5, 2) or not np.all(np.isfinite(landmarks)):
-        raise ValueError(f"expected 5 finite (x, y) landmarks, got shape {landmarks.shape}")
-    return umeyama(landmarks, ARCFACE_TEMPLATE * (size / 112.0))
+        return f"expected 5 finite (x, y) landmarks, got shape {landmarks.shape}"
+    if np.abs(landmarks).max() > MAX_COORDINATE:
+        return f"landmark coordinates beyond ±{MAX_COORDINATE:g} pixels"
+    if np.ptp(landmarks, axis=0).max() < 1.0:
+        return "degenerate landmarks (all five points within one pixel)"
+    return None
+
+
+def alignment_matrix(landmarks: np.ndarray, size: int = 112) -> np.ndarray:
+    """The ``(2, 3)`` similarity transform from photo landmarks to the template for ``size``."""
+    problem = landmark_problem(landmarks)
+    if problem:
+        raise ValueError(problem)
+    return umeyama(np.asarray(landmarks, dtype=np.float64), ARCFACE_TEMPLATE * (size / 112.0))
 
 
 def _align(picture: Image.Image, landmarks: np.ndarray, size: int) -> Image.Image:

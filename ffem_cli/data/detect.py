@@ -18,14 +18,23 @@ with the five landmarks (float pixels) and the ONet score.
 
 Images without a usable face go to a rejects file with a reason:
 ``no-face``, ``too-small`` (shorter side below the minimum face size),
-``corrupt``, ``unreadable`` (no permission) or ``missing``.
+``corrupt``, ``unreadable`` (no permission), ``missing`` (also a broken
+symlink), ``symlink-loop``, ``outside-root`` (a symlink leaving ROOT, see
+``images.path_under``), ``too-large`` (header over ``--max-pixels``) or
+``bad-name`` (a file name that is not UTF-8, which JSON cannot hold; the
+rejects file shows it with ``\\xNN`` escapes). Photos whose longer side
+exceeds ``--max-side`` are shrunk before detection (JPEGs decoded at a
+reduced scale) and their box and landmarks mapped back to full-size pixels.
 
 Labels are ``0..N-1`` over the sorted names of the identities that keep at
 least one face (an identity whose photos were all rejected gets no label,
-so the list has no label gaps); ``label_map.json`` is written beside the list.
+so the list has no label gaps); ``<list stem>.label_map.json`` is written
+beside the list, after it, only when the run succeeds.
 
 Progress is checkpointed every ``checkpoint_every`` images to a hidden
-``.<output name>.checkpoint.json`` (atomic writes). The list under its final
+``.<output name>.checkpoint.json`` (atomic writes), which records the real
+path of ROOT and each image's size and modification time: resuming on
+another ROOT is refused, and an image changed since is processed again. The list under its final
 name is only written, atomically, when the run completes, so a file there is
 always complete. ``resume=True`` continues from the checkpoint (or from a
 finished list and its rejects file, processing only new images).
@@ -49,9 +58,20 @@ from ffem_cli import atomic
 from ffem_cli.data import image_list
 from ffem_cli.data.image_list import FaceEntry
 from ffem_cli.errors import FfemError
-from ffem_cli.images import ImageReadError, read_rgb, scan_identity_folder
+from ffem_cli.images import (
+    DEFAULT_MAX_PIXELS,
+    ImageReadError,
+    image_size,
+    is_utf8_name,
+    path_under,
+    read_rgb,
+    scan_identity_folder,
+    shown_name,
+)
 
-REJECT_REASONS = ("no-face", "too-small", "corrupt", "unreadable", "missing")
+REJECT_REASONS = (
+    "no-face", "too-small", "corrupt", "unreadable", "missing", "symlink-loop", "outside-root", "too-large", "bad-name"
+)
 # Most pixels decoded into one MTCNN call: 16 images of 512x512. Bigger photos
 # get smaller batches so that a batch of camera images stays within memory.
 BATCH_PIXEL_BUDGET = 16 * 512 * 512
@@ -72,6 +92,9 @@ class DetectOptions:
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.8)
     workers: int = 4
     checkpoint_every: int = 256
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_side: int = 2048
+    follow_symlinks: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -82,6 +105,10 @@ class DetectOptions:
             raise FfemError(f"--threshold values must lie strictly between 0 and 1, got {self.thresholds}")
         if self.workers < 1:
             raise FfemError(f"--workers must be at least 1, got {self.workers}")
+        if self.max_pixels < 1:
+            raise FfemError(f"--max-pixels must be at least 1, got {self.max_pixels}")
+        if self.max_side < self.min_face_size:
+            raise FfemError(f"--max-side must be at least --min-face-size ({self.min_face_size}), got {self.max_side}")
 
 
 @dataclass(frozen=True)
@@ -116,6 +143,7 @@ class DetectSummary:
     rejected: collections.Counter = field(default_factory=collections.Counter)
     extra_faces: int = 0
     images_with_extra_faces: int = 0
+    downscaled: int = 0
     identities: int = 0
     identities_without_face: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -188,23 +216,27 @@ def choose_face(faces: list[Face], width: int, height: int) -> tuple[FaceEntry, 
     return FaceEntry(0, boxes[best], faces[best].landmarks, faces[best].score), len(faces) - 1
 
 
-def _reject_for(exc: BaseException) -> Reject:
+def _reject_for(exc: ImageReadError) -> Reject:
     """Map a read failure to a reject reason."""
-    cause = exc.__cause__ if isinstance(exc, ImageReadError) else exc
-    if isinstance(cause, FileNotFoundError):
-        return Reject("missing", "no such file")
-    if isinstance(cause, PermissionError):
+    if isinstance(exc.__cause__, PermissionError):
         return Reject("unreadable", "permission denied")
-    if isinstance(exc, ImageReadError):
-        return Reject(exc.reason if exc.reason in REJECT_REASONS else "corrupt", exc.detail)
-    return Reject("corrupt", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    return Reject(exc.reason if exc.reason in REJECT_REASONS else "corrupt", exc.detail)
 
 
-def _header(path: Path) -> tuple[int, int] | Reject:
+def _header(root: Path, rel: str, options: DetectOptions) -> tuple[int, int] | Reject:
     try:
-        return image_list.image_size(path)
-    except (OSError, SyntaxError, ValueError) as exc:
+        return image_size(path_under(root, rel, options.follow_symlinks), options.max_pixels)
+    except ImageReadError as exc:
         return _reject_for(exc)
+
+
+def file_stamp(path: Path) -> list[int] | None:
+    """``[size in bytes, modification time in ns]`` of ``path`` (through symlinks), ``None`` if it cannot be read."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return [info.st_size, info.st_mtime_ns]
 
 
 def plan_batches(sizes: dict[str, tuple[int, int]], options: DetectOptions) -> list[list[str]]:
@@ -223,29 +255,32 @@ def plan_batches(sizes: dict[str, tuple[int, int]], options: DetectOptions) -> l
     return batches
 
 
-def _decode_batch(root: Path, batch: list[str]) -> list[tuple[str, np.ndarray | Reject]]:
+def _decode_batch(root: Path, batch: list[str], options: DetectOptions) -> list[tuple[str, np.ndarray | Reject]]:
     decoded: list[tuple[str, np.ndarray | Reject]] = []
     for rel in batch:
         try:
-            decoded.append((rel, read_rgb(root / rel)))
+            path = path_under(root, rel, options.follow_symlinks)
+            decoded.append((rel, read_rgb(path, options.max_pixels, options.max_side)))
         except ImageReadError as exc:
             decoded.append((rel, _reject_for(exc)))
     return decoded
 
 
-def _prefetch(pool: concurrent.futures.Executor, root: Path, batches: list[list[str]], depth: int) -> Iterator[list]:
+def _prefetch(
+    pool: concurrent.futures.Executor, root: Path, batches: list[list[str]], options: DetectOptions, depth: int
+) -> Iterator[list]:
     """Decoded batches in order, keeping ``depth`` batches decoding ahead."""
     pending: collections.deque = collections.deque()
     upcoming = iter(batches)
     for batch in upcoming:
-        pending.append(pool.submit(_decode_batch, root, batch))
+        pending.append(pool.submit(_decode_batch, root, batch, options))
         if len(pending) >= depth:
             break
     while pending:
         decoded = pending.popleft().result()
         next_batch = next(upcoming, None)
         if next_batch is not None:
-            pending.append(pool.submit(_decode_batch, root, next_batch))
+            pending.append(pool.submit(_decode_batch, root, next_batch, options))
         yield decoded
 
 
@@ -262,7 +297,7 @@ def checkpoint_path(output: str | os.PathLike) -> Path:
 
 
 def _rejects_to_json(rejects: dict[str, Reject]) -> dict[str, dict[str, str]]:
-    return {rel: {"reason": r.reason, "detail": r.detail} for rel, r in sorted(rejects.items())}
+    return {shown_name(rel): {"reason": r.reason, "detail": r.detail} for rel, r in sorted(rejects.items())}
 
 
 def _rejects_from_json(raw: Any, source: Path) -> dict[str, Reject]:
@@ -281,22 +316,42 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise FfemError(f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}; delete it to start over") from None
+    except UnicodeDecodeError as exc:
+        raise FfemError(f"{path}: not UTF-8 text (byte {exc.start}); delete it to start over") from None
+    except (ValueError, RecursionError) as exc:
+        raise FfemError(f"{path}: unreadable JSON ({str(exc)[:80] or type(exc).__name__}); delete it to start over") from None
 
 
-def load_previous(output: Path, rejects_path: Path) -> tuple[dict[str, FaceEntry], dict[str, Reject]]:
-    """What an earlier run finished: its checkpoint if present, else the final list and rejects."""
+def load_previous(output: Path, rejects_path: Path, root: Path) -> tuple[dict[str, FaceEntry], dict[str, Reject]]:
+    """What an earlier run finished: its checkpoint if present, else the final list and rejects.
+
+    A checkpoint made on another ROOT is refused; its images whose size or
+    modification time changed since are left out (processed again).
+    """
     checkpoint = checkpoint_path(output)
     if checkpoint.exists():
         raw = _read_json(checkpoint)
         if not isinstance(raw, dict) or not isinstance(raw.get("entries"), dict):
             raise FfemError(f"{checkpoint}: not an ffem detect checkpoint; delete it to start over")
+        made_on = Path(str(raw.get("root", ""))).resolve()
+        if made_on != root.resolve():
+            raise FfemError(
+                f"{checkpoint}: made on {made_on}, not on {root.resolve()}; "
+                "rerun without --resume (or delete the checkpoint) to start over"
+            )
         entries = {}
         for rel, value in raw["entries"].items():
             entry, problems = image_list.parse_entry(rel, value)
             if entry is None:
                 raise FfemError(f"{checkpoint}: {json.dumps(rel)}: {problems[0]}; delete it to start over")
             entries[rel] = entry
-        return entries, _rejects_from_json(raw.get("rejects", {}), checkpoint)
+        rejects = _rejects_from_json(raw.get("rejects", {}), checkpoint)
+        stamps = raw.get("stamps") if isinstance(raw.get("stamps"), dict) else {}
+        changed = {rel for rel, stamp in stamps.items() if file_stamp(root / rel) != stamp}
+        return (
+            {rel: e for rel, e in entries.items() if rel not in changed},
+            {rel: r for rel, r in rejects.items() if rel not in changed},
+        )
     entries = image_list.load_image_list(output) if output.exists() else {}
     rejects = _rejects_from_json(_read_json(rejects_path), rejects_path) if rejects_path.exists() else {}
     return entries, rejects
@@ -329,6 +384,7 @@ class _Run:
         self.entries, self.rejects, self.summary, self.progress = entries, rejects, summary, progress
         self.done = 0
         self.since_checkpoint = 0
+        self.stamps: dict[str, list[int] | None] = {}  # file_stamp of each image done, for resume
 
     def record(self, count: int) -> None:
         """``count`` more images are finished: report progress, checkpoint every so often."""
@@ -340,19 +396,31 @@ class _Run:
             self.save_checkpoint()
 
     def save_checkpoint(self) -> None:
+        for rel in [*self.entries, *self.rejects]:
+            if rel not in self.stamps and is_utf8_name(rel):
+                self.stamps[rel] = file_stamp(self.root / rel)
         atomic.write_json(
             self.checkpoint,
             {
-                "root": str(self.root),
+                "root": str(self.root.resolve()),
                 "entries": {rel: self.entries[rel].to_json() for rel in sorted(self.entries)},
                 "rejects": _rejects_to_json(self.rejects),
+                "stamps": self.stamps,
             },
             indent=None,
         )
         self.since_checkpoint = 0
 
-    def keep(self, rel: str, image: np.ndarray, faces: list[Face]) -> None:
-        chosen = choose_face(faces, width=image.shape[1], height=image.shape[0])
+    def keep(self, rel: str, image: np.ndarray, size: tuple[int, int], faces: list[Face]) -> None:
+        """Keep the chosen face of ``image``, detected at its shape, in pixels of the full ``size`` (w, h)."""
+        if (size[0] >= size[1]) != (image.shape[1] >= image.shape[0]):
+            size = (size[1], size[0])  # a PNG whose EXIF rotation sits after its pixels: the header missed it
+        width, height = size
+        if (image.shape[1], image.shape[0]) != size:
+            self.summary.downscaled += 1
+            scale = np.array([width / image.shape[1], height / image.shape[0]])
+            faces = [Face(face.box * np.tile(scale, 2), face.landmarks * scale.astype(np.float32), face.score) for face in faces]
+        chosen = choose_face(faces, width=width, height=height)
         if chosen is None:
             self.rejects[rel] = Reject(
                 "no-face", f"no face >= {self.options.min_face_size}px above threshold {self.options.thresholds[2]}"
@@ -367,7 +435,7 @@ class _Run:
         options = self.options
         with concurrent.futures.ThreadPoolExecutor(max_workers=options.workers) as pool:
             sizes: dict[str, tuple[int, int]] = {}
-            headers = pool.map(lambda rel: _header(self.root / rel), self.todo)
+            headers = pool.map(lambda rel: _header(self.root, rel, options), self.todo)
             for rel, header in zip(self.todo, headers, strict=True):
                 if isinstance(header, Reject):
                     self.rejects[rel] = header
@@ -384,7 +452,7 @@ class _Run:
                 loading = time.perf_counter()
                 detector = make_detector()
                 self.summary.startup_seconds = time.perf_counter() - loading
-            for decoded in _prefetch(pool, self.root, batches, depth=max(2, options.workers)):
+            for decoded in _prefetch(pool, self.root, batches, options, depth=max(2, options.workers)):
                 by_shape: dict[tuple, list[tuple[str, np.ndarray]]] = collections.defaultdict(list)
                 for rel, image in decoded:
                     if isinstance(image, Reject):
@@ -394,7 +462,7 @@ class _Run:
                 for group in by_shape.values():
                     found = detect_batch(detector, [image for _, image in group], options)
                     for (rel, image), faces in zip(group, found, strict=True):
-                        self.keep(rel, image, faces)
+                        self.keep(rel, image, sizes[rel], faces)
                 self.record(len(decoded))
 
 
@@ -415,7 +483,7 @@ def detect_folder(
     go to the leaf folders, named ``<group>/<identity>``, and each entry keeps
     its group.
 
-    Writes ``output`` (seed format, see ``data.image_list``), ``label_map.json``
+    Writes ``output`` (seed format, see ``data.image_list``), ``<stem>.label_map.json``
     beside it and the rejects file (default ``<output stem>.rejects.json``).
     ``progress(done, total)`` is called after each batch. ``detector`` is an
     MTCNN instance to reuse (one is made when ``None``). Raises ``FfemError``
@@ -437,9 +505,12 @@ def detect_folder(
     rejects: dict[str, Reject] = {}
     if resume:
         wanted = set(folder.paths)
-        old_entries, old_rejects = load_previous(output, rejects_path)
+        old_entries, old_rejects = load_previous(output, rejects_path, root)
         entries = {rel: e for rel, e in old_entries.items() if rel in wanted}
         rejects = {rel: r for rel, r in old_rejects.items() if rel in wanted and rel not in entries}
+    for rel in folder.paths:
+        if not is_utf8_name(rel):
+            rejects[rel] = Reject("bad-name", "the file name is not UTF-8; rename it")
     todo = [rel for rel in folder.paths if rel not in entries and rel not in rejects]
     summary.skipped = len(folder.paths) - len(todo)
 
@@ -460,8 +531,8 @@ def detect_folder(
         raise FfemError(f"{root}: no face found in any of {len(folder.paths)} images; reasons are in {rejects_path}")
     labelled, label_map = _labelled(entries, depth)
     summary.label_map_path = image_list.label_map_path(output)
-    image_list.write_label_map(summary.label_map_path, label_map)
     image_list.write_image_list(output, labelled)
+    image_list.write_label_map(summary.label_map_path, label_map)
     checkpoint.unlink(missing_ok=True)
     summary.identities = len(label_map)
     summary.identities_without_face = sorted(set(folder.label_map) - set(label_map))

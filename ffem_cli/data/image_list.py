@@ -20,8 +20,9 @@ folder ROOT (POSIX separators)::
 
 Integer fields also accept integral JSON floats (``3.0`` reads as ``3``,
 since many tools write numbers that way); ``1.5``, ``true`` and strings are
-rejected. Other keys in an entry are ignored. ``label_map.json`` beside the
-list maps identity name to label.
+rejected. Other keys in an entry are ignored. ``<list stem>.label_map.json``
+beside the list maps identity name to label (named after its list, so two
+lists in one folder keep their own maps).
 """
 
 from __future__ import annotations
@@ -35,16 +36,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from ffem_cli import atomic
+from ffem_cli.data.crop import MAX_COORDINATE
 from ffem_cli.errors import FfemError
 from ffem_cli.hashing import file_sha256
+from ffem_cli.images import ImageReadError, image_size, path_under
 
 BOX_KEYS = ("x1", "y1", "x2", "y2")
-LABEL_MAP_NAME = "label_map.json"
-EXIF_ORIENTATION = 0x0112
-SWAPPED_ORIENTATIONS = (5, 6, 7, 8)  # EXIF rotations by 90 degrees: width and height swap
 
 
 @dataclass(frozen=True, eq=False)
@@ -160,10 +159,12 @@ def parse_entry(key: str, raw: Any) -> tuple[FaceEntry | None, list[str]]:
             and len(raw_landmarks) == 5
             and all(isinstance(p, list) and len(p) == 2 and all(map(_is_number, p)) for p in raw_landmarks)
         )
-        if well_formed:
-            landmarks = np.asarray(raw_landmarks, dtype=np.float32)
-        else:
+        if not well_formed:
             problems.append("landmarks must be 5 [x, y] pairs of finite numbers")
+        elif not all(abs(value) <= MAX_COORDINATE for point in raw_landmarks for value in point):
+            problems.append(f"landmarks lie beyond ±{MAX_COORDINATE:g} pixels")
+        else:
+            landmarks = np.asarray(raw_landmarks, dtype=np.float32)
 
     score = raw.get("score")
     if score is not None and not _is_number(score):
@@ -184,6 +185,12 @@ def _raise_problems(prefix: str, problems: list[str]) -> None:
         more = len(problems) - 1
         suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
         raise FfemError(f"{prefix}: {problems[0]}{suffix}")
+
+
+def _limit_text(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc).split(";")[0][:120] or type(exc).__name__
 
 
 def _missing_labels_text(missing: list[int]) -> str:
@@ -231,6 +238,8 @@ def load_image_list(path: str | os.PathLike, allow_gaps: bool = False) -> dict[s
         raise FfemError(f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
     except _DuplicateKey as exc:
         raise FfemError(f"{path}: {_show(exc.key)} appears more than once") from None
+    except (ValueError, RecursionError) as exc:  # over Python's integer-digit or nesting limits
+        raise FfemError(f"{path}: unreadable JSON ({_limit_text(exc)})") from None
     if not isinstance(raw, dict):
         raise FfemError(f"{path}: the top level must be an object {{\"rel/path.jpg\": {{...}}}}, not {type(raw).__name__}")
     if not raw:
@@ -238,7 +247,11 @@ def load_image_list(path: str | os.PathLike, allow_gaps: bool = False) -> dict[s
 
     entries: dict[str, FaceEntry] = {}
     problems: list[str] = []
+    spelled: dict[str, str] = {}  # normalised key -> the key as written
     for key, value in raw.items():
+        same = spelled.setdefault(PurePosixPath(key).as_posix(), key)
+        if same != key:
+            problems.append(f"{_show(key)}: the same image as {_show(same)} (one photo listed twice)")
         entry, entry_problems = parse_entry(key, value)
         problems.extend(f"{_show(key)}: {problem}" for problem in entry_problems)
         if entry is not None:
@@ -264,17 +277,6 @@ def label_gap_problem(labels: np.ndarray) -> str | None:
     )
 
 
-def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """``(width, height)`` of an image as ``read_rgb`` returns it (EXIF rotation applied), header only."""
-    with Image.open(path) as image:
-        width, height = image.size
-        if image.format in ("JPEG", "TIFF", "WEBP", "PNG"):
-            orientation = image.getexif().get(EXIF_ORIENTATION)
-            if orientation in SWAPPED_ORIENTATIONS:
-                width, height = height, width
-    return width, height
-
-
 def box_fit(box: tuple[int, int, int, int], width: int, height: int) -> str:
     """``"inside"``, ``"clipped"`` (partly outside the ``width x height`` image) or ``"outside"``."""
     x1, y1, x2, y2 = box
@@ -293,29 +295,32 @@ class BoxCheck:
     outside: dict[str, str]  # key -> "box (…) lies outside the WxH image"
 
 
-def _check_one(root: Path, key: str, entry: FaceEntry) -> tuple[str | None, str, str]:
+def _check_one(root: Path, key: str, entry: FaceEntry, follow_symlinks: bool) -> tuple[str | None, str, str]:
     """(problem, fit, box text) of one entry; fit as ``box_fit``."""
-    path = root / key
     try:
-        width, height = image_size(path)
-    except FileNotFoundError:
-        return f"{_show(key)}: missing file", "", ""
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return f"{_show(key)}: unreadable image ({detail})", "", ""
+        width, height = image_size(path_under(root, key, follow_symlinks))
+    except ImageReadError as exc:
+        if exc.reason == "missing":
+            return f"{_show(key)}: missing file" + ("" if exc.detail == "no such file" else f" ({exc.detail})"), "", ""
+        what = "unreadable image" if exc.reason == "corrupt" else exc.reason
+        return f"{_show(key)}: {what} ({exc.detail})", "", ""
     x1, y1, x2, y2 = entry.box
     return None, box_fit(entry.box, width, height), f"box ({x1}, {y1}, {x2}, {y2}) lies outside the {width}x{height} image"
 
 
 def check_against_images(
-    entries: dict[str, FaceEntry], root: str | os.PathLike, workers: int = 4, strict_boxes: bool = True
+    entries: dict[str, FaceEntry],
+    root: str | os.PathLike,
+    workers: int = 4,
+    strict_boxes: bool = True,
+    follow_symlinks: bool = False,
 ) -> BoxCheck:
     """Check that every entry's file exists under ``root`` and see where its box lies.
 
     With ``strict_boxes`` a box not wholly inside its image is an error;
     otherwise boxes crossing the border are returned as clipped and boxes with
     no pixel inside as outside (``pack`` crops the first with padding and
-    rejects the second).
+    rejects the second). Image paths follow ``images.path_under``.
 
     Only image headers are read (PIL, no decoding: ~25 µs each from the page
     cache), in ``workers`` threads. Threads help while the files come from
@@ -333,7 +338,7 @@ def check_against_images(
     slices = [keys[i::workers] for i in range(workers)]
 
     def check_slice(part: list[str]) -> list[tuple[str, tuple[str | None, str, str]]]:
-        return [(key, _check_one(root, key, entries[key])) for key in part]
+        return [(key, _check_one(root, key, entries[key], follow_symlinks)) for key in part]
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         found = dict(pair for part in pool.map(check_slice, slices) for pair in part)
@@ -362,8 +367,9 @@ def write_image_list(path: str | os.PathLike, entries: dict[str, FaceEntry]) -> 
 
 
 def label_map_path(list_path: str | os.PathLike) -> Path:
-    """Where the label map of an image list lives: ``label_map.json`` beside it."""
-    return Path(list_path).parent / LABEL_MAP_NAME
+    """Where the label map of an image list lives: ``<list stem>.label_map.json`` beside it."""
+    list_path = Path(list_path)
+    return list_path.with_name(f"{list_path.stem}.label_map.json")
 
 
 def write_label_map(path: str | os.PathLike, label_map: dict[str, int]) -> None:
@@ -381,6 +387,8 @@ def load_label_map(path: str | os.PathLike) -> dict[str, int]:
         raise FfemError(f"{path}: no such label map") from None
     except json.JSONDecodeError as exc:
         raise FfemError(f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise FfemError(f"{path}: unreadable label map ({_limit_text(exc)})") from None
     if not isinstance(raw, dict) or not all(_as_int(v) is not None and _as_int(v) >= 0 for v in raw.values()):
         raise FfemError(f"{path}: a label map must be an object {{identity: non-negative integer label}}")
     return {name: _as_int(label) for name, label in raw.items()}

@@ -68,8 +68,14 @@ def inspect_path(path: Path, root: Path | None = None, crops: bool = False) -> I
         labels=table.labels,
         names={label: table.name_of(label) for label in np.unique(table.labels).tolist()},
         read_face=read_face,
-        counts={"boxes clipped": table.clipped, "rejected (box outside)": len(table.rejected)},
+        counts={"boxes clipped": table.clipped, _rejected_label(table.rejected): len(table.rejected)},
     )
+
+
+def _rejected_label(rejected: list[dict]) -> str:
+    """``"rejected (box outside, bad name)"``: the row name for a source's rejects, with their reasons."""
+    reasons = sorted({reject["reason"].replace("-", " ") for reject in rejected})
+    return f"rejected ({', '.join(reasons)})" if reasons else "rejected"
 
 
 def _read_manifest(folder: Path) -> dict:
@@ -111,13 +117,16 @@ def _inspect_pack(folder: Path) -> Inspection:
 
 
 def write_pictures(found: Inspection, output: Path, seed: int = 0) -> list[Path]:
-    """Write the histogram and the contact sheet into ``output``; return their paths."""
-    output.mkdir(parents=True, exist_ok=True)
-    histogram = output / "images_per_identity.png"
-    atomic.write_bytes(histogram, _histogram_png(found.per_identity(), found.path.name))
-    sheet = output / "contact_sheet.png"
-    atomic.write_bytes(sheet, _contact_sheet_png(found, seed))
-    return [histogram, sheet]
+    """Write the histogram and the contact sheet into the folder ``output``; return their paths.
+
+    ``output`` is built whole and swapped in (``atomic.atomic_directory``): an
+    existing folder is replaced only when ffem wrote it.
+    """
+    names = ("images_per_identity.png", "contact_sheet.png")
+    with atomic.atomic_directory(output) as staged:
+        atomic.write_bytes(staged / names[0], _histogram_png(found.per_identity(), found.path.name))
+        atomic.write_bytes(staged / names[1], _contact_sheet_png(found, seed))
+    return [output / name for name in names]
 
 
 def _histogram_png(per_identity: np.ndarray, title: str) -> bytes:

@@ -34,6 +34,14 @@ the same as the interrupted run's. Without ``--resume`` a directory holding a
 finished pack is refused unless ``--overwrite`` is given; leftovers of an
 unfinished pack are discarded and everything is written again.
 
+``--overwrite`` builds the new pack in a hidden sibling ``.tmp-<name>.new``
+and swaps it in by rename only once it is complete, so a failed or killed
+re-pack leaves the old pack whole (``--overwrite --resume`` continues the
+killed re-pack). An existing output folder that is not a pack (no manifest
+or progress record, or files a pack does not hold) is refused
+(``atomic.check_owned``). ``--shards`` above the number of images is capped
+to it; sources whose every face fails leave no pack and raise.
+
 The writer is a small pure-Python TFRecord encoder (no TensorFlow in the
 worker processes, which would cost seconds of import and hundreds of MB
 each); CRC32C comes from ``google-crc32c`` when installed, else a table
@@ -42,16 +50,18 @@ implementation in Python (correct but slower).
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import io
 import json
+import math
 import multiprocessing
 import os
 import struct
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from queue import Empty
@@ -298,11 +308,10 @@ def write_shard(job: _ShardJob, report: Callable[[int], None] | None = None) -> 
     pending = 0
     with atomic.atomic_open(job.path, "wb") as handle:
         for source_number, ref, label in job.rows.tolist():
-            key = f"#{ref}"
+            source = job.sources[source_number]
+            key = source.key(ref)
             try:
-                face = job.sources[source_number].read(ref)
-                key = face.key
-                encoded, copied = encode_record(face, job.settings)
+                encoded, copied = encode_record(source.read(ref), job.settings)
             except ImageReadError as exc:
                 result.skipped.append({"path": key, "reason": exc.reason, "detail": exc.detail})
             else:
@@ -363,8 +372,8 @@ def _check_settings(settings: PackSettings, workers: int) -> None:
         raise FfemError(f"crop mode must be 'margin' or 'align', got {settings.crop!r}")
     if settings.image_size < 16:
         raise FfemError(f"--size must be at least 16 pixels, got {settings.image_size}")
-    if settings.margin < 0:
-        raise FfemError(f"--margin must be >= 0, got {settings.margin}")
+    if not (math.isfinite(settings.margin) and 0 <= settings.margin <= 10):
+        raise FfemError(f"--margin must be a number within 0..10, got {settings.margin}")
     if settings.shards < 1:
         raise FfemError(f"--shards must be at least 1, got {settings.shards}")
     if workers < 1:
@@ -393,6 +402,27 @@ def _open_tables(sources: list[Source], settings: PackSettings) -> list[SourceTa
             if table.lacks_landmarks:
                 raise FfemError(f"{source.path}: {table.lacks_landmarks}, which --align needs")
     return tables
+
+
+def is_pack_file(name: str) -> bool:
+    """True for a name a pack folder holds: manifest, index, rejects, progress, shards, their records, temporaries."""
+    return (
+        name in (MANIFEST, INDEX, REJECTS, PROGRESS)
+        or fnmatch.fnmatch(name, "faces-*-of-*.tfrecord")
+        or fnmatch.fnmatch(name, f"faces-*-of-*.tfrecord{DONE_SUFFIX}")
+        or name.startswith(atomic.TMP_PREFIX)
+    )
+
+
+def check_pack_folder(output: Path) -> None:
+    """``FfemError`` unless ``output`` is absent, empty, or a (finished or unfinished) pack and nothing else."""
+    if output.is_dir() and not output.is_symlink() and any(output.iterdir()):
+        if not ((output / MANIFEST).is_file() or (output / PROGRESS).is_file()):
+            raise FfemError(
+                f"{output}: exists and is not an ffem pack (no {MANIFEST} or {PROGRESS}); "
+                "choose a new folder for the pack"
+            )
+    atomic.check_owned(output, is_pack_file)
 
 
 def _clear_stale(output: Path) -> None:
@@ -506,9 +536,14 @@ def pack(
     overwrite: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
     strict_boxes: bool = False,
+    follow_symlinks: bool = False,
 ) -> PackResult:
-    """``pack_sources`` for one image list whose image paths are relative to ``root``."""
-    source = open_source(Path(image_list), Path(root), strict_boxes=strict_boxes)
+    """``pack_sources`` for one image list whose image paths are relative to ``root``.
+
+    Image paths must stay inside ``root`` (``images.path_under``; symlinks
+    leaving it only with ``follow_symlinks``).
+    """
+    source = open_source(Path(image_list), Path(root), strict_boxes=strict_boxes, follow_symlinks=follow_symlinks)
     return pack_sources([source], output, settings, Shaping(), workers, resume, overwrite, on_progress)
 
 
@@ -534,22 +569,58 @@ def pack_sources(
     tables = _open_tables(sources, settings)
     names = source_names(sources)
     shaped = shape(tables, names, shaping)
-    if output.exists() and not output.is_dir():
-        raise FfemError(f"{output}: exists and is not a folder")
-    if (output / MANIFEST).exists() and not (resume or overwrite):
+    if settings.shards > len(shaped.refs):
+        settings = replace(settings, shards=len(shaped.refs))
+    check_pack_folder(output)
+    finished = (output / MANIFEST).exists()
+    if finished and not (resume or overwrite):
         raise FfemError(
             f"{output}: already holds a finished pack (manifest.json); "
             "use --resume to check and repair it or --overwrite to replace it"
         )
+    target = output
+    if finished and overwrite:
+        target = output.with_name(f"{atomic.TMP_PREFIX}{output.name}.new")
+        check_pack_folder(target)
+    created = not target.exists()
+    keep_shards = resume and not (overwrite and target == output)  # an in-place --overwrite starts afresh
     described = [source.describe() for source in sources]
+    try:
+        result = _write_into(
+            target, sources, tables, shaped, described, names, settings, workers, keep_shards, on_progress
+        )
+    except EmptyPack:
+        _remove_pack_files(target)
+        if created:
+            target.rmdir()
+        raise
+    if target != output:
+        atomic.replace_directory(target, output)
+    return PackResult(output=output, seconds=time.perf_counter() - started, **result)
+
+
+class EmptyPack(FfemError):
+    """Every face of the sources failed: there is no pack to write."""
+
+
+def _write_into(
+    output: Path,
+    sources: list[Source],
+    tables: list[SourceTable],
+    shaped: ShapedSet,
+    described: list[dict],
+    names: list[str],
+    settings: PackSettings,
+    workers: int,
+    resume: bool,
+    on_progress: Callable[[int, int], None] | None,
+) -> dict:
+    """Write (or, with ``resume``, complete) the pack in the folder ``output``; the counts of ``PackResult``."""
     output.mkdir(parents=True, exist_ok=True)
     _clear_stale(output)
     expected = _progress_record(settings, _sources_fingerprint(described, shaped.report))
     shard_names = [shard_name(i, settings.shards) for i in range(settings.shards)]
-    if resume and not overwrite:
-        kept = _finished_shards(output, expected, shard_names)
-    else:
-        kept = {}
+    kept = _finished_shards(output, expected, shard_names) if resume else {}
     if not kept:
         _remove_pack_files(output)
     atomic.write_json(output / PROGRESS, expected)
@@ -568,6 +639,14 @@ def pack_sources(
     results = dict(kept)
     results.update(_run_jobs(jobs, workers, on_progress))
     shards = [results[name] for name in shard_names]
+    if not any(shard.count for shard in shards):
+        skipped = [skip for shard in shards for skip in shard.skipped]
+        first = skipped[0]
+        whose = f"{sources[0].path}: none of its" if len(sources) == 1 else f"none of the {len(sources)} sources'"
+        raise EmptyPack(
+            f"{whose} {len(skipped)} images could be packed "
+            f"(first: {first['path']}: {first['reason']}, {first['detail']}); no pack written"
+        )
     _write_index(output / INDEX, shards)
     rejected = [
         {**reject, "source": names[number]}
@@ -581,19 +660,17 @@ def pack_sources(
     for name in shard_names:
         _done_path(output / name).unlink(missing_ok=True)
     (output / PROGRESS).unlink(missing_ok=True)
-    return PackResult(
-        output=output,
-        images=manifest["num_examples"],
-        images_written=sum(results[n].count for n in shard_names if n not in kept),
-        shards=settings.shards,
-        kept_shards=len(kept),
-        skipped=manifest["skipped"],
-        seconds=time.perf_counter() - started,
-        identities=len(shaped.names),
-        clipped=clipped,
-        rejected=len(rejected),
-        passed_through=sum(results[n].passed_through for n in shard_names if n not in kept),
-    )
+    return {
+        "images": manifest["num_examples"],
+        "images_written": sum(results[n].count for n in shard_names if n not in kept),
+        "shards": settings.shards,
+        "kept_shards": len(kept),
+        "skipped": manifest["skipped"],
+        "identities": len(shaped.names),
+        "clipped": clipped,
+        "rejected": len(rejected),
+        "passed_through": sum(results[n].passed_through for n in shard_names if n not in kept),
+    }
 
 
 def _sources_fingerprint(described: list[dict], shaping_report: dict) -> str:

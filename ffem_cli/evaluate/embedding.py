@@ -6,9 +6,11 @@ box). ``FacePrep`` holds how the model's faces were prepared in training
 (``image_size``, ``crop``, ``margin`` from the run's ``run.toml``) plus the
 evaluation switches ``detect`` and ``flip``. How one face is cut out:
 
-1. ``detect``: MTCNN runs on the photo and the most confident face's box and
-   landmarks are used (an image without a face becomes *invalid*: it is kept,
-   counted and reported by every protocol, never silently dropped);
+1. ``detect``: MTCNN runs on the photos in size-grouped batches
+   (``inference.detection``, the path of ``ffem detect``) and the face
+   ``ffem detect`` would keep gives the box and landmarks (an image without a
+   face becomes *invalid*: it is kept, counted and reported by every
+   protocol, never silently dropped);
 2. otherwise the source's landmarks (``crop = "align"``) or box
    (``crop = "margin"``) are used with ``data.crop.crop_face``;
    ``crop = "seed"`` (evaluation only, ``--crop seed``) is the seed FFEM
@@ -34,7 +36,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -47,7 +48,7 @@ from ffem_cli.console import progress_bar
 from ffem_cli.data.crop import crop_face, seed_box_from_landmarks
 from ffem_cli.errors import FfemError
 from ffem_cli.hashing import file_sha256
-from ffem_cli.images import ImageReadError, read_rgb
+from ffem_cli.images import ImageReadError, is_utf8_name, path_under, read_rgb, shown_name
 
 CACHE_FORMAT = 1
 CROP_MODES = ("margin", "align", "seed")
@@ -100,6 +101,13 @@ def folder_sources(root: Path, rel_paths: Sequence[str], faces: Path | None = No
     e.g. from ``ffem detect``) each image's box and landmarks come from the list,
     and images the list does not hold are ``unlisted`` (no face)."""
     root = Path(root)
+    for rel in rel_paths:
+        if not is_utf8_name(rel):
+            raise FfemError(f"{root}: the file name {shown_name(rel)!r} is not UTF-8; rename it")
+        try:
+            path_under(root, rel)
+        except ImageReadError as exc:
+            raise FfemError(f"{root / rel}: {exc.detail}; eval reads only under {root}") from None
     if faces is None:
         return [FaceSource((root / p).resolve()) for p in rel_paths]
     from ffem_cli.data.image_list import load_image_list
@@ -185,9 +193,10 @@ def _model_side(model) -> int | None:
     return int(shape[1]) if shape[1] is not None and shape[1] == shape[2] else None
 
 
-def prepare_face(source: FaceSource, prep: FacePrep, detection=None) -> np.ndarray:
-    """The ``(S, S, 3)`` uint8 face of ``source`` (``detection``: ``(box, landmarks)`` from MTCNN)."""
-    image = read_source(source)
+def prepare_face(source: FaceSource, prep: FacePrep, detection=None, image: np.ndarray | None = None) -> np.ndarray:
+    """The ``(S, S, 3)`` uint8 face of ``source`` (``detection``: ``(box, landmarks)`` from MTCNN;
+    ``image``: the source already decoded)."""
+    image = read_source(source) if image is None else image
     if detection is not None:
         box, landmarks = detection
     else:
@@ -310,72 +319,56 @@ def _stamp(path: Path) -> str:
 
 def _embed_uncached(embedder: Embedder, sources: list[FaceSource], batch_size: int, workers: int | None, description: str):
     prep = embedder.prep
-    detector = _detector() if prep.detect else None
     vectors = np.zeros((len(sources), embedder.embedding_size), dtype=np.float32)
     valid = np.zeros(len(sources), dtype=bool)
     workers = workers or min(8, (os.cpu_count() or 2) + 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool, progress_bar() as bar:
+    with progress_bar() as bar:
         task = bar.add_task(description, total=len(sources), unit="face")
-        for start, faces in _prepared_batches(pool, sources, prep, batch_size, detector):
+        batches = _detected_batches(sources, prep, batch_size, workers) if prep.detect else _prepared_batches(sources, prep, batch_size, workers)
+        for indices, faces in batches:
             ok = np.array([face is not None for face in faces])
             if ok.any():
                 stacked = np.stack([face for face in faces if face is not None])
-                vectors[start + np.flatnonzero(ok)] = embed_faces(embedder.model, stacked, prep.flip, prep.flip_mode)
-            valid[start : start + len(faces)] = ok
+                vectors[np.asarray(indices)[ok]] = embed_faces(embedder.model, stacked, prep.flip, prep.flip_mode)
+            valid[indices] = ok
             bar.advance(task, len(faces))
     return vectors, valid
 
 
-def _prepared_batches(pool: ThreadPoolExecutor, sources, prep: FacePrep, batch_size: int, detector) -> Iterator[tuple[int, list]]:
-    """Yield ``(start, faces)`` per batch; the next batch decodes while the caller runs the model."""
+def _prepared_batches(sources, prep: FacePrep, batch_size: int, workers: int) -> Iterator[tuple[list[int], list]]:
+    """Yield ``(indices, faces)`` per batch; the next batches decode while the caller runs the model."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
 
-    def submit(start: int) -> list[Future]:
-        chunk = sources[start : start + batch_size]
-        if detector is None:
-            return [pool.submit(_prepare_listed, source, prep) for source in chunk]
-        return [pool.submit(_detect_and_prepare, source, prep, detector) for source in chunk]
+        def submit(start: int) -> list[Future]:
+            return [pool.submit(_prepare_listed, source, prep) for source in sources[start : start + batch_size]]
 
-    starts = list(range(0, len(sources), batch_size))
-    pending = [submit(s) for s in starts[:2]]
-    for i, start in enumerate(starts):
-        futures = pending.pop(0)
-        if i + 2 < len(starts):
-            pending.append(submit(starts[i + 2]))
-        yield start, [f.result() for f in futures]
+        starts = list(range(0, len(sources), batch_size))
+        pending = [submit(s) for s in starts[:2]]
+        for i, start in enumerate(starts):
+            futures = pending.pop(0)
+            if i + 2 < len(starts):
+                pending.append(submit(starts[i + 2]))
+            yield list(range(start, start + len(futures))), [f.result() for f in futures]
 
 
-def _detector():
-    """A ``find_face(image) -> (box, landmarks) | None`` over ``data.detect``'s MTCNN.
+def _detected_batches(sources, prep: FacePrep, batch_size: int, workers: int) -> Iterator[tuple[list[int], list]]:
+    """Yield ``(indices, faces)`` per batch with faces found by ``inference.detection``'s batched MTCNN
+    (the face ``ffem detect`` keeps; None where there is none)."""
+    from ffem_cli.inference.detection import detect_images
 
-    The face kept is the one ``ffem detect`` keeps (largest area x
-    confidence). MTCNN calls are serialised with a lock (one TensorFlow model
-    shared by the decoding threads); decoding and cropping stay parallel.
-    """
-    from ffem_cli.data import detect
-
-    mtcnn, options, lock = detect.make_detector(), detect.DetectOptions(), threading.Lock()
-
-    def find_face(image: np.ndarray):
-        with lock:
-            faces = detect.detect_batch(mtcnn, [image], options)[0]
-        chosen = detect.choose_face(faces, image.shape[1], image.shape[0])
-        if chosen is None:
-            return None
-        entry = chosen[0]
-        return entry.box, np.asarray(entry.landmarks, dtype=np.float64)
-
-    return find_face
+    indices, faces = [], []
+    for index, image, found in detect_images([s.path for s in sources], workers=min(workers, 4)):
+        indices.append(index)
+        faces.append(None if found is None else prepare_face(sources[index], prep, detection=found, image=image))
+        if len(faces) == batch_size:
+            yield indices, faces
+            indices, faces = [], []
+    if faces:
+        yield indices, faces
 
 
 def _prepare_listed(source: FaceSource, prep: FacePrep) -> np.ndarray | None:
     return None if source.unlisted else prepare_face(source, prep)
-
-
-def _detect_and_prepare(source: FaceSource, prep: FacePrep, detector):
-    found = detector(read_source(source))
-    if found is None:
-        return None
-    return prepare_face(source, prep, detection=found)
 
 
 def _cache_file(cache_dir: Path, embedder: Embedder) -> Path:

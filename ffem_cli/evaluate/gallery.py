@@ -4,9 +4,12 @@ A gallery is a Parquet file with one row per image: ``path`` (absolute),
 ``identity`` and ``label`` when the folder is ``ROOT/<identity>/<image>``,
 ``face_found`` (False when ``--detect`` found no face: the row is kept and
 its embedding is zeros; search and map skip it) and ``embedding`` (a list of
-float32). The file's key-value metadata ``ffem`` holds the model file, its
-SHA-256 and the face preparation, so ``ffem search`` can embed a query the
-same way without being told the model again.
+float32) and ``sha256`` (of the image file's bytes). The file's key-value
+metadata ``ffem`` holds the model file, its SHA-256 and the face
+preparation, so ``ffem search`` can embed a query the same way without being
+told the model again, and ``ffem embed --append`` adds only images whose
+content is new, with the same model and preparation. Every change rewrites
+the file atomically.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from ffem_cli import atomic
 from ffem_cli.errors import FfemError
 from ffem_cli.evaluate.embedding import Embedder, FaceSource, compute_embeddings, folder_sources
 from ffem_cli.evaluate.search import topk_search
+from ffem_cli.hashing import file_sha256
 from ffem_cli.images import is_image_file, scan_identity_folder
 
 METADATA_KEY = b"ffem"
@@ -39,41 +43,135 @@ def list_images(root: Path) -> tuple[list[str], list[str] | None]:
     return folder.paths, [p.split("/", 1)[0] for p in folder.paths]
 
 
-def embed_folder(embedder: Embedder, root: Path, output: Path, batch_size: int = 64, faces: Path | None = None) -> dict:
+def embed_folder(embedder: Embedder, root: Path, output: Path, batch_size: int = 64, faces: Path | None = None,
+                 append: bool = False) -> dict:  # fmt: skip
     """Embed every image under ``root`` and write the gallery ``output`` atomically; return counts.
 
     ``faces``: an ``image_list.json`` giving each image's box and landmarks
-    (see ``embedding.folder_sources``).
+    (see ``embedding.folder_sources``). ``append``: add to the gallery at
+    ``output`` (created when missing) the images whose content SHA-256 it
+    does not hold yet; a gallery of another model or face preparation is
+    refused.
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     root = Path(root)
     paths, identities = list_images(root)
     sources = folder_sources(root, paths, faces)
-    embedded = compute_embeddings(embedder, sources, cache_dir=None, batch_size=batch_size, description="embed")
-    columns = {"path": pa.array([str(s.path) for s in sources], pa.string())}
-    if identities is not None:
-        names = sorted(set(identities))
-        label_of = {name: i for i, name in enumerate(names)}
-        columns["identity"] = pa.array(identities, pa.string())
-        columns["label"] = pa.array([label_of[i] for i in identities], pa.int32())
-    columns["face_found"] = pa.array(embedded.valid, pa.bool_())
-    dim = embedded.vectors.shape[1]
-    flat = pa.array(embedded.vectors.reshape(-1), pa.float32())
-    columns["embedding"] = pa.FixedSizeListArray.from_arrays(flat, dim).cast(pa.list_(pa.float32()))
+    hashes = [file_sha256(s.path) for s in sources]
+    old = _read_table(output) if append and Path(output).is_file() else None
     metadata = {
         "model": embedder.description,
         "model_sha256": embedder.model_sha256,
         "preparation": asdict(embedder.prep),
         "root": str(root.resolve()),
-        "embedding_size": dim,
     }
-    table = pa.table(columns).replace_schema_metadata({METADATA_KEY: json.dumps(metadata).encode()})
+    seen: set[str] = set()
+    if old is not None:
+        table, recorded = old
+        _check_same_model(output, recorded, metadata)
+        if "sha256" not in table.column_names:
+            raise FfemError(f"{output}: the gallery has no sha256 column (written by an older ffem); embed it again without --append")
+        if ("identity" in table.column_names) != (identities is not None):
+            raise FfemError(f"{output}: cannot mix a gallery {'with' if identities is None else 'without'} identities and a folder {'without' if identities is None else 'with'} them")
+        seen = set(table.column("sha256").to_pylist())
+        metadata["root"] = recorded.get("root", metadata["root"])
+    new = []  # images whose content is in neither the gallery nor earlier in this folder
+    for i, digest in enumerate(hashes):
+        if digest not in seen:
+            seen.add(digest)
+            new.append(i)
+    embedded = compute_embeddings(embedder, [sources[i] for i in new], cache_dir=None, batch_size=batch_size, description="embed")
+    dim = embedder.embedding_size
+    columns = {"path": pa.array([str(sources[i].path) for i in new], pa.string())}
+    if identities is not None:
+        columns["identity"] = pa.array([identities[i] for i in new], pa.string())
+    columns["face_found"] = pa.array(embedded.valid, pa.bool_())
+    flat = pa.array(embedded.vectors.reshape(-1), pa.float32())
+    columns["embedding"] = pa.FixedSizeListArray.from_arrays(flat, dim).cast(pa.list_(pa.float32()))
+    columns["sha256"] = pa.array([hashes[i] for i in new], pa.string())
+    added = pa.table(columns)
+    if old is not None:
+        added = pa.concat_tables([old[0].select(added.column_names), added])
+    write_gallery(output, added, {**metadata, "embedding_size": dim})
+    return {"images": len(paths), "added": len(new), "already_there": len(paths) - len(new), "rows": added.num_rows,
+            "identities": len(set(identities)) if identities else 0, "without_face": embedded.num_invalid,
+            "embedding_size": dim}  # fmt: skip
+
+
+def _check_same_model(path: Path, recorded: dict, wanted: dict) -> None:
+    if recorded.get("model_sha256") != wanted["model_sha256"]:
+        raise FfemError(f"{path}: the gallery was embedded with another model ({recorded.get('model')}, sha256 "
+                        f"{str(recorded.get('model_sha256'))[:12]}…); use that model or a new gallery")  # fmt: skip
+    if recorded.get("preparation") != wanted["preparation"]:
+        raise FfemError(f"{path}: the gallery's faces were prepared differently ({recorded.get('preparation')}) "
+                        f"from now ({wanted['preparation']}); use the same --detect/--flip or a new gallery")  # fmt: skip
+
+
+def write_gallery(output: Path, table, metadata: dict) -> None:
+    """Write ``table`` atomically with a ``label`` column (0..N-1 over the sorted identities) and ``metadata``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if "identity" in table.column_names:
+        names = table.column("identity").to_pylist()
+        label_of = {name: i for i, name in enumerate(sorted(set(names)))}
+        if "label" in table.column_names:
+            table = table.drop_columns(["label"])
+        table = table.add_column(2, "label", pa.array([label_of[n] for n in names], pa.int32()))
+    table = table.replace_schema_metadata({METADATA_KEY: json.dumps(metadata).encode()})
     with atomic.atomic_open(output, "wb") as handle:
         pq.write_table(table, handle)
-    return {"images": len(paths), "identities": len(set(identities)) if identities else 0,
-            "without_face": embedded.num_invalid, "embedding_size": dim}  # fmt: skip
+
+
+def _read_table(path: Path):
+    """``(pyarrow table, ffem metadata)`` of a gallery file; ``FfemError`` when missing or not one."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise FfemError(f"{path}: no such gallery file (write one with ffem embed)")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise FfemError(f"{path}: not a Parquet gallery ({exc})") from exc
+    if "path" not in table.column_names or "embedding" not in table.column_names:
+        raise FfemError(f"{path}: not an ffem gallery (needs 'path' and 'embedding' columns)")
+    raw = (table.schema.metadata or {}).get(METADATA_KEY)
+    try:
+        metadata = json.loads(raw) if raw else {}
+    except json.JSONDecodeError as exc:
+        raise FfemError(f"{path}: malformed ffem metadata ({exc})") from None
+    return table.replace_schema_metadata(None), metadata
+
+
+def identity_counts(path: Path) -> list[tuple[str, int, int]]:
+    """``[(identity, images, images with a face)]`` of a gallery, sorted by identity ("" for a flat gallery)."""
+    table, _ = _read_table(path)
+    names = table.column("identity").to_pylist() if "identity" in table.column_names else [""] * table.num_rows
+    found = table.column("face_found").to_pylist() if "face_found" in table.column_names else [True] * table.num_rows
+    counts: dict[str, list[int]] = {}
+    for name, ok in zip(names, found, strict=True):
+        entry = counts.setdefault(name, [0, 0])
+        entry[0] += 1
+        entry[1] += bool(ok)
+    return [(name, c[0], c[1]) for name, c in sorted(counts.items())]
+
+
+def remove_identity(path: Path, identity: str) -> int:
+    """Delete every row of ``identity`` from the gallery (atomic rewrite); return how many."""
+    import pyarrow.compute as pc
+
+    table, metadata = _read_table(path)
+    if "identity" not in table.column_names:
+        raise FfemError(f"{path}: the gallery has no identities")
+    keep = pc.not_equal(table.column("identity"), identity)
+    removed = table.num_rows - int(pc.sum(keep).as_py() or 0)
+    if removed == 0:
+        raise FfemError(f"{path}: no identity {identity!r} in the gallery")
+    write_gallery(path, table.filter(keep), metadata)
+    return removed
 
 
 @dataclass(frozen=True)
@@ -89,20 +187,7 @@ class Gallery:
 
 def read_gallery(path: Path) -> Gallery:
     """Read a gallery written by ``ffem embed``; ``FfemError`` when missing or not one."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    if not path.is_file():
-        raise FfemError(f"{path}: no such gallery file (write one with ffem embed)")
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise FfemError(f"{path}: not a Parquet gallery ({exc})") from exc
-    if "path" not in table.column_names or "embedding" not in table.column_names:
-        raise FfemError(f"{path}: not an ffem gallery (needs 'path' and 'embedding' columns)")
-    raw = (table.schema.metadata or {}).get(METADATA_KEY)
-    metadata = json.loads(raw) if raw else {}
+    table, metadata = _read_table(path)
     found = np.asarray(table.column("face_found")) if "face_found" in table.column_names else np.ones(table.num_rows, bool)
     embeddings = table.column("embedding").to_pylist()
     if table.num_rows == 0 or not found.any():

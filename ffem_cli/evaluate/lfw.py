@@ -34,7 +34,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from ffem_cli.data.image_list import image_size
 from ffem_cli.errors import FfemError
 from ffem_cli.evaluate import metrics, plots
 from ffem_cli.evaluate.embedding import Embedder, FaceSource
@@ -52,6 +51,7 @@ from ffem_cli.evaluate.verification import (
     score_pair_list,
     verification_summary,
 )
+from ffem_cli.images import ImageReadError, image_size
 
 # x1, y1, x2, y2 on the 250x250 LFW images: the median of MTCNN's boxes over
 # 300 images (one random image per person; interquartile range about +-5 px).
@@ -77,7 +77,7 @@ def _sources(pairs: PairList, images: Path, detect: bool) -> tuple[dict[str, Fac
         else:
             try:
                 size = image_size(path)
-            except (OSError, SyntaxError, ValueError):
+            except ImageReadError:
                 size = LFW_PHOTO_SIZE  # unreadable: embedding it reports the image by name
             how, box = (FIXED_BOX, LFW_FACE_BOX) if size == LFW_PHOTO_SIZE else (WHOLE_IMAGE, None)
         sources[name] = FaceSource(path, box=box)

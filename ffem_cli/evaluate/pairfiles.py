@@ -30,13 +30,16 @@ folds. A View 1 style file (one fold) keeps a single fold.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ffem_cli.data.crop import MAX_COORDINATE
 from ffem_cli.errors import FfemError
 from ffem_cli.evaluate.metrics import stratified_folds
+from ffem_cli.images import ImageReadError, path_under
 
 NUM_FOLDS = 10
 
@@ -206,6 +209,8 @@ def read_rfw_landmarks(path: Path) -> dict[str, tuple[tuple[float, float], ...]]
             values = [float(v) for v in fields[2:]]
         except ValueError:
             raise FfemError(f"{path} line {line}: landmark coordinates must be numbers") from None
+        if not all(math.isfinite(v) and abs(v) <= MAX_COORDINATE for v in values):
+            raise FfemError(f"{path} line {line}: landmark coordinates must be finite pixels within ±{MAX_COORDINATE:g}")
         landmarks[fields[0].rsplit("/", 1)[-1]] = tuple(zip(values[0::2], values[1::2], strict=True))
     return landmarks
 
@@ -256,13 +261,20 @@ def _folds_for(same: list[bool]) -> int:
 
 
 def check_images_exist(pairs: PairList, image_root: Path) -> None:
-    """``FfemError`` naming the first pair whose image is missing under ``image_root`` (and how many are)."""
+    """``FfemError`` naming the first pair whose image is missing under ``image_root`` (and how many are).
+
+    A path leaving ``image_root`` (absolute, ``..``, a symlink out) is refused
+    first (``images.path_under``).
+    """
     missing = []
     checked: dict[str, bool] = {}
     for first, second, line in zip(pairs.first, pairs.second, pairs.lines, strict=True):
         for name in (first, second):
             if name not in checked:
-                checked[name] = (image_root / name).is_file()
+                try:
+                    checked[name] = path_under(image_root, name).is_file()
+                except ImageReadError as exc:
+                    raise FfemError(f"{pairs.source} line {line}: image {name}: {exc.detail}; eval reads only under {image_root}") from None
             if not checked[name]:
                 missing.append((line, name))
     if missing:

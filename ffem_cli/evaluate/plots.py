@@ -77,3 +77,52 @@ def score_histogram_png(path: Path, scores: Mapping[str, np.ndarray], title: str
     figure.tight_layout()
     figure.savefig(path, format="png")
     plt.close(figure)
+
+
+def det_png(path, curves: Mapping[str, tuple[np.ndarray, np.ndarray]], points: Mapping[str, tuple[float, float]], title: str) -> None:
+    """DET curves ``{label: (false-accept rate, false-reject rate)}`` on normal-deviate axes, with marked ``points``.
+
+    ``path``: a file name or a binary file object. Rates of exactly 0 or 1 fall off the axes.
+    """
+    from scipy.stats import norm
+
+    plt = _pyplot()
+    ticks = np.array([1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.05, 0.2, 0.5])
+    low = 1e-7
+    figure, axis = plt.subplots(figsize=(6.5, 5.5), dpi=100)
+    for label, (far, frr) in curves.items():
+        far, frr = np.asarray(far, np.float64), np.asarray(frr, np.float64)
+        shown = (far > 0) & (frr > 0) & (far < 1) & (frr < 1)
+        axis.plot(norm.ppf(far[shown]), norm.ppf(frr[shown]), label=label, linewidth=1.5)
+    for name, (far, frr) in points.items():
+        x, y = norm.ppf(np.clip([far, frr], low, 1 - low))
+        axis.plot(x, y, "o", markersize=5)
+        axis.annotate(name, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    deviates = norm.ppf(ticks)
+    labels = [f"{t:g}" for t in ticks]
+    axis.set_xticks(deviates, labels)
+    axis.set_yticks(deviates, labels)
+    axis.set(xlim=(norm.ppf(low), norm.ppf(0.6)), ylim=(norm.ppf(low), norm.ppf(0.6)),
+             xlabel="false accept rate", ylabel="false reject rate", title=title)  # fmt: skip
+    axis.grid(alpha=0.3)
+    axis.legend(loc="upper right", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+    plt.close(figure)
+
+
+def dir_fpir_png(path, curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str) -> None:
+    """Open-set curves ``{label: (FPIR, DIR)}``: detection and identification rate against false-positive identification rate (log)."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(6.5, 4.8), dpi=100)
+    for label, (fpir, dir_) in curves.items():
+        shown = np.asarray(fpir) > 0
+        axis.plot(np.asarray(fpir)[shown], np.asarray(dir_)[shown], label=label, linewidth=1.5, drawstyle="steps-post")
+    axis.set_xscale("log")
+    axis.set(xlabel="false positive identification rate (FPIR, log)", ylabel="detection and identification rate (DIR)",
+             ylim=(0, 1.01), title=title)  # fmt: skip
+    axis.grid(alpha=0.3)
+    axis.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+    plt.close(figure)

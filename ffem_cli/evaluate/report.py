@@ -2,11 +2,13 @@
 
 ``write_results`` builds ``report.json``, the CSV tables and the PNG figures
 in a temporary sibling folder and renames it over the final folder only when
-everything is written, so a failed run never leaves a partial report.
+everything is written, so a failed run never leaves a partial report. An
+existing folder is replaced only when ffem wrote it (``check_output_dir``).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -38,12 +40,30 @@ def write_results(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "files": sorted([*(f"{n}.csv" for n in tables or {}), *(figures or {}), *(str(p) for p in keep)]),
     }
-    with atomic.atomic_directory(output_dir) as tmp:
+    with atomic.atomic_directory(output_dir, _listed_in_old_report(output_dir)) as tmp:
         for name, frame in (tables or {}).items():
             frame.to_csv(tmp / f"{name}.csv", index=False, float_format="%.6g")
         for name, draw in (figures or {}).items():
             draw(tmp / name)
         atomic.write_json(tmp / "report.json", _finite(report))
+
+
+def check_output_dir(output_dir: Path) -> None:
+    """``FfemError`` unless ``write_results`` may replace ``output_dir`` (``atomic.check_owned``).
+
+    A report written before the ``.ffem-output`` marker existed counts as
+    ffem's when the folder holds only its ``report.json`` and the files it lists.
+    """
+    atomic.check_owned(output_dir, _listed_in_old_report(output_dir))
+
+
+def _listed_in_old_report(output_dir: Path) -> Callable[[str], bool] | None:
+    try:
+        report = json.loads((Path(output_dir) / "report.json").read_text(encoding="utf-8"))
+        files = {str(name) for name in report["files"]} if "ffem_version" in report else None
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return None
+    return None if files is None else lambda name: name == "report.json" or name in files
 
 
 def _finite(value: Any) -> Any:

@@ -29,9 +29,13 @@ from ffem_cli.export.faces import FaceCrop, folder_faces, pack_faces, synthetic_
 from ffem_cli.export.parity import UNQUANTIZED_MIN_COSINE, Parity, cosine_parity
 from ffem_cli.export.quiet import captured_output
 from ffem_cli.export.verification import KerasDecision, ValPairs, keras_decision, load_val_pairs
+from ffem_cli.inference.calibration import calibration_beside
 from ffem_cli.rundir import RunDir, load_model_file
 
 PARITY_NAME = "parity.json"
+# What tf.saved_model.save writes: a SavedModel folder from before the
+# ``.ffem-output`` marker holding only these is replaced like one with it.
+SAVEDMODEL_ENTRIES = frozenset({"saved_model.pb", "variables", "assets", "fingerprint.pb"})
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,7 @@ class ExportSource:
     pack: Path | None
     provenance: dict
     default_output: Path
+    calibration: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -114,7 +119,8 @@ def load_source(
         "face_crop": {"image_size": size, "crop": crop.crop, "margin": crop.margin},
     }
     default_output = RunDir(run).export_dir if run is not None else model_path.parent / "export"
-    return ExportSource(model, size, embedding_size, crop, pack, provenance, default_output)
+    calibration = calibration_beside(model_path, provenance["model_sha256"])
+    return ExportSource(model, size, embedding_size, crop, pack, provenance, default_output, calibration)
 
 
 def _input_size(model, model_path: Path, run_size, option_size: int | None) -> int:
@@ -284,7 +290,7 @@ def _export_one(
     final = output / export_name(fmt, quantization)
     val_accuracy = None
     if fmt == "savedmodel":
-        with atomic.atomic_directory(final) as staged:
+        with atomic.atomic_directory(final, SAVEDMODEL_ENTRIES.__contains__) as staged:
             shutil.copytree(saved_model, staged, dirs_exist_ok=True)
             with captured_output():
                 embed = runtimes.savedmodel_runtime(staged)
@@ -318,6 +324,7 @@ def _export_one(
             source.embedding_size,
             source.provenance,
             parity_record,
+            source.calibration,
         ),
     )
     keras_accuracy = None if decision is None else decision.accuracy

@@ -53,8 +53,13 @@ def describe(
     embedding_size: int,
     source: dict,
     parity: dict,
+    calibration: dict | None = None,
 ) -> dict:
-    """The metadata dictionary of one exported file (``source``: run/model provenance)."""
+    """The metadata dictionary of one exported file (``source``: run/model provenance).
+
+    ``calibration``: the run's ``calibration.json`` (thresholds from ``ffem
+    calibrate``), carried so that the exported file can be used with them.
+    """
     return {
         "file": path.name,
         "format": fmt,
@@ -75,6 +80,7 @@ def describe(
         },
         "source": source,
         "parity": parity,
+        "calibration": calibration,
         "versions": versions(fmt),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "sha256": sha256_of(path),

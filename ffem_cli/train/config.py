@@ -116,6 +116,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise FfemError(f"{path}: malformed TOML ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise FfemError(f"{path}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8") from None
     values = document.get("train", document)
     if not isinstance(values, dict):
         raise FfemError(f"{path}: [train] must be a table")

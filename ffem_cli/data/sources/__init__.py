@@ -85,6 +85,10 @@ class Source:
         """Open and check the source; ``FfemError`` naming the first problem."""
         raise NotImplementedError
 
+    def key(self, ref: int) -> str:
+        """The name of face ``ref`` (``Record.key``), known without reading it."""
+        raise NotImplementedError
+
     def read(self, ref: int) -> Record:
         """The record ``ref``; ``ImageReadError`` when its bytes cannot be read."""
         raise NotImplementedError
@@ -95,12 +99,15 @@ class Source:
 
 
 def open_source(path: Path, root: Path | None = None, crops: bool = False, strict_boxes: bool = False,
-                relabel: bool = False) -> Source:
+                relabel: bool = False, follow_symlinks: bool = False) -> Source:
     """The source for a ``pack`` SOURCE argument, by what the path holds.
 
     ``*.json``: image list (needs ``root``). A ``.rec`` file or a folder with
     ``train.rec``: insightface RecordIO. A ``.tfrecord`` file or a folder of
     them: seed FFEM TFRecords. Any other folder with ``crops``: face crops.
+    The image paths of lists and crop folders must stay inside their folder
+    (``images.path_under``; symlinks leaving it only with ``follow_symlinks``);
+    RecordIO and TFRecord files are read as the user named them.
     """
     from ffem_cli.data.sources.crops import CropsSource
     from ffem_cli.data.sources.image_list import ImageListSource
@@ -112,7 +119,7 @@ def open_source(path: Path, root: Path | None = None, crops: bool = False, stric
     if not path.exists():
         raise FfemError(f"{path}: no such file or folder")
     if path.is_file() and path.suffix == ".json":
-        return ImageListSource(path, root, strict_boxes, relabel)
+        return ImageListSource(path, root, strict_boxes, relabel, follow_symlinks)
     if path.suffix == ".rec" or (path.is_dir() and (path / "train.rec").exists()):
         return RecordIOSource(path)
     if path.is_dir() and (path / "manifest.json").exists():
@@ -120,7 +127,7 @@ def open_source(path: Path, root: Path | None = None, crops: bool = False, stric
     if path.suffix == ".tfrecord" or (path.is_dir() and not crops and any(path.glob("*.tfrecord"))):
         return SeedTFRecordSource(path, strict_boxes)
     if path.is_dir() and crops:
-        return CropsSource(path)
+        return CropsSource(path, follow_symlinks)
     what = "folder" if path.is_dir() else "file"
     raise FfemError(
         f"{path}: not a source pack reads (image_list.json, train.rec, seed .tfrecord, "

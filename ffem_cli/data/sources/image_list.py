@@ -3,8 +3,9 @@
 The list is validated whole before any work (schema, labels, every photo's
 header). Boxes crossing the image border are kept and cropped with the
 outside padded (counted as clipped); boxes with no pixel inside the image go
-to the rejects; ``strict_boxes`` makes either an error instead.
-``label_map.json`` beside the list names the identities.
+to the rejects; ``strict_boxes`` makes either an error instead. Image
+paths follow ``images.path_under``. ``<list stem>.label_map.json`` beside
+the list names the identities.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ffem_cli.data.crop import landmark_problem
 from ffem_cli.data.image_list import (
     FaceEntry,
     check_against_images,
@@ -23,6 +25,7 @@ from ffem_cli.data.image_list import (
 )
 from ffem_cli.data.sources import Record, Source, SourceTable
 from ffem_cli.errors import FfemError
+from ffem_cli.images import path_under
 
 
 class ImageListSource(Source):
@@ -30,13 +33,17 @@ class ImageListSource(Source):
 
     format = "image-list"
 
-    def __init__(self, path: Path, root: Path | None, strict_boxes: bool = False, relabel: bool = False):
+    def __init__(
+        self, path: Path, root: Path | None, strict_boxes: bool = False, relabel: bool = False,
+        follow_symlinks: bool = False,
+    ):
         super().__init__(path)
         if root is None:
             raise FfemError(f"{path}: an image list needs --root, the folder its image paths are relative to")
         self.root = root
         self.strict_boxes = strict_boxes
         self.relabel = relabel
+        self.follow_symlinks = follow_symlinks
         self.items: dict[int, tuple[str, FaceEntry]] = {}
 
     def describe(self) -> dict:
@@ -49,7 +56,9 @@ class ImageListSource(Source):
 
     def table(self) -> SourceTable:
         entries = load_image_list(self.path, allow_gaps=self.relabel)
-        boxes = check_against_images(entries, self.root, strict_boxes=self.strict_boxes)
+        boxes = check_against_images(
+            entries, self.root, strict_boxes=self.strict_boxes, follow_symlinks=self.follow_symlinks
+        )
         keys = [key for key in sorted(entries) if key not in boxes.outside]
         self.items = {i: (key, entries[key]) for i, key in enumerate(keys)}
         group_names = sorted({entries[k].group for k in keys if entries[k].group is not None})
@@ -62,9 +71,7 @@ class ImageListSource(Source):
             groups=np.array([code.get(entries[k].group, -1) for k in keys], np.int32),
             group_names=group_names,
             names={label: name for name, label in names.items()},
-            lacks_landmarks=next(
-                (f"entry {k!r} has no landmarks" for k in keys if entries[k].landmarks is None), None
-            ),
+            lacks_landmarks=_landmarks_unusable(keys, entries),
             clipped=len(boxes.clipped),
             rejected=[
                 {"path": key, "reason": "box-outside", "detail": text}
@@ -78,6 +85,22 @@ class ImageListSource(Source):
         part.items = {int(ref): self.items[int(ref)] for ref in refs}
         return part
 
+    def key(self, ref: int) -> str:
+        return self.items[ref][0]
+
     def read(self, ref: int) -> Record:
         key, entry = self.items[ref]
-        return Record(key=key, path=self.root / key, box=entry.box, landmarks=entry.landmarks)
+        path = path_under(self.root, key, self.follow_symlinks)
+        return Record(key=key, path=path, box=entry.box, landmarks=entry.landmarks)
+
+
+def _landmarks_unusable(keys: list[str], entries: dict[str, FaceEntry]) -> str | None:
+    """Why ``--align`` cannot use these entries' landmarks (the first entry without usable ones), or ``None``."""
+    missing = next((key for key in keys if entries[key].landmarks is None), None)
+    if missing is not None:
+        return f"entry {missing!r} has no landmarks"
+    for key in keys:
+        problem = landmark_problem(entries[key].landmarks)
+        if problem:
+            return f"entry {key!r}: {problem}"
+    return None

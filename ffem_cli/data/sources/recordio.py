@@ -203,6 +203,9 @@ class RecordIOSource(Source):
                 f"0..{highest} ({len(np.unique(labels))} distinct)"
             )
 
+    def key(self, ref: int) -> str:
+        return f"{self.rec.name}@{ref}"
+
     def read(self, ref: int) -> Record:
         if self._fd is None:
             self._fd = os.open(self.rec, os.O_RDONLY)
@@ -212,4 +215,4 @@ class RecordIOSource(Source):
         payload = os.pread(self._fd, length, ref + 8)
         if magic != MAGIC or len(payload) != length:
             raise ImageReadError(self.rec, "corrupt", f"record at byte {ref} is damaged")
-        return Record(key=f"{self.rec.name}@{ref}", data=payload[24 + 4 * flag :])
+        return Record(key=self.key(ref), data=payload[24 + 4 * flag :])

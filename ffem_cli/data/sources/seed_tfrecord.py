@@ -14,18 +14,17 @@ sizes; ``ref`` is ``file number << 40 | byte offset`` of a frame.
 from __future__ import annotations
 
 import hashlib
-import io
 from array import array
 from pathlib import Path
 
 import numpy as np
 
-from ffem_cli.data.image_list import box_fit, image_size
+from ffem_cli.data.image_list import box_fit
 from ffem_cli.data.sources import Record, Source, SourceTable
 from ffem_cli.data.tfrecord import FrameError, iter_frames, parse_example, read_frame
 from ffem_cli.errors import FfemError
 from ffem_cli.hashing import file_sha256
-from ffem_cli.images import ImageReadError
+from ffem_cli.images import ImageReadError, image_size
 
 FEATURES = ("jpeg", "label", "x1", "y1", "x2", "y2")
 OFFSET_BITS = 40
@@ -116,10 +115,13 @@ class SeedTFRecordSource(Source):
         if x2 <= x1 or y2 <= y1:
             raise FfemError(f"{where}: box {box} is empty: need x2 > x1 and y2 > y1")
         try:
-            width, height = image_size(io.BytesIO(jpeg))
-        except Exception as exc:  # PIL raises many types for damaged headers
-            raise FfemError(f"{where}: 'jpeg' is not a readable image ({exc})") from None
+            width, height = image_size(where, data=jpeg)
+        except ImageReadError as exc:
+            raise FfemError(f"{where}: 'jpeg' is not a readable image ({exc.reason}: {exc.detail})") from None
         return box_fit(box, width, height), f"{width}x{height}"
+
+    def key(self, ref: int) -> str:
+        return _key(self.files[ref >> OFFSET_BITS], ref & ((1 << OFFSET_BITS) - 1))
 
     def read(self, ref: int) -> Record:
         file = self.files[ref >> OFFSET_BITS]

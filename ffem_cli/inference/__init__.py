@@ -1,0 +1,6 @@
+"""Using a trained model: thresholds and calibration, verification, open-set search, pair lists, batched detection.
+
+Everything here sits below the commands (``calibrate``, ``verify``, ``search``,
+``pairs``, ``eval folder --open-set``) and above the core (models, face
+preparation in ``evaluate.embedding``, search in ``evaluate.search``).
+"""
