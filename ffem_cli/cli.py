@@ -17,11 +17,13 @@ from rich.text import Text
 from ffem_cli import __version__
 from ffem_cli.commands import (
     calibrate,
+    convert,
     detect,
     embed,
     evaluate,
     export,
     gallery,
+    inspect,
     models,
     pack,
     pairs,
@@ -76,7 +78,7 @@ def main_callback(
     """Face Feature Embedding Module."""
 
 
-register(app, detect.detect, pack.pack, train.train)
+register(app, detect.detect, convert.convert, pack.pack, inspect.inspect, train.train)
 evaluate_app = typer.Typer(help="Evaluate an embedding model: RFW, LFW, pair lists, labelled folders, insightface .bin sets.", no_args_is_help=True)
 register(evaluate_app, *evaluate.COMMANDS)
 app.add_typer(evaluate_app, name="eval")

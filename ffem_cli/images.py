@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import math
 import os
 import stat
@@ -61,22 +62,29 @@ def is_image_name(path: Path) -> bool:
 class IdentityFolder:
     """The images of an identity folder.
 
-    ``paths`` are POSIX paths relative to ``root`` (``"<identity>/<file>"``),
-    sorted; ``labels[i]`` is the label of ``paths[i]``; ``label_map`` maps
-    identity name to label.
+    ``paths`` are POSIX paths relative to ``root`` (``"<identity>/<file>"``,
+    or ``"<group>/<identity>/<file>"`` at ``depth`` 2), sorted; ``labels[i]``
+    is the label of ``paths[i]``; ``label_map`` maps identity name (the path
+    of its folder under ``root``: ``"<identity>"`` or ``"<group>/<identity>"``)
+    to label.
     """
 
     root: Path
     paths: list[str]
     labels: list[int]
     label_map: dict[str, int]
+    depth: int = 1
 
 
-def scan_identity_folder(root: str | Path) -> IdentityFolder:
-    """List ``root/<identity>/<image>``; raise ``FfemError`` on a bad layout.
+def _visible_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
-    Errors: ``root`` missing or not a folder, no identity sub-folders, no
-    images at all, or an image nested deeper than ``<identity>/<image>``.
+
+def scan_identity_folder(root: str | Path, depth: int = 1) -> IdentityFolder:
+    """List ``root/<identity>/<image>`` (``depth=2``: ``root/<group>/<identity>/<image>``).
+
+    Errors (``FfemError``): ``root`` missing or not a folder, no identity
+    sub-folders, no images at all, or an image nested deeper than the layout.
     Identity folders without images are skipped (they get no label).
     Symlinked images are listed even when broken or looping, so that
     reading them reports why (``path_under``, ``open_rgb``).
@@ -84,31 +92,33 @@ def scan_identity_folder(root: str | Path) -> IdentityFolder:
     root = Path(root)
     if not root.is_dir():
         raise FfemError(f"{root}: not a folder")
+    layout = "ROOT/<identity>/" if depth == 1 else "ROOT/<group>/<identity>/"
+    ident_dirs = _visible_dirs(root) if depth == 1 else [d for g in _visible_dirs(root) for d in _visible_dirs(g)]
     identities: dict[str, list[str]] = {}
-    for ident_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for ident_dir in ident_dirs:
+        name = ident_dir.relative_to(root).as_posix()
         files = []
         for item in sorted(ident_dir.iterdir()):
             if item.is_dir() and not item.name.startswith("."):
                 nested = next((p for p in item.rglob("*") if is_image_file(p)), None)
                 if nested is not None:
                     raise FfemError(
-                        f"{nested.relative_to(root).as_posix()}: images must sit directly in "
-                        "ROOT/<identity>/, not deeper"
+                        f"{nested.relative_to(root).as_posix()}: images must sit directly in {layout}, not deeper"
                     )
             elif is_image_name(item):
-                files.append(f"{ident_dir.name}/{item.name}")
+                files.append(f"{name}/{item.name}")
         if files:
-            identities[ident_dir.name] = files
+            identities[name] = files
     if not identities:
         loose = next((p for p in root.iterdir() if is_image_file(p)), None)
-        hint = f" (found {loose.name} at the top level: put each person's images in ROOT/<identity>/)" if loose else ""
-        raise FfemError(f"{root}: no images found in ROOT/<identity>/<image> layout{hint}")
+        hint = f" (found {loose.name} at the top level: put each person's images in {layout})" if loose else ""
+        raise FfemError(f"{root}: no images found in {layout}<image> layout{hint}")
     label_map = {name: label for label, name in enumerate(sorted(identities))}
     paths, labels = [], []
     for name, files in sorted(identities.items()):
         paths.extend(files)
         labels.extend([label_map[name]] * len(files))
-    return IdentityFolder(root=root, paths=paths, labels=labels, label_map=label_map)
+    return IdentityFolder(root=root, paths=paths, labels=labels, label_map=label_map, depth=depth)
 
 
 class ImageReadError(Exception):
@@ -160,13 +170,15 @@ EXIF_ORIENTATION = 0x0112
 SWAPPED_ORIENTATIONS = (5, 6, 7, 8)  # EXIF rotations by 90 degrees: width and height swap
 
 
-def image_size(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+def image_size(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, data: bytes | None = None) -> tuple[int, int]:
     """``(width, height)`` of an image as ``read_rgb`` returns it (EXIF rotation applied), header only.
 
-    Raises ``ImageReadError`` like ``open_rgb`` (a header over ``max_pixels`` is ``too-large``).
+    With ``data`` the header of those encoded bytes (a RecordIO or TFRecord
+    record) is read and ``path`` only names them in errors. Raises
+    ``ImageReadError`` like ``open_rgb`` (a header over ``max_pixels`` is ``too-large``).
     """
     path = Path(path)
-    with _read_errors(path), Image.open(_regular_file(path)) as image:
+    with _read_errors(path), _open(path, data) as image:
         width, height = image.size
         _check_pixels(path, width, height, max_pixels)
         # A PNG's getexif() decodes all pixels to look for an eXIf chunk after
@@ -175,6 +187,11 @@ def image_size(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[
         if header_exif and image.getexif().get(EXIF_ORIENTATION) in SWAPPED_ORIENTATIONS:
             width, height = height, width
     return width, height
+
+
+def _open(path: Path, data: bytes | None) -> Image.Image:
+    """The lazily opened image of ``data`` if given, else of the regular file ``path``."""
+    return Image.open(io.BytesIO(data)) if data is not None else Image.open(_regular_file(path))
 
 
 def _regular_file(path: Path) -> Path:
@@ -216,9 +233,17 @@ def open_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: i
     ``max_pixels``), ``symlink-loop`` or ``corrupt``. Pack crops PIL images
     directly, which saves two full-image copies per photo over ``read_rgb``.
     """
-    path = Path(path)
+    return _load(Path(path), None, max_pixels, max_side)
+
+
+def decode_rgb(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """``open_rgb`` for encoded image bytes (from a RecordIO or TFRecord); ``name`` for errors."""
+    return _load(Path(name), data, max_pixels, None)
+
+
+def _load(path: Path, data: bytes | None, max_pixels: int, max_side: int | None) -> Image.Image:
     with _read_errors(path):
-        image = Image.open(_regular_file(path))
+        image = _open(path, data)
         width, height = image.size
         if width * height > max_pixels:
             image.close()
@@ -233,6 +258,13 @@ def open_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: i
         return _to_rgb(image)
 
 
+def read_image_bytes(path: str | Path) -> bytes:
+    """The encoded bytes of the image file ``path``, undecoded; ``ImageReadError`` like ``open_rgb``."""
+    path = Path(path)
+    with _read_errors(path):
+        return _regular_file(path).read_bytes()
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in SIXTEEN_BIT_MODES:
         wide = np.asarray(image, dtype=np.float64)
@@ -243,3 +275,29 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 def read_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None) -> np.ndarray:
     """``open_rgb`` as an RGB ``uint8`` array of shape ``(H, W, 3)``."""
     return np.asarray(open_rgb(path, max_pixels, max_side), dtype=np.uint8)
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` of a baseline/progressive JPEG from its SOF marker, without decoding.
+
+    ``None`` when ``data`` is not a JPEG, is damaged before its SOF, or carries
+    an EXIF block (its orientation could turn the pixels, so it must be decoded).
+    """
+    if data[:2] != b"\xff\xd8":
+        return None
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker == 0xE1 and data[pos + 4 : pos + 8] == b"Exif":
+            return None
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if pos + 9 > len(data):
+                return None
+            height = int.from_bytes(data[pos + 5 : pos + 7], "big")
+            width = int.from_bytes(data[pos + 7 : pos + 9], "big")
+            return width, height
+        pos += 2 + length
+    return None

@@ -193,6 +193,18 @@ def test_labels_skip_identities_without_a_face(tmp_path):
     assert summary.identities_without_face == ["bob"]
 
 
+def test_depth_2_keeps_the_group_for_pack_groups(tmp_path):
+    root = grey_folder(tmp_path / "photos", ["African/m1/1.jpg", "African/m1/2.jpg", "Asian/m2/1.jpg"])
+    detect_folder(root, tmp_path / "l.json", detector=FakeDetector(), depth=2)
+    entries = load_image_list(tmp_path / "l.json")
+    assert {rel: (e.label, e.group) for rel, e in entries.items()} == {
+        "African/m1/1.jpg": (0, "African"), "African/m1/2.jpg": (0, "African"), "Asian/m2/1.jpg": (1, "Asian")
+    }
+    assert json.loads((tmp_path / "l.label_map.json").read_text()) == {"African/m1": 0, "Asian/m2": 1}
+    with pytest.raises(FfemError, match="images must sit directly in ROOT/<identity>/, not deeper"):
+        detect_folder(root, tmp_path / "l1.json", detector=FakeDetector())
+
+
 def test_same_size_images_share_a_batch(tmp_path):
     root = grey_folder(tmp_path / "photos", [f"a/{i}.jpg" for i in range(5)])
     grey_folder(root, [f"b/{i}.jpg" for i in range(3)], size=(30, 50))

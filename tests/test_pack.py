@@ -95,11 +95,12 @@ def test_manifest_counts_checksums_and_settings(packed, labelled_list):
     assert (manifest["num_classes"], manifest["image_size"], manifest["crop"]) == (6, 112, "margin")
     assert manifest["margin"] == 0.2 and manifest["settings"]["jpeg_quality"] == 95
     assert manifest["label_map"] == json.loads((list_path.parent / "image_list.label_map.json").read_text())
-    assert manifest["source"]["fingerprint"] == fingerprint(list_path)
+    assert manifest["sources"][0]["fingerprint"] == fingerprint(list_path)
+    assert manifest["sources"][0]["format"] == "image-list"
     assert manifest["skipped"] == [] and manifest["num_skipped"] == 0
     # Nothing but the pack itself remains: no progress records, no temporaries.
     assert sorted(p.name for p in output.iterdir()) == sorted(
-        [shard_name(i, 4) for i in range(4)] + ["index.npz", "manifest.json"]
+        [shard_name(i, 4) for i in range(4)] + ["index.npz", "manifest.json", "rejects.json"]
     )
 
 
@@ -213,7 +214,7 @@ KILLER = textwrap.dedent(
     from ffem_cli.data import pack as packing
 
     calls = 0
-    original = packing.encode_face
+    original = packing.encode_record
 
     def encode_then_die(*args, **kwargs):
         global calls
@@ -222,7 +223,7 @@ KILLER = textwrap.dedent(
             os.kill(os.getpid(), signal.SIGKILL)
         return original(*args, **kwargs)
 
-    packing.encode_face = encode_then_die
+    packing.encode_record = encode_then_die
     overwrite = sys.argv[5:] == ["--overwrite"]
     packing.pack(sys.argv[1], sys.argv[2], sys.argv[3], packing.PackSettings(shards=4), workers=1, overwrite=overwrite)
     """
@@ -266,7 +267,7 @@ def test_interrupted_pack_removes_its_temporary_shard(labelled_list, tmp_path, m
 
     root, list_path = labelled_list
     calls = {"n": 0}
-    original = packing.encode_face
+    original = packing.encode_record
 
     def encode_then_interrupt(*args, **kwargs):
         calls["n"] += 1
@@ -274,7 +275,7 @@ def test_interrupted_pack_removes_its_temporary_shard(labelled_list, tmp_path, m
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(packing, "encode_face", encode_then_interrupt)
+    monkeypatch.setattr(packing, "encode_record", encode_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         pack(list_path, root, tmp_path / "faces", SETTINGS, workers=1)
     assert sorted(os.listdir(tmp_path / "faces")) == ["pack-progress.json"]
@@ -322,11 +323,6 @@ KEY = "synthetic_1/000.jpg"
             '{root}: "synthetic_1/999.jpg": missing file',
         ),
         (
-            "box outside image",
-            lambda e: e[KEY].update(x2=170),
-            '{root}: "synthetic_1/000.jpg": box ({x1}, {y1}, 170, {y2}) lies outside the 160x160 image',
-        ),
-        (
             "empty box",
             lambda e: e[KEY].update(x2=e[KEY]["x1"]),
             '{list}: "synthetic_1/000.jpg": box ({x1}, {y1}, {x1}, {y2}) is empty: need x2 > x1 and y2 > y1',
@@ -339,7 +335,8 @@ KEY = "synthetic_1/000.jpg"
         (
             "label gap",
             lambda e: [v.update(label=v["label"] + 1) for v in e.values() if v["label"] >= 2],
-            "{list}: labels must be 0..N-1 without gaps: label 2 is missing (highest label 6)",
+            "{list}: labels must be 0..N-1 without gaps: label 2 is missing (highest label 6); "
+            "--relabel compacts them",
         ),
     ],
 )

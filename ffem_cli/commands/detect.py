@@ -35,6 +35,9 @@ def detect(
     resume: bool = typer.Option(False, "--resume", help="Skip images an earlier (interrupted) run already listed or rejected."),
     rejects: Path | None = typer.Option(None, help="Where to list rejected images [default: <output stem>.rejects.json]."),
     workers: int = typer.Option(4, help="Threads decoding images ahead of the detector."),
+    depth: int = typer.Option(
+        1, "--depth", help="2 for ROOT/<group>/<identity>/<image> (RFW, BUPT): the group is kept for pack --groups."
+    ),
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help="Reject images whose header claims more pixels (decompression bombs) before decoding them."),
     max_side: int = typer.Option(2048, "--max-side", help="Shrink larger photos to this longer side (pixels) before detection; boxes are mapped back."),
     follow_symlinks: bool = typer.Option(False, "--follow-symlinks", help="Read images through symlinks that leave ROOT (refused by default)."),
@@ -56,7 +59,9 @@ def detect(
         max_pixels=max_pixels, max_side=max_side, follow_symlinks=follow_symlinks,
     )
     with progress_updates("detect", unit="img") as progress:
-        summary = detect_folder(root, output, options, resume=resume, rejects_path=rejects, progress=progress)
+        summary = detect_folder(
+            root, output, options, resume=resume, rejects_path=rejects, progress=progress, depth=depth
+        )
 
     table = Table(title=f"ffem detect: {root}", show_header=False)
     table.add_column(style="bold")

@@ -1,4 +1,4 @@
-"""`ffem pack`: image_list.json → cropped-face TFRecord shards + manifest.json."""
+"""`ffem pack`: face sources (image lists, RecordIO, seed TFRecords, crops) → TFRecord shards + manifest.json."""
 
 from __future__ import annotations
 
@@ -12,8 +12,14 @@ from ffem_cli.console import err, out, progress_bar
 
 
 def pack(
-    image_list: Path = typer.Argument(..., help="image_list.json written by ffem detect."),
-    root: Path = typer.Option(..., "--root", help="Folder the list's image paths are relative to."),
+    sources: list[Path] = typer.Argument(
+        ...,
+        help="image_list.json (needs --root), insightface train.rec (or its folder), seed .tfrecord "
+        "file(s), or a folder of face crops (--crops). Several are merged into one label space.",
+    ),
+    root: Path | None = typer.Option(
+        None, "--root", help="Folder the image lists' image paths are relative to."
+    ),
     output: Path = typer.Option(..., "--output", "-o", help="Pack directory to write."),
     size: int = typer.Option(112, "--size", help="Side of the square face crop, pixels."),
     margin: float = typer.Option(
@@ -29,8 +35,38 @@ def pack(
         2, "--workers", help="Worker processes (each writes whole shards)."
     ),
     quality: int = typer.Option(95, "--quality", help="JPEG quality of the stored crops (1-100)."),
-    seed: int = typer.Option(
-        0, "--seed", help="Seed of the shuffle that spreads faces over shards."
+    seed: int | None = typer.Option(
+        None,
+        "--seed",
+        help="Seed of the shard shuffle (0 when not given); with --identities, picks a random N.",
+    ),
+    crops: bool = typer.Option(
+        False, "--crops", help="Folder SOURCEs are face crops: the whole image is the face."
+    ),
+    strict_boxes: bool = typer.Option(
+        False,
+        "--strict-boxes",
+        help="Refuse boxes not wholly inside their image (default: crop them with padding).",
+    ),
+    relabel: bool = typer.Option(
+        False, "--relabel", help="Compact label gaps (old → new recorded in the manifest)."
+    ),
+    identities: int | None = typer.Option(
+        None, "--identities", help="Keep N identities: the first N by label, or random with --seed."
+    ),
+    groups: str | None = typer.Option(
+        None, "--groups", help="Keep these groups only, comma-separated (e.g. African,Asian)."
+    ),
+    min_images: int = typer.Option(
+        1, "--min-images", help="Keep identities with at least K images."
+    ),
+    max_images_per_identity: int | None = typer.Option(
+        None, "--max-images-per-identity", help="Keep at most M images per identity (seeded choice)."
+    ),
+    same_identities: bool = typer.Option(
+        False,
+        "--same-identities",
+        help="Merge identities of several sources by name (default: disjoint, prefixed by source).",
     ),
     resume: bool = typer.Option(
         False, "--resume", help="Keep shards an interrupted run finished (checksums checked)."
@@ -41,12 +77,18 @@ def pack(
         help="Replace a finished pack already in --output (the old one stays until the new one is complete).",
     ),
     follow_symlinks: bool = typer.Option(
-        False, "--follow-symlinks", help="Read images through symlinks that leave --root (refused by default)."
+        False, "--follow-symlinks", help="Read images through symlinks that leave --root or a crops folder (refused by default)."
     ),
 ) -> None:
-    """Crop every face of IMAGE_LIST and write shuffled TFRecord shards plus manifest.json."""
-    from ffem_cli.data.pack import PackSettings
-    from ffem_cli.data.pack import pack as write_pack
+    """Crop every face of the SOURCEs and write shuffled TFRecord shards plus manifest.json.
+
+    Faces already at --size without a box (RecordIO, crops) are copied through
+    undecoded. Shaping (--groups, --min-images, --identities,
+    --max-images-per-identity, in that order) happens before packing.
+    """
+    from ffem_cli.data.pack import PackSettings, pack_sources
+    from ffem_cli.data.shaping import Shaping
+    from ffem_cli.data.sources import open_source
 
     settings = PackSettings(
         image_size=size,
@@ -54,8 +96,18 @@ def pack(
         margin=margin,
         shards=shards,
         jpeg_quality=quality,
-        seed=seed,
+        seed=seed or 0,
     )
+    shaping = Shaping(
+        identities=identities,
+        seed=seed,
+        groups=tuple(g.strip() for g in groups.split(",") if g.strip()) if groups else (),
+        min_images=min_images,
+        max_images_per_identity=max_images_per_identity,
+        same_identities=same_identities,
+        relabel=relabel,
+    )
+    opened = [open_source(path, root, crops, strict_boxes, relabel, follow_symlinks) for path in sources]
     # The bar starts once validation has passed, so a bad list prints only its error line.
     bar = progress_bar()
     task = bar.add_task("pack", total=None, unit="img")
@@ -66,21 +118,24 @@ def pack(
         bar.update(task, completed=done, total=total)
 
     try:
-        result = write_pack(
-            image_list,
-            root,
+        result = pack_sources(
+            opened,
             output,
             settings,
+            shaping,
             workers=workers,
             resume=resume,
             overwrite=overwrite,
             on_progress=on_progress,
-            follow_symlinks=follow_symlinks,
         )
     finally:
         bar.stop()
     table = Table(title=f"ffem pack → {result.output}", show_header=False)
     table.add_row("images written", f"{result.images:,}")
+    table.add_row("identities", f"{result.identities:,}")
+    table.add_row("copied through undecoded", f"{result.passed_through:,}")
+    table.add_row("boxes clipped (padded)", f"{result.clipped:,}")
+    table.add_row("rejected before packing", f"{result.rejected:,} (see rejects.json)")
     table.add_row("shards", f"{result.shards} ({result.kept_shards} kept from before)")
     table.add_row(
         "crop", f"{settings.crop}, {size}x{size}" + ("" if align else f", margin {margin}")

@@ -357,12 +357,19 @@ def load_previous(output: Path, rejects_path: Path, root: Path) -> tuple[dict[st
     return entries, rejects
 
 
-def _labelled(entries: dict[str, FaceEntry]) -> tuple[dict[str, FaceEntry], dict[str, int]]:
-    """Relabel entries 0..N-1 over the sorted identity names that have an entry."""
-    names = sorted({rel.split("/", 1)[0] for rel in entries})
+def _labelled(entries: dict[str, FaceEntry], depth: int = 1) -> tuple[dict[str, FaceEntry], dict[str, int]]:
+    """Relabel entries 0..N-1 over the sorted identity names that have an entry.
+
+    The identity is the leaf folder, named by its path under ROOT; at depth 2
+    the first folder is also kept as the entry's group.
+    """
+    names = sorted({rel.rsplit("/", 1)[0] for rel in entries})
     label_map = {name: label for label, name in enumerate(names)}
     relabelled = {
-        rel: FaceEntry(label_map[rel.split("/", 1)[0]], e.box, e.landmarks, e.score) for rel, e in entries.items()
+        rel: FaceEntry(
+            label_map[rel.rsplit("/", 1)[0]], e.box, e.landmarks, e.score, rel.split("/", 1)[0] if depth == 2 else None
+        )
+        for rel, e in entries.items()
     }
     return relabelled, label_map
 
@@ -468,8 +475,13 @@ def detect_folder(
     rejects_path: str | os.PathLike | None = None,
     detector=None,
     progress: Callable[[int, int], None] | None = None,
+    depth: int = 1,
 ) -> DetectSummary:
     """Detect one face per image of ``root/<identity>/<image>``; write the image list.
+
+    ``depth=2`` reads ``root/<group>/<identity>/<image>`` (RFW, BUPT): labels
+    go to the leaf folders, named ``<group>/<identity>``, and each entry keeps
+    its group.
 
     Writes ``output`` (seed format, see ``data.image_list``), ``<stem>.label_map.json``
     beside it and the rejects file (default ``<output stem>.rejects.json``).
@@ -482,7 +494,9 @@ def detect_folder(
     """
     started = time.perf_counter()
     root, output = Path(root), Path(output)
-    folder = scan_identity_folder(root)
+    if depth not in (1, 2):
+        raise FfemError(f"--depth must be 1 or 2, got {depth}")
+    folder = scan_identity_folder(root, depth)
     rejects_path = Path(rejects_path) if rejects_path else default_rejects_path(output)
     checkpoint = checkpoint_path(output)
     summary = DetectSummary(images=len(folder.paths), output=output, rejects_path=rejects_path)
@@ -515,7 +529,7 @@ def detect_folder(
     if not entries:
         checkpoint.unlink(missing_ok=True)
         raise FfemError(f"{root}: no face found in any of {len(folder.paths)} images; reasons are in {rejects_path}")
-    labelled, label_map = _labelled(entries)
+    labelled, label_map = _labelled(entries, depth)
     summary.label_map_path = image_list.label_map_path(output)
     image_list.write_image_list(output, labelled)
     image_list.write_label_map(summary.label_map_path, label_map)

@@ -8,11 +8,15 @@ folder ROOT (POSIX separators)::
 
 - ``label``: integer class ``0..N-1``; every label in that range is used (no gaps).
 - ``x1, y1, x2, y2``: the face box in integer pixels, left/top/right/bottom,
-  ``0 <= x1 < x2 <= width`` and ``0 <= y1 < y2 <= height`` (right and bottom
-  are exclusive edges, as in ``image[y1:y2, x1:x2]``).
+  ``x1 < x2`` and ``y1 < y2`` (right and bottom are exclusive edges, as in
+  ``image[y1:y2, x1:x2]``). A box may cross the image border (loose boxes,
+  boxes made from landmarks): ``pack`` crops it with the outside padded and
+  counts it as clipped; a box with no pixel inside the image is rejected.
 - ``landmarks`` (optional): five ``[x, y]`` float pixel points in the order
   left eye, right eye, nose tip, left mouth corner, right mouth corner.
 - ``score`` (optional): the detector's confidence in ``[0, 1]``.
+- ``group`` (optional): a string such as ``"African"`` (``detect --depth 2``),
+  for ``pack --groups``.
 
 Integer fields also accept integral JSON floats (``3.0`` reads as ``3``,
 since many tools write numbers that way); ``1.5``, ``true`` and strings are
@@ -56,6 +60,7 @@ class FaceEntry:
     box: tuple[int, int, int, int]
     landmarks: np.ndarray | None = None
     score: float | None = None
+    group: str | None = None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, FaceEntry):
@@ -69,6 +74,7 @@ class FaceEntry:
             self.label == other.label
             and self.box == other.box
             and self.score == other.score
+            and self.group == other.group
             and same_landmarks
         )
 
@@ -82,6 +88,8 @@ class FaceEntry:
             entry["landmarks"] = [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks]
         if self.score is not None:
             entry["score"] = round(float(self.score), 4)
+        if self.group is not None:
+            entry["group"] = self.group
         return entry
 
 
@@ -138,8 +146,6 @@ def parse_entry(key: str, raw: Any) -> tuple[FaceEntry | None, list[str]]:
         value = _as_int(raw[name])
         if value is None:
             problems.append(f"{name} {_show(raw[name])} is not an integer")
-        elif value < 0:
-            problems.append(f"{name} {value} is negative")
         coords.append(value)
     x1, y1, x2, y2 = coords
     if None not in coords and (x2 <= x1 or y2 <= y1):
@@ -164,9 +170,14 @@ def parse_entry(key: str, raw: Any) -> tuple[FaceEntry | None, list[str]]:
     if score is not None and not _is_number(score):
         problems.append(f"score {_show(score)} is not a number")
 
+    group = raw.get("group")
+    if group is not None and not (isinstance(group, str) and group):
+        problems.append(f"group {_show(group)} is not a non-empty string")
+
     if problems:
         return None, problems
-    return FaceEntry(label, (x1, y1, x2, y2), landmarks, None if score is None else float(score)), []
+    score = None if score is None else float(score)
+    return FaceEntry(label, (x1, y1, x2, y2), landmarks, score, group), []
 
 
 def _raise_problems(prefix: str, problems: list[str]) -> None:
@@ -203,16 +214,16 @@ class _DuplicateKey(Exception):
         self.key = key
 
 
-def load_image_list(path: str | os.PathLike) -> dict[str, FaceEntry]:
+def load_image_list(path: str | os.PathLike, allow_gaps: bool = False) -> dict[str, FaceEntry]:
     """Read and validate an image list; return ``{relative path: FaceEntry}`` in file order.
 
     Raises ``FfemError`` with one line naming the file, the first bad entry
     and what is wrong, plus how many more problems there are. Checked:
     readable JSON (line/column of a syntax error), a top-level object, no
     duplicate keys, at least one entry, each entry an object with integer
-    ``label >= 0`` and a non-empty integer box with non-negative coordinates,
-    optional 5x2 numeric landmarks and numeric score, and labels exactly
-    ``0..N-1`` (the missing labels are named).
+    ``label >= 0`` and a non-empty integer box, optional 5x2 numeric
+    landmarks, numeric score and string group, and labels exactly ``0..N-1``
+    (the missing labels are named) unless ``allow_gaps`` (``pack --relabel``).
     """
     path = Path(path)
     try:
@@ -245,36 +256,71 @@ def load_image_list(path: str | os.PathLike) -> dict[str, FaceEntry]:
         problems.extend(f"{_show(key)}: {problem}" for problem in entry_problems)
         if entry is not None:
             entries[key] = entry
-    if not problems:
-        used = {entry.label for entry in entries.values()}
-        missing = sorted(set(range(max(used) + 1)) - used)
-        if missing:
-            problems.append(
-                f"labels must be 0..N-1 without gaps: {_missing_labels_text(missing)} "
-                f"{'is' if len(missing) == 1 else 'are'} missing (highest label {max(used)})"
-            )
+    if not problems and not allow_gaps:
+        gap = label_gap_problem(np.array([entry.label for entry in entries.values()]))
+        if gap:
+            problems.append(gap)
     _raise_problems(str(path), problems)
     return entries
 
 
-def _check_one(root: Path, key: str, entry: FaceEntry, follow_symlinks: bool) -> str | None:
+def label_gap_problem(labels: np.ndarray) -> str | None:
+    """What is wrong when the int ``labels`` do not cover ``0..max``; else ``None``."""
+    used = np.unique(labels)
+    missing = np.setdiff1d(np.arange(int(used[-1]) + 1), used).tolist()
+    if not missing:
+        return None
+    return (
+        f"labels must be 0..N-1 without gaps: {_missing_labels_text(missing)} "
+        f"{'is' if len(missing) == 1 else 'are'} missing (highest label {int(used[-1])}); "
+        "--relabel compacts them"
+    )
+
+
+def box_fit(box: tuple[int, int, int, int], width: int, height: int) -> str:
+    """``"inside"``, ``"clipped"`` (partly outside the ``width x height`` image) or ``"outside"``."""
+    x1, y1, x2, y2 = box
+    if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:
+        return "outside"
+    if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
+        return "clipped"
+    return "inside"
+
+
+@dataclass
+class BoxCheck:
+    """Boxes that cross the image border (``clipped``) and those with no pixel inside (``outside``)."""
+
+    clipped: list[str]
+    outside: dict[str, str]  # key -> "box (…) lies outside the WxH image"
+
+
+def _check_one(root: Path, key: str, entry: FaceEntry, follow_symlinks: bool) -> tuple[str | None, str, str]:
+    """(problem, fit, box text) of one entry; fit as ``box_fit``."""
     try:
         width, height = image_size(path_under(root, key, follow_symlinks))
     except ImageReadError as exc:
         if exc.reason == "missing":
-            return f"{_show(key)}: missing file" + ("" if exc.detail == "no such file" else f" ({exc.detail})")
+            return f"{_show(key)}: missing file" + ("" if exc.detail == "no such file" else f" ({exc.detail})"), "", ""
         what = "unreadable image" if exc.reason == "corrupt" else exc.reason
-        return f"{_show(key)}: {what} ({exc.detail})"
+        return f"{_show(key)}: {what} ({exc.detail})", "", ""
     x1, y1, x2, y2 = entry.box
-    if x2 > width or y2 > height:
-        return f"{_show(key)}: box ({x1}, {y1}, {x2}, {y2}) lies outside the {width}x{height} image"
-    return None
+    return None, box_fit(entry.box, width, height), f"box ({x1}, {y1}, {x2}, {y2}) lies outside the {width}x{height} image"
 
 
 def check_against_images(
-    entries: dict[str, FaceEntry], root: str | os.PathLike, workers: int = 4, follow_symlinks: bool = False
-) -> None:
-    """Check that every entry's file exists under ``root`` and its box fits the image.
+    entries: dict[str, FaceEntry],
+    root: str | os.PathLike,
+    workers: int = 4,
+    strict_boxes: bool = True,
+    follow_symlinks: bool = False,
+) -> BoxCheck:
+    """Check that every entry's file exists under ``root`` and see where its box lies.
+
+    With ``strict_boxes`` a box not wholly inside its image is an error;
+    otherwise boxes crossing the border are returned as clipped and boxes with
+    no pixel inside as outside (``pack`` crops the first with padding and
+    rejects the second). Image paths follow ``images.path_under``.
 
     Only image headers are read (PIL, no decoding: ~25 µs each from the page
     cache), in ``workers`` threads. Threads help while the files come from
@@ -291,12 +337,23 @@ def check_against_images(
     # executor's locks than in reading a header (2,000 tasks: ~0.1 s).
     slices = [keys[i::workers] for i in range(workers)]
 
-    def check_slice(part: list[str]) -> list[tuple[str, str | None]]:
+    def check_slice(part: list[str]) -> list[tuple[str, tuple[str | None, str, str]]]:
         return [(key, _check_one(root, key, entries[key], follow_symlinks)) for key in part]
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         found = dict(pair for part in pool.map(check_slice, slices) for pair in part)
-    _raise_problems(str(root), [found[key] for key in keys if found[key] is not None])
+    problems = []
+    for key in keys:
+        problem, fit, text = found[key]
+        if problem is None and strict_boxes and fit != "inside":
+            problem = f"{_show(key)}: {text}"
+        if problem is not None:
+            problems.append(problem)
+    _raise_problems(str(root), problems)
+    return BoxCheck(
+        clipped=[key for key in keys if found[key][1] == "clipped"],
+        outside={key: found[key][2] for key in keys if found[key][1] == "outside"},
+    )
 
 
 def write_image_list(path: str | os.PathLike, entries: dict[str, FaceEntry]) -> None:

@@ -1,4 +1,10 @@
-"""``ffem pack``: an image list and its photos → cropped-face TFRecord shards + manifest.
+"""``ffem pack``: face sources → cropped-face TFRecord shards + manifest.
+
+The sources (``data.sources``: image lists, insightface RecordIO, seed
+TFRecords, crop folders) give tables of faces; ``data.shaping`` merges and
+shapes them into one label space; this module writes the faces without
+knowing where they came from. A face that is already a JPEG at the pack
+size with no box (RecordIO, crops) is copied through without decoding.
 
 Layout of a pack directory::
 
@@ -7,7 +13,9 @@ Layout of a pack directory::
                                       image/path (bytes, the image-list key)
     index.npz                         per example: shard, byte offset, length, label
                                       (lets the P×K sampler read records directly)
-    manifest.json                     written LAST: settings, counts, checksums, skips
+    rejects.json                      faces left out before packing, with reasons
+    manifest.json                     written LAST: settings, sources, shaping, counts,
+                                      checksums, skips
 
 How it stays honest when killed:
 
@@ -32,7 +40,7 @@ re-pack leaves the old pack whole (``--overwrite --resume`` continues the
 killed re-pack). An existing output folder that is not a pack (no manifest
 or progress record, or files a pack does not hold) is refused
 (``atomic.check_owned``). ``--shards`` above the number of images is capped
-to it; a list whose every image fails leaves no pack and raises.
+to it; sources whose every face fails leave no pack and raise.
 
 The writer is a small pure-Python TFRecord encoder (no TensorFlow in the
 worker processes, which would cost seconds of import and hundreds of MB
@@ -62,21 +70,17 @@ import numpy as np
 from PIL import Image
 
 from ffem_cli import __version__, atomic
-from ffem_cli.data.crop import crop_face_image, landmark_problem
-from ffem_cli.data.image_list import (
-    FaceEntry,
-    check_against_images,
-    fingerprint,
-    label_map_path,
-    load_image_list,
-    load_label_map,
-)
+from ffem_cli.data.crop import crop_face_image
+from ffem_cli.data.image_list import FaceEntry
+from ffem_cli.data.shaping import ShapedSet, Shaping, shape
+from ffem_cli.data.sources import Record, Source, SourceTable, open_source
 from ffem_cli.errors import FfemError
 from ffem_cli.hashing import file_sha256
-from ffem_cli.images import ImageReadError, open_rgb, path_under
+from ffem_cli.images import ImageReadError, decode_rgb, jpeg_size, open_rgb
 
 MANIFEST = "manifest.json"
 INDEX = "index.npz"
+REJECTS = "rejects.json"
 PROGRESS = "pack-progress.json"
 DONE_SUFFIX = ".done"
 PACK_FORMAT = "ffem-pack/1"
@@ -113,7 +117,7 @@ except ImportError:  # pragma: no cover - exercised only without the C extension
         return crc ^ 0xFFFFFFFF
 
 
-def _masked_crc(data: bytes) -> int:
+def masked_crc(data: bytes) -> int:
     crc = crc32c(data)
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
@@ -123,13 +127,18 @@ def tfrecord_frame(payload: bytes) -> bytes:
     length = struct.pack("<Q", len(payload))
     return (
         length
-        + struct.pack("<I", _masked_crc(length))
+        + struct.pack("<I", masked_crc(length))
         + payload
-        + struct.pack("<I", _masked_crc(payload))
+        + struct.pack("<I", masked_crc(payload))
     )
 
 
+_ONE_BYTE = [bytes((value,)) for value in range(0x80)]
+
+
 def _varint(value: int) -> bytes:
+    if 0 <= value < 0x80:
+        return _ONE_BYTE[value]
     value &= (1 << 64) - 1
     out = bytearray()
     while True:
@@ -146,20 +155,32 @@ def _delimited(field_number: int, payload: bytes) -> bytes:
     return _varint(field_number << 3 | 2) + _varint(len(payload)) + payload
 
 
+def _bytes_feature_head(key_field: bytes, size: int) -> bytes:
+    """Everything of one ``{key: BytesList[value]}`` map entry that precedes a ``size``-byte value.
+
+    The value itself is not copied into nested messages: each level's length
+    is computed from the sizes, and the caller joins head and value once.
+    """
+    value_head = b"\x0a" + _varint(size)  # BytesList.value
+    list_head = b"\x0a" + _varint(len(value_head) + size)  # Feature.bytes_list
+    feature_size = len(list_head) + len(value_head) + size
+    feature_head = b"\x12" + _varint(feature_size)  # entry.value
+    entry_size = len(key_field) + len(feature_head) + feature_size
+    return b"\x0a" + _varint(entry_size) + key_field + feature_head + list_head + value_head
+
+
+_ENCODED_KEY = _delimited(1, b"image/encoded")
+_PATH_KEY = _delimited(1, b"image/path")
+
+
 def encode_example(encoded: bytes, label: int, path: str) -> bytes:
     """A serialized ``tf.train.Example`` with the three pack features (protobuf wire format)."""
-
-    def feature_entry(key: str, feature: bytes) -> bytes:
-        return _delimited(1, _delimited(1, key.encode()) + _delimited(2, feature))
-
-    bytes_feature = lambda value: _delimited(1, _delimited(1, value))  # noqa: E731 - BytesList
-    int64_feature = _delimited(3, _delimited(1, _varint(label)))  # Int64List, packed
-    features = (
-        feature_entry("image/encoded", bytes_feature(encoded))
-        + feature_entry("image/label", int64_feature)
-        + feature_entry("image/path", bytes_feature(path.encode()))
-    )
-    return _delimited(1, features)
+    path_bytes = path.encode()
+    encoded_head = _bytes_feature_head(_ENCODED_KEY, len(encoded))
+    label_entry = _delimited(1, _delimited(1, b"image/label") + _delimited(2, _delimited(3, _delimited(1, _varint(label)))))
+    path_head = _bytes_feature_head(_PATH_KEY, len(path_bytes))
+    size = len(encoded_head) + len(encoded) + len(label_entry) + len(path_head) + len(path_bytes)
+    return b"".join((b"\x0a", _varint(size), encoded_head, encoded, label_entry, path_head, path_bytes))
 
 
 # ---------------------------------------------------------------- settings and plan
@@ -188,6 +209,7 @@ class ShardResult:
     offsets: list[int] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
+    passed_through: int = 0
 
 
 @dataclass
@@ -201,17 +223,20 @@ class PackResult:
     kept_shards: int
     skipped: list[dict]
     seconds: float
+    identities: int = 0
+    clipped: int = 0
+    rejected: int = 0
+    passed_through: int = 0
 
 
-def plan_shards(keys: list[str], shards: int, seed: int) -> list[list[str]]:
-    """Split the sorted keys over ``shards`` lists after a seeded shuffle.
+def plan_shards(count: int, shards: int, seed: int) -> list[np.ndarray]:
+    """Split face positions ``0..count-1`` over ``shards`` arrays after a seeded shuffle.
 
     Every shard gets a random mix of identities; shard ``i`` holds positions
     ``i, i + shards, …`` of the shuffled order.
     """
-    order = np.random.default_rng(seed).permutation(len(keys))
-    shuffled = [keys[i] for i in order]
-    return [shuffled[i::shards] for i in range(shards)]
+    order = np.random.default_rng(seed).permutation(count)
+    return [order[i::shards] for i in range(shards)]
 
 
 # ---------------------------------------------------------------- worker side
@@ -221,10 +246,9 @@ def plan_shards(keys: list[str], shards: int, seed: int) -> list[list[str]]:
 class _ShardJob:
     index: int
     path: Path
-    root: Path
-    items: list[tuple[str, FaceEntry]]
+    sources: list[Source]
+    rows: np.ndarray  # (n, 3) int64: source number, source ref, pack label
     settings: PackSettings
-    follow_symlinks: bool = False
 
 
 _progress_queue = None
@@ -245,9 +269,35 @@ def encode_face(picture: Image.Image, entry: FaceEntry, settings: PackSettings) 
         margin=settings.margin,
         align=settings.crop == "align",
     )
+    return _jpeg(face, settings.jpeg_quality)
+
+
+def _jpeg(face: Image.Image, quality: int) -> bytes:
     buffer = io.BytesIO()
-    face.save(buffer, format="JPEG", quality=settings.jpeg_quality)
+    face.save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
+
+
+def encode_record(record: Record, settings: PackSettings) -> tuple[bytes, bool]:
+    """The stored JPEG of one record and whether it was copied through undecoded.
+
+    A record without a box whose bytes are a JPEG of exactly the pack size is
+    copied as it is; anything else is decoded, cropped (or, without a box,
+    resized whole) and encoded.
+    """
+    if record.box is None and record.data is not None and settings.crop == "margin":
+        if jpeg_size(record.data) == (settings.image_size, settings.image_size):
+            return record.data, True
+    picture = open_rgb(record.path) if record.data is None else decode_rgb(record.data, record.key)
+    face = crop_face_image(
+        picture,
+        record.box,
+        record.landmarks,
+        size=settings.image_size,
+        margin=settings.margin,
+        align=settings.crop == "align",
+    )
+    return _jpeg(face, settings.jpeg_quality), False
 
 
 def write_shard(job: _ShardJob, report: Callable[[int], None] | None = None) -> ShardResult:
@@ -257,30 +307,31 @@ def write_shard(job: _ShardJob, report: Callable[[int], None] | None = None) -> 
     position = 0
     pending = 0
     with atomic.atomic_open(job.path, "wb") as handle:
-        for key, entry in job.items:
+        for source_number, ref, label in job.rows.tolist():
+            source = job.sources[source_number]
+            key = source.key(ref)
             try:
-                image = open_rgb(path_under(job.root, key, job.follow_symlinks))
+                encoded, copied = encode_record(source.read(ref), job.settings)
             except ImageReadError as exc:
                 result.skipped.append({"path": key, "reason": exc.reason, "detail": exc.detail})
             else:
-                record = tfrecord_frame(
-                    encode_example(encode_face(image, entry, job.settings), entry.label, key)
-                )
+                record = tfrecord_frame(encode_example(encoded, label, key))
                 handle.write(record)
                 digest.update(record)
-                result.labels.append(entry.label)
+                result.labels.append(label)
                 result.offsets.append(position + 12)  # the payload starts after length + CRC
                 result.lengths.append(len(record) - 16)
                 position += len(record)
                 result.count += 1
+                result.passed_through += copied
             pending += 1
-            if report is not None and pending >= 8:
+            if report is not None and pending >= 64:
                 report(pending)
                 pending = 0
     if report is not None and pending:
         report(pending)
     result.sha256 = digest.hexdigest()
-    _write_done(job.path, asdict(result))
+    _write_done(job.path, vars(result))  # not asdict: it deep-copies every list
     return result
 
 
@@ -316,9 +367,7 @@ def _read_done(shard: Path) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-def _validate(
-    image_list: Path, root: Path, settings: PackSettings, workers: int, follow_symlinks: bool
-) -> dict[str, FaceEntry]:
+def _check_settings(settings: PackSettings, workers: int) -> None:
     if settings.crop not in ("margin", "align"):
         raise FfemError(f"crop mode must be 'margin' or 'align', got {settings.crop!r}")
     if settings.image_size < 16:
@@ -331,27 +380,34 @@ def _validate(
         raise FfemError(f"--workers must be at least 1, got {workers}")
     if not 1 <= settings.jpeg_quality <= 100:
         raise FfemError(f"--quality must be within 1..100, got {settings.jpeg_quality}")
-    entries = load_image_list(image_list)
-    if not entries:
-        raise FfemError(f"{image_list}: the image list is empty")
+
+
+def source_names(sources: list[Source]) -> list[str]:
+    """Short distinct names for merged identities: the folder of each source (``-2`` … on clashes)."""
+    names: list[str] = []
+    for source in sources:
+        base = (source.path if source.path.is_dir() else source.path.parent).resolve().name or "source"
+        name, number = base, 1
+        while name in names:
+            number += 1
+            name = f"{base}-{number}"
+        names.append(name)
+    return names
+
+
+def _open_tables(sources: list[Source], settings: PackSettings) -> list[SourceTable]:
+    tables = [source.table() for source in sources]
     if settings.crop == "align":
-        missing = next((key for key, entry in entries.items() if entry.landmarks is None), None)
-        if missing is not None:
-            raise FfemError(
-                f"{image_list}: entry {missing!r} has no landmarks, which --align needs"
-            )
-        for key, entry in entries.items():
-            problem = landmark_problem(entry.landmarks)
-            if problem:
-                raise FfemError(f"{image_list}: entry {key!r}: {problem}, which --align cannot use")
-    check_against_images(entries, root, follow_symlinks=follow_symlinks)
-    return entries
+        for source, table in zip(sources, tables, strict=True):
+            if table.lacks_landmarks:
+                raise FfemError(f"{source.path}: {table.lacks_landmarks}, which --align needs")
+    return tables
 
 
 def is_pack_file(name: str) -> bool:
-    """True for a name a pack folder holds: manifest, index, progress, shards, their records, temporaries."""
+    """True for a name a pack folder holds: manifest, index, rejects, progress, shards, their records, temporaries."""
     return (
-        name in (MANIFEST, INDEX, PROGRESS)
+        name in (MANIFEST, INDEX, REJECTS, PROGRESS)
         or fnmatch.fnmatch(name, "faces-*-of-*.tfrecord")
         or fnmatch.fnmatch(name, f"faces-*-of-*.tfrecord{DONE_SUFFIX}")
         or name.startswith(atomic.TMP_PREFIX)
@@ -369,11 +425,6 @@ def check_pack_folder(output: Path) -> None:
     atomic.check_owned(output, is_pack_file)
 
 
-def _label_map(image_list: Path) -> dict[str, int] | None:
-    path = label_map_path(image_list)
-    return load_label_map(path) if path.is_file() else None
-
-
 def _clear_stale(output: Path) -> None:
     """Remove temporaries of a killed run (hidden ``.tmp-faces-…`` / ``.tmp-manifest…``)."""
     for stale in output.glob(f"{atomic.TMP_PREFIX}*"):
@@ -382,7 +433,7 @@ def _clear_stale(output: Path) -> None:
 
 
 def _remove_pack_files(output: Path) -> None:
-    for path in (output / MANIFEST, output / INDEX, output / PROGRESS):
+    for path in (output / MANIFEST, output / INDEX, output / PROGRESS, output / REJECTS):
         path.unlink(missing_ok=True)
     for path in output.glob("faces-*-of-*.tfrecord*"):
         path.unlink(missing_ok=True)
@@ -484,23 +535,42 @@ def pack(
     resume: bool = False,
     overwrite: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
+    strict_boxes: bool = False,
     follow_symlinks: bool = False,
 ) -> PackResult:
-    """Validate ``image_list`` against the photos under ``root`` and write a pack to ``output``.
+    """``pack_sources`` for one image list whose image paths are relative to ``root``.
 
     Image paths must stay inside ``root`` (``images.path_under``; symlinks
     leaving it only with ``follow_symlinks``).
+    """
+    source = open_source(Path(image_list), Path(root), strict_boxes=strict_boxes, follow_symlinks=follow_symlinks)
+    return pack_sources([source], output, settings, Shaping(), workers, resume, overwrite, on_progress)
+
+
+def pack_sources(
+    sources: list[Source],
+    output: str | Path,
+    settings: PackSettings = PackSettings(),
+    shaping: Shaping = Shaping(),
+    workers: int = 2,
+    resume: bool = False,
+    overwrite: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> PackResult:
+    """Check ``sources``, shape them and write a pack to ``output``.
 
     ``on_progress(done, total)`` is called as images are processed (``total``
     counts the images still to write). Raises ``FfemError`` for bad input,
     before anything is written.
     """
     started = time.perf_counter()
-    image_list, root, output = Path(image_list), Path(root), Path(output)
-    entries = _validate(image_list, root, settings, workers, follow_symlinks)
-    if settings.shards > len(entries):
-        settings = replace(settings, shards=len(entries))
-    label_map = _label_map(image_list)
+    output = Path(output)
+    _check_settings(settings, workers)
+    tables = _open_tables(sources, settings)
+    names = source_names(sources)
+    shaped = shape(tables, names, shaping)
+    if settings.shards > len(shaped.refs):
+        settings = replace(settings, shards=len(shaped.refs))
     check_pack_folder(output)
     finished = (output / MANIFEST).exists()
     if finished and not (resume or overwrite):
@@ -514,9 +584,10 @@ def pack(
         check_pack_folder(target)
     created = not target.exists()
     keep_shards = resume and not (overwrite and target == output)  # an in-place --overwrite starts afresh
+    described = [source.describe() for source in sources]
     try:
         result = _write_into(
-            target, entries, label_map, image_list, root, settings, workers, keep_shards, follow_symlinks, on_progress
+            target, sources, tables, shaped, described, names, settings, workers, keep_shards, on_progress
         )
     except EmptyPack:
         _remove_pack_files(target)
@@ -529,66 +600,89 @@ def pack(
 
 
 class EmptyPack(FfemError):
-    """Every image of the list failed: there is no pack to write."""
+    """Every face of the sources failed: there is no pack to write."""
 
 
 def _write_into(
     output: Path,
-    entries: dict[str, FaceEntry],
-    label_map: dict | None,
-    image_list: Path,
-    root: Path,
+    sources: list[Source],
+    tables: list[SourceTable],
+    shaped: ShapedSet,
+    described: list[dict],
+    names: list[str],
     settings: PackSettings,
     workers: int,
     resume: bool,
-    follow_symlinks: bool,
     on_progress: Callable[[int, int], None] | None,
 ) -> dict:
     """Write (or, with ``resume``, complete) the pack in the folder ``output``; the counts of ``PackResult``."""
     output.mkdir(parents=True, exist_ok=True)
     _clear_stale(output)
-    expected = _progress_record(settings, fingerprint(image_list))
-    names = [shard_name(i, settings.shards) for i in range(settings.shards)]
-    kept = _finished_shards(output, expected, names) if resume else {}
+    expected = _progress_record(settings, _sources_fingerprint(described, shaped.report))
+    shard_names = [shard_name(i, settings.shards) for i in range(settings.shards)]
+    kept = _finished_shards(output, expected, shard_names) if resume else {}
     if not kept:
         _remove_pack_files(output)
     atomic.write_json(output / PROGRESS, expected)
 
-    plan = plan_shards(sorted(entries), settings.shards, settings.seed)
-    jobs = [
-        _ShardJob(i, output / names[i], root, [(key, entries[key]) for key in keys], settings, follow_symlinks)
-        for i, keys in enumerate(plan)
-        if names[i] not in kept
-    ]
+    rows = np.stack([shaped.source.astype(np.int64), shaped.refs, shaped.labels], axis=1)
+    jobs = []
+    for i, positions in enumerate(plan_shards(len(rows), settings.shards, settings.seed)):
+        if shard_names[i] in kept:
+            continue
+        part = rows[positions]
+        job_sources = [
+            source.for_refs(part[part[:, 0] == number, 1]) for number, source in enumerate(sources)
+        ]
+        jobs.append(_ShardJob(i, output / shard_names[i], job_sources, part, settings))
+    del rows
     results = dict(kept)
     results.update(_run_jobs(jobs, workers, on_progress))
-    shards = [results[name] for name in names]
+    shards = [results[name] for name in shard_names]
     if not any(shard.count for shard in shards):
         skipped = [skip for shard in shards for skip in shard.skipped]
         first = skipped[0]
+        whose = f"{sources[0].path}: none of its" if len(sources) == 1 else f"none of the {len(sources)} sources'"
         raise EmptyPack(
-            f"{image_list}: none of its {len(skipped)} images could be packed "
+            f"{whose} {len(skipped)} images could be packed "
             f"(first: {first['path']}: {first['reason']}, {first['detail']}); no pack written"
         )
     _write_index(output / INDEX, shards)
-    manifest = _manifest(shards, settings, entries, label_map, image_list, root, expected, output)
+    rejected = [
+        {**reject, "source": names[number]}
+        for number, table in enumerate(tables)
+        for reject in table.rejected
+    ]
+    atomic.write_json(output / REJECTS, rejected)
+    clipped = sum(table.clipped for table in tables)
+    manifest = _manifest(shards, settings, shaped, described, names, clipped, len(rejected), expected, output)
     atomic.write_json(output / MANIFEST, manifest)
-    for name in names:
+    for name in shard_names:
         _done_path(output / name).unlink(missing_ok=True)
     (output / PROGRESS).unlink(missing_ok=True)
     return {
         "images": manifest["num_examples"],
-        "images_written": sum(results[n].count for n in names if n not in kept),
+        "images_written": sum(results[n].count for n in shard_names if n not in kept),
         "shards": settings.shards,
         "kept_shards": len(kept),
         "skipped": manifest["skipped"],
+        "identities": len(shaped.names),
+        "clipped": clipped,
+        "rejected": len(rejected),
+        "passed_through": sum(results[n].passed_through for n in shard_names if n not in kept),
     }
+
+
+def _sources_fingerprint(described: list[dict], shaping_report: dict) -> str:
+    """One sha256 over the sources' fingerprints and the shaping (what ``--resume`` compares)."""
+    text = json.dumps([[d["format"], d["fingerprint"]] for d in described] + [shaping_report], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _run_jobs(
     jobs: list[_ShardJob], workers: int, on_progress: Callable[[int, int], None] | None
 ) -> dict[str, ShardResult]:
-    total = sum(len(job.items) for job in jobs)
+    total = sum(len(job.rows) for job in jobs)
     done = 0
 
     def report(count: int) -> None:
@@ -633,16 +727,20 @@ def _write_index(path: Path, shards: list[ShardResult]) -> None:
 def _manifest(
     shards: list[ShardResult],
     settings: PackSettings,
-    entries: dict[str, FaceEntry],
-    label_map: dict | None,
-    image_list: Path,
-    root: Path,
+    shaped: ShapedSet,
+    described: list[dict],
+    names: list[str],
+    clipped: int,
+    rejected: int,
     progress: dict,
     output: Path,
 ) -> dict:
     skipped = [{**skip, "shard": s.file} for s in shards for skip in s.skipped]
     labels = np.concatenate([np.asarray(s.labels, np.int64) for s in shards])
-    return {
+    renamed = len(described) > 1 or any(
+        origin != [[0, label]] for label, origin in enumerate(shaped.origin)
+    )
+    manifest = {
         "format": PACK_FORMAT,
         "ffem_version": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -651,17 +749,22 @@ def _manifest(
         "crop": settings.crop,
         "margin": settings.margin,
         "num_examples": int(sum(s.count for s in shards)),
-        "num_classes": int(max(entry.label for entry in entries.values()) + 1),
+        "num_classes": len(shaped.names),
         "num_classes_present": int(len(np.unique(labels))),
-        "label_map": label_map,
-        "source": {
-            "image_list": str(image_list.resolve()),
-            "root": str(root.resolve()),
-            "entries": len(entries),
-            "fingerprint": progress["source_fingerprint"],
-        },
+        "label_map": {name: label for label, name in enumerate(shaped.names)},
+        "sources": [{**d, "name": n} for d, n in zip(described, names, strict=True)],
+        "source": {"fingerprint": progress["source_fingerprint"]},
+        "shaping": shaped.report,
+        "boxes_clipped": clipped,
+        "num_rejected": rejected,
+        "rejects": {"file": REJECTS, "sha256": file_sha256(output / REJECTS)},
         "shards": [{"file": s.file, "count": s.count, "sha256": s.sha256} for s in shards],
         "index": {"file": INDEX, "sha256": file_sha256(output / INDEX)},
         "skipped": skipped,
         "num_skipped": len(skipped),
     }
+    if renamed:
+        manifest["label_origin"] = shaped.origin
+    if any(group is not None for group in shaped.groups):
+        manifest["label_groups"] = shaped.groups
+    return manifest
