@@ -104,7 +104,7 @@ def test_bad_names_and_options_are_one_line_errors():
     with pytest.raises(FfemError) as error:
         build_loss("arcface", C, D, margn=0.3)
     assert str(error.value) == ("loss 'arcface' has no option 'margn' "
-                                "(options: easy_margin, margin, scale)")
+                                "(options: easy_margin, margin, sample_rate, scale)")
     with pytest.raises(FfemError, match=r"^unknown miner 'hard'; choose one of: batch-all, "):
         build_loss("triplet", C, D, miner="hard")
     with pytest.raises(FfemError, match=r"^unknown distance 'l1'; choose one of: "):

@@ -23,7 +23,6 @@ Any mismatch is one ``FfemError`` line naming the file and what is wrong.
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -138,7 +137,7 @@ def _check_sample(pack_dir: Path, manifest: dict, index: dict[str, np.ndarray],
     import tensorflow as tf
     from google.protobuf.message import DecodeError
 
-    from ffem_cli.data.pack import _masked_crc
+    from ffem_cli.data.tfrecord import FrameError, read_frame
 
     count = len(index["label"])
     if not count:
@@ -149,15 +148,15 @@ def _check_sample(pack_dir: Path, manifest: dict, index: dict[str, np.ndarray],
     for row in chosen.tolist():
         path = files[int(index["shard"][row])]
         offset, length = int(index["offset"][row]), int(index["length"][row])
-        with open(path, "rb") as handle:
-            handle.seek(offset - 12)
-            record = handle.read(length + FRAMING)
         where = f"{path} record at byte {offset - 12}"
-        head, payload, tail = record[:12], record[12:12 + length], record[12 + length:]
-        if len(tail) != 4 or struct.unpack("<Q", head[:8])[0] != length \
-                or struct.unpack("<I", head[8:])[0] != _masked_crc(head[:8]) \
-                or struct.unpack("<I", tail)[0] != _masked_crc(payload):
+        try:
+            with open(path, "rb") as handle:
+                found = read_frame(handle, offset - 12)
+        except FrameError:
+            found = None
+        if found is None or len(found[0]) != length:
             raise corrupted(where, "bad length or CRC32C")
+        payload = found[0]
         try:
             feature = tf.train.Example.FromString(payload).features.feature
             label = feature["image/label"].int64_list.value[0]

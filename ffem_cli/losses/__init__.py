@@ -120,13 +120,15 @@ def build_loss(name: str, num_classes: int, embedding_size: int, **options) -> k
     if name not in LOSSES:
         raise FfemError(f"unknown loss '{name}'; choose one of: {', '.join(LOSSES)}")
     entry = LOSSES[name]
-    allowed = set(entry.defaults) | {"name"} | ({"sample_rate"} if issubclass(entry.cls, CosineHead) else set())
-    unknown = sorted(set(options) - allowed)
+    defaults = dict(entry.defaults)
+    if issubclass(entry.cls, CosineHead):
+        defaults.setdefault("sample_rate", 1.0)  # Partial FC on every cosine head (losses/partial_fc.py)
+    unknown = sorted(set(options) - set(defaults) - {"name"})
     if unknown:
-        choices = ", ".join(sorted(entry.defaults)) or "none"
+        choices = ", ".join(sorted(defaults)) or "none"
         raise FfemError(f"loss '{name}' has no option '{unknown[0]}' (options: {choices})")
     for option, value in options.items():
-        _check_option_type(name, option, value, entry.defaults.get(option))
+        _check_option_type(name, option, value, defaults.get(option))
     kwargs = {**entry.defaults, **options}
     if entry.family == "pair":
         return entry.cls(**kwargs)
@@ -142,7 +144,8 @@ def _check_option_type(loss: str, option: str, value, default) -> None:
     if option == "name":
         return
     if option == "miner":
-        ok, kind = value is None or isinstance(value, (str, keras.layers.Layer)), "a miner name"
+        serialized = isinstance(value, dict) and {"class_name", "config"} <= set(value)  # a get_config() round trip
+        ok, kind = value is None or serialized or isinstance(value, (str, keras.layers.Layer)), "a miner name"
     elif isinstance(default, bool):
         ok, kind = isinstance(value, bool), "true or false"
     elif isinstance(default, int):

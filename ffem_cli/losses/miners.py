@@ -312,8 +312,14 @@ def build_miner(miner, **options):
     """A miner from a registry name (with ``options``), a miner layer, or None (no mining)."""
     if miner is None or isinstance(miner, Miner):
         return miner
-    if isinstance(miner, dict):
-        return keras.saving.deserialize_keras_object(miner)
+    if isinstance(miner, dict):  # a serialized miner (a loss's get_config)
+        try:
+            layer = keras.saving.deserialize_keras_object(miner)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise FfemError(f"not a serialized miner: {exc}") from None
+        if not isinstance(layer, Miner):
+            raise FfemError(f"not a serialized miner: {type(layer).__name__}")
+        return layer
     if miner not in MINERS:
         raise FfemError(f"unknown miner '{miner}'; choose one of: {', '.join(MINERS)}")
     return MINERS[miner][0](**options)
