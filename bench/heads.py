@@ -206,6 +206,10 @@ def main():
     print(f"ArcFace head, D={EMBEDDING_SIZE}, global batch {BATCH}, SGD momentum; full (r=1) vs "
           f"Partial FC r={args.sample_rate}; median of {steps} steps; {os.cpu_count()} CPU cores, "
           f"load average {os.getloadavg()[0]:.1f}")
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from bench.reference import reference_line
+
+    print(reference_line())
     print(f"{'classes':>9} {'config':<14} {'r':>4} {'ms/step':>9} {'state MiB/dev':>14} {'step peak MiB':>14}")
     for classes in sizes:
         for backend, devices, name in CONFIGS:

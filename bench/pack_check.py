@@ -34,6 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.reference import reference_line  # noqa: E402
 from ffem_cli.data import pack_check  # noqa: E402
 from ffem_cli.data.pack import shard_name, tfrecord_frame  # noqa: E402
 from ffem_cli.hashing import file_sha256  # noqa: E402
@@ -101,6 +102,7 @@ def main() -> None:
                 run()
                 timings[name].append(time.perf_counter() - started)
     print(f"pack: {records:,} records, {SHARDS} shards, {size:,.0f} MB; median of {args.rounds} rounds")
+    print(reference_line())
     for name, values in timings.items():
         seconds = statistics.median(values)
         print(f"  {name:6s} {seconds:8.3f} s  {records / seconds:12,.0f} records/s")
