@@ -279,6 +279,14 @@ def stage_commands(recipe: Recipe, output: Path, pack_dir: Path, epochs: int | N
     return commands
 
 
+def partial_fc_stage(stage: tuple[str, Path, list[str]], sample_rate: float) -> tuple[str, Path, list[str]]:
+    """``stage`` again with Partial FC at ``sample_rate``: same config and start, its own run folder."""
+    name, run, command = stage
+    partial = run.parent / f"{name}-partial-fc"
+    command = [str(partial) if value == str(run) else value for value in command]
+    return f"{name}-partial-fc", partial, [*command, "--sample-rate", str(sample_rate)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="lfw-small",
@@ -286,6 +294,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 epochs per stage")
     parser.add_argument("--epochs", type=int, help="epochs per stage instead of the recipe's (ranking runs)")
     parser.add_argument("--output", type=Path, help="output folder (default: a new temporary folder)")
+    parser.add_argument("--sample-rate", type=float,
+                        help="also train the last stage with Partial FC at this sample rate, from the same start (issue 15)")
     parser.add_argument("--pca-components", type=int, default=150)
     parser.add_argument("--no-whiten", action="store_true", help="eigenfaces without whitening")
     args = parser.parse_args()
@@ -319,6 +329,8 @@ def main() -> int:
                                "--size", str(recipe.size), "--margin", str(recipe.margin), "--shards", "8"],
                               output / "pack.log")
     stages = stage_commands(recipe, output, pack_dir, epochs)
+    if args.sample_rate is not None:
+        stages.append(partial_fc_stage(stages[-1], args.sample_rate))
     throughput = {}
     for name, run, command in stages:
         phases[f"train_{name}"] = run_ffem(command, output / f"train_{name}.log")

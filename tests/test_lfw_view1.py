@@ -129,3 +129,12 @@ def test_real_people_dev_train_gives_1184_identities_with_every_image_present(lf
     entries, label_map = lfw_view1.people_image_list(people, lfw_view1.FACE_BOX)
     assert (len(people), len(label_map), len(entries)) == (4038, 1184, 6671)
     check_against_images(entries, image_dir(lfw_root))  # every file exists and the box fits 250x250
+
+
+def test_partial_fc_stage_repeats_the_last_stage_in_its_own_run_with_a_sample_rate(tmp_path):
+    recipe = lfw_view1.Recipe.load("lfw-small")
+    stages = lfw_view1.stage_commands(recipe, tmp_path, tmp_path / "pack", epochs=None)
+    name, run, command = lfw_view1.partial_fc_stage(stages[-1], 0.3)
+    assert name == "stage2-partial-fc" and run == tmp_path / "runs" / "stage2-partial-fc"
+    assert command[:3] == ["train", "--run", str(run)] and command[-2:] == ["--sample-rate", "0.3"]
+    assert command[3:-2] == stages[-1][2][3:]  # same data, config and --init-from as the full-head stage
