@@ -183,9 +183,8 @@ class BatchSemiHardMiner(Miner):
         return _per_pair(ops.shape(distances)[0], negative, ops.any(candidates, axis=2))
 
 
-@keras.saving.register_keras_serializable(package="ffem")
-class BatchRandomMiner(Miner):
-    """Per (a, p), one violating negative drawn uniformly at random; K = B².
+class SeededMiner(Miner):
+    """A miner that draws at random.
 
     Args:
         seed: seeds the layer's ``keras.random.SeedGenerator`` (state saved with the model).
@@ -195,6 +194,14 @@ class BatchRandomMiner(Miner):
         super().__init__(margin=margin, **kwargs)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="ffem")
+class BatchRandomMiner(SeededMiner):
+    """Per (a, p), one violating negative drawn uniformly at random; K = B² (``seed``: ``SeededMiner``)."""
 
     def mine(self, distances, labels, margin):
         batch = ops.shape(distances)[0]
@@ -203,22 +210,10 @@ class BatchRandomMiner(Miner):
         negative = ops.argmax(ops.where(candidates, draw, -1.0), axis=2)
         return _per_pair(batch, negative, ops.any(candidates, axis=2))
 
-    def get_config(self):
-        return {**super().get_config(), "seed": self.seed}
-
 
 @keras.saving.register_keras_serializable(package="ffem")
-class RandomNegativeMiner(Miner):
-    """Per anchor, one negative drawn uniformly, violating or not, with each positive; K = B².
-
-    Args:
-        seed: seeds the layer's ``keras.random.SeedGenerator`` (state saved with the model).
-    """
-
-    def __init__(self, margin=None, seed=None, **kwargs):
-        super().__init__(margin=margin, **kwargs)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+class RandomNegativeMiner(SeededMiner):
+    """Per anchor, one negative drawn uniformly, violating or not, with each positive; K = B² (``seed``: ``SeededMiner``)."""
 
     def mine(self, distances, labels, margin):
         batch = ops.shape(distances)[0]
@@ -228,9 +223,6 @@ class RandomNegativeMiner(Miner):
         valid = ops.logical_and(positive, ops.any(negative, axis=1, keepdims=True))
         chosen = ops.cast(chosen, "int32")[:, None] + ops.zeros((batch, batch), "int32")
         return _per_pair(batch, chosen, valid)
-
-    def get_config(self):
-        return {**super().get_config(), "seed": self.seed}
 
 
 class _NearestNegativeMiner(Miner):
