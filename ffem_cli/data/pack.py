@@ -259,8 +259,8 @@ def _init_worker(queue) -> None:
     _progress_queue = queue
 
 
-def encode_face(picture: Image.Image, entry: FaceEntry, settings: PackSettings) -> bytes:
-    """Crop one face (``crop_face`` geometry) and return it JPEG-encoded."""
+def encode_face(picture: Image.Image, entry: FaceEntry | Record, settings: PackSettings) -> bytes:
+    """Crop one face (``crop_face`` geometry: ``entry``'s box and landmarks) and return it JPEG-encoded."""
     face = crop_face_image(
         picture,
         entry.box,
@@ -289,15 +289,7 @@ def encode_record(record: Record, settings: PackSettings) -> tuple[bytes, bool]:
         if jpeg_size(record.data) == (settings.image_size, settings.image_size):
             return record.data, True
     picture = open_rgb(record.path) if record.data is None else decode_rgb(record.data, record.key)
-    face = crop_face_image(
-        picture,
-        record.box,
-        record.landmarks,
-        size=settings.image_size,
-        margin=settings.margin,
-        align=settings.crop == "align",
-    )
-    return _jpeg(face, settings.jpeg_quality), False
+    return encode_face(picture, record, settings), False
 
 
 def write_shard(job: _ShardJob, report: Callable[[int], None] | None = None) -> ShardResult:

@@ -24,13 +24,13 @@ from pathlib import Path
 from ffem_cli import atomic
 from ffem_cli.errors import FfemError
 from ffem_cli.evaluate import metrics, plots
-from ffem_cli.evaluate.embedding import Embedder, FaceSource
-from ffem_cli.evaluate.pairfiles import check_images_exist, read_label_pairs
+from ffem_cli.evaluate.embedding import Embedder
+from ffem_cli.evaluate.pairfiles import read_label_pairs
 from ffem_cli.evaluate.report import mean_std, write_results
 from ffem_cli.evaluate.verification import (
     fold_accuracy,
     roc_points,
-    score_pair_list,
+    score_pair_file,
     verification_summary,
 )
 
@@ -52,12 +52,8 @@ def evaluate_pair_list(
     root = Path(root)
     if scores_format not in SCORE_FORMATS:
         raise FfemError(f"unknown score file format {scores_format!r} (expected one of {', '.join(SCORE_FORMATS)})")
-    if not root.is_dir():
-        raise FfemError(f"{root}: image root not found")
-    pairs = read_label_pairs(list_path)
-    check_images_exist(pairs, root)
-    sources = {name: FaceSource((root / name).resolve()) for name in dict.fromkeys([*pairs.first, *pairs.second])}
-    scored = score_pair_list(embedder, pairs, sources, cache_dir, batch_size, "embed pairs")
+    scored = score_pair_file(embedder, list_path, root, cache_dir, batch_size, read_label_pairs)
+    pairs = scored.pairs
     summary = verification_summary(scored)
     accuracy = fold_accuracy(scored.scores, pairs)
     negatives = summary["different_pairs"]

@@ -68,6 +68,25 @@ def score_pair_list(
     return ScoredPairs(pairs, scores, has_face, without)
 
 
+def score_pair_file(
+    embedder: Embedder, list_path: Path, root: Path, cache_dir: Path | None, batch_size: int, read=None
+) -> ScoredPairs:
+    """Read a pair list (``read``, default ``pairfiles.read_pair_list``) whose paths are under ``root`` and score it.
+
+    Images are taken as face crops (or found with ``--detect``); ``FfemError``
+    for a missing root or image.
+    """
+    from ffem_cli.evaluate.pairfiles import check_images_exist, read_pair_list
+
+    root = Path(root)
+    if not root.is_dir():
+        raise FfemError(f"{root}: image root not found")
+    pairs = (read or read_pair_list)(list_path)
+    check_images_exist(pairs, root)
+    sources = {name: FaceSource((root / name).resolve()) for name in dict.fromkeys([*pairs.first, *pairs.second])}
+    return score_pair_list(embedder, pairs, sources, cache_dir, batch_size, "embed pairs")
+
+
 def verification_summary(scored: ScoredPairs) -> dict:
     """AUC, EER (+ threshold; also as EE488B computes it, in percent) and pair counts (one ROC over all pairs)."""
     same = scored.pairs.same

@@ -36,17 +36,10 @@ CALIBRATION_FORMAT = 1
 
 def scores_from_pair_list(embedder: Embedder, list_path: Path, root: Path, cache_dir, batch_size: int):
     """``(genuine, impostor, without_face, description)`` for a pair list under ``root``."""
-    from ffem_cli.evaluate.embedding import FaceSource
-    from ffem_cli.evaluate.pairfiles import check_images_exist, read_pair_list
-    from ffem_cli.evaluate.verification import score_pair_list
+    from ffem_cli.evaluate.verification import score_pair_file
 
-    root = Path(root)
-    if not root.is_dir():
-        raise FfemError(f"{root}: image root not found")
-    pairs = read_pair_list(list_path)
-    check_images_exist(pairs, root)
-    sources = {name: FaceSource((root / name).resolve()) for name in dict.fromkeys([*pairs.first, *pairs.second])}
-    scored = score_pair_list(embedder, pairs, sources, cache_dir, batch_size, "embed pairs")
+    scored = score_pair_file(embedder, list_path, root, cache_dir, batch_size)
+    pairs, root = scored.pairs, Path(root)
     ok = scored.has_face
     return (scored.scores[ok & pairs.same], scored.scores[ok & ~pairs.same], int((~ok).sum()),
             {"kind": "pairs", "list": str(Path(list_path).resolve()), "root": str(root.resolve())})  # fmt: skip
