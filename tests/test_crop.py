@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from ffem_cli.data import crop as crop_module
 from ffem_cli.data.crop import ARCFACE_TEMPLATE, alignment_matrix, crop_face, umeyama
 
 
@@ -43,6 +44,22 @@ def test_box_touching_the_border_is_filled_with_black_outside_the_image():
     crop = crop_face(image, (0, 0, 40, 40), size=60, margin=0.25)  # square spans -10 .. 50
     assert crop[:10].max() == 0 and crop[:, :10].max() == 0
     assert crop[10:, 10:].min() == 200
+
+
+@pytest.mark.parametrize("stretch", [False, True])
+def test_a_box_far_larger_than_the_photo_is_pasted_not_padded(monkeypatch, stretch):
+    """A broken box such as x1 = -10**9 gives a black face in bounded memory (it once raised MemoryError),
+    and just past the paste threshold the pasted face matches the padded one."""
+    image = np.full((100, 100, 3), 200, np.uint8)
+    far = crop_face(image, (-(10**9), 0, 100, 100), size=64, margin=0.2, stretch=stretch)
+    assert far.shape == (64, 64, 3) and far.max() <= 200 and far.mean() < 1
+    box = (-1900, -1900, 100, 100)  # a 2000-pixel square: 400 photo areas, pasted
+    pasted = crop_face(image, box, size=100, margin=0.0, stretch=stretch).astype(int)
+    monkeypatch.setattr(crop_module, "MAX_PADDED_FACTOR", 10**9)
+    padded = crop_face(image, box, size=100, margin=0.0, stretch=stretch).astype(int)
+    assert pasted[95:, 95:].min() == 200 and pasted[:94].max() == 0 and pasted[:, :94].max() == 0
+    differ = np.abs(pasted - padded).max(axis=2) > 0  # only the antialiased edge of the photo differs
+    assert differ.any() and not differ[:93].any() and not differ[:, :93].any() and not differ[97:, 97:].any()
 
 
 def test_box_none_resizes_the_whole_image():

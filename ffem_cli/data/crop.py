@@ -51,6 +51,7 @@ ARCFACE_TEMPLATE = np.array(
     dtype=np.float64,
 )
 MAX_COORDINATE = 1e6  # pixels; farther landmarks are a broken list, not a photo
+MAX_PADDED_FACTOR = 16  # a margin/stretch region padded beyond 16x the photo's pixels is pasted, not padded
 
 
 def crop_face(
@@ -126,9 +127,18 @@ def square_around_box(
 
 
 def _resize_region(picture: Image.Image, region: tuple[float, float, float, float], size: int) -> Image.Image:
-    """The continuous ``region`` (left, top, right, bottom) resized to ``size x size``; black outside the photo."""
+    """The continuous ``region`` (left, top, right, bottom) resized to ``size x size``; black outside the photo.
+
+    A region whose padded canvas would exceed ``MAX_PADDED_FACTOR`` times the
+    photo's pixels (a broken box such as ``x1 = -10**9``) is not padded in
+    memory: the photo is resized to where it falls in the output and pasted on
+    black, which bounds memory by the photo and the output.
+    """
     left, top, right, bottom = region
     width, height = picture.size
+    canvas = (math.ceil(right) - math.floor(left)) * (math.ceil(bottom) - math.floor(top))
+    if canvas > MAX_PADDED_FACTOR * width * height:
+        return _paste_region(picture, region, size)
     if left < 0 or top < 0 or right > width or bottom > height:
         # Cut the integer bounding rectangle first: PIL fills the outside with black.
         x0, y0 = math.floor(left), math.floor(top)
@@ -136,6 +146,20 @@ def _resize_region(picture: Image.Image, region: tuple[float, float, float, floa
         left, top, right, bottom = left - x0, top - y0, right - x0, bottom - y0
     # Resize the fractional square with an antialiasing bilinear filter.
     return picture.resize((size, size), Image.BILINEAR, box=(left, top, right, bottom))
+
+
+def _paste_region(picture: Image.Image, region: tuple[float, float, float, float], size: int) -> Image.Image:
+    """``_resize_region`` for a region far larger than the photo: the visible part resized and pasted on black."""
+    left, top, right, bottom = region
+    width, height = picture.size
+    scale_x, scale_y = size / (right - left), size / (bottom - top)
+    inside = (max(left, 0.0), max(top, 0.0), min(right, float(width)), min(bottom, float(height)))
+    out_left, out_top = round((inside[0] - left) * scale_x), round((inside[1] - top) * scale_y)
+    out_right, out_bottom = round((inside[2] - left) * scale_x), round((inside[3] - top) * scale_y)
+    face = Image.new("RGB", (size, size))
+    if inside[2] > inside[0] and inside[3] > inside[1] and out_right > out_left and out_bottom > out_top:
+        face.paste(picture.resize((out_right - out_left, out_bottom - out_top), Image.BILINEAR, box=inside), (out_left, out_top))
+    return face
 
 
 def seed_box_from_landmarks(landmarks: np.ndarray) -> tuple[int, int, int, int]:
