@@ -113,6 +113,22 @@ def test_astronaut_gives_one_face_on_the_known_face(astronaut_run):
     assert summary.identities == 1 and summary.identities_without_face == ["broken", "coins", "flat", "tiny"]
 
 
+@pytest.mark.parametrize("min_face_size", [40, 80])
+def test_a_larger_min_face_size_still_finds_the_face(mtcnn, min_face_size):
+    """mtcnn 1.0.0's own pyramid ran PNet below its 12-pixel window for any size above ~20 and found nothing."""
+    image = skimage.data.astronaut().astype(np.float32)
+    faces = detect.detect_batch(mtcnn, [image], DetectOptions(min_face_size=min_face_size))[0]
+    assert len(faces) == 1 and iou(faces[0].box, ASTRONAUT_FACE) > 0.5
+
+
+def test_the_pyramid_stops_at_the_pnet_window():
+    scales = detect.mtcnn_pyramid(250, 250, min_face_size=20, scale_factor=0.709)
+    assert scales[0] == pytest.approx(0.6) and len(scales) == 8  # 150 px ... 13.5 px, as the reference code
+    for size in (20, 40, 100):
+        levels = 500 * detect.mtcnn_pyramid(500, 640, min_face_size=size, scale_factor=0.709)
+        assert levels.min() >= 12 and levels.min() * 0.709 < 12
+
+
 def test_non_faces_corrupt_and_tiny_images_are_rejected_with_reasons(astronaut_run):
     _, output, summary = astronaut_run
     rejects = json.loads((output.parent / "image_list.rejects.json").read_text())

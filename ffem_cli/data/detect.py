@@ -159,11 +159,31 @@ class DetectSummary:
         return self.processed / working if working > 0 else 0.0
 
 
+def mtcnn_pyramid(width: int, height: int, min_face_size: int, scale_factor: float, min_size: int = 12) -> np.ndarray:
+    """The image pyramid of Zhang et al.'s reference MTCNN: scales ``m * f**i``, ``m = min_size / min_face_size``,
+    while the scaled short side stays at least ``min_size`` (12) pixels.
+
+    mtcnn 1.0.0's ``build_scale_pyramid`` counts the levels as if ``m`` were 1,
+    so every ``--min-face-size`` above about 20 adds levels smaller than PNet's
+    window, PNet fails on them, and the whole batch comes back with no face.
+    """
+    scale = min_size / min_face_size
+    short_side = min(width, height) * scale
+    scales = []
+    while short_side >= min_size:
+        scales.append(scale)
+        scale *= scale_factor
+        short_side *= scale_factor
+    return np.asarray(scales)
+
+
 def make_detector():
-    """A ready MTCNN (PNet + RNet + ONet, landmarks on); imports TensorFlow."""
+    """A ready MTCNN (PNet + RNet + ONet, landmarks on), with the reference image pyramid; imports TensorFlow."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from mtcnn import MTCNN
+    from mtcnn.stages import stage_pnet
 
+    stage_pnet.build_scale_pyramid = mtcnn_pyramid  # see mtcnn_pyramid: mtcnn 1.0.0's own loses every face above 20 px
     return MTCNN()
 
 
