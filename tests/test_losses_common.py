@@ -16,7 +16,7 @@ C, D = 4, 8
 SMALL = {"groupface": {"groups": 4, "gdn_units": 6}, "softtriple": {"centers_per_class": 3},
          # a seeded draw, so that a clone from the config draws the same negatives
          "ee488b-triplet": {"miner": keras.saving.serialize_keras_object(
-             MINERS["random-negative"][0](seed=1))}}
+             MINERS["random-negative"].build(seed=1))}}
 
 
 def make(name, **options):

@@ -106,14 +106,14 @@ def mined_set(miner, d, y, margin=MARGIN):
 def test_triplet_miners_match_numpy(name, seed):
     x, y = random_batch(seed)
     d = np_distance("squared-euclidean", x)
-    miner = MINERS[name][0]()
+    miner = MINERS[name].build()
     assert mined_set(miner, d, y) == NP_MINERS[name](d, y, MARGIN)
 
 
 def test_batch_random_draws_violating_negatives_for_every_pair():
     x, y = random_batch(3)
     d = np_distance("squared-euclidean", x)
-    miner = MINERS["batch-random"][0](seed=1)
+    miner = MINERS["batch-random"].build(seed=1)
     violating = np_batch_all(d, y, MARGIN)
     draws = [mined_set(miner, d, y) for _ in range(20)]
     pairs_with_negatives = {(a, p) for a, p, _ in violating}
@@ -126,7 +126,7 @@ def test_batch_random_draws_violating_negatives_for_every_pair():
 def test_multi_similarity_miner_matches_numpy():
     x, y = random_batch(4)
     s = unit(x) @ unit(x).T
-    miner = MINERS["multi-similarity"][0](epsilon=0.1)
+    miner = MINERS["multi-similarity"].build(epsilon=0.1)
     pos, neg = (np.asarray(t) for t in miner((1 - s).astype("float32"), y))
     for a in range(B):
         positives = [k for k in range(B) if k != a and y[k] == y[a]]
@@ -205,7 +205,7 @@ def test_multi_similarity_loss_matches_wang_2019(miner):
     s = unit(x) @ unit(x).T
     d = 1 - s
     if miner == "multi-similarity":
-        pm, nm = (np.asarray(t) for t in MINERS[miner][0]()(d.astype("float32"), y))
+        pm, nm = (np.asarray(t) for t in MINERS[miner].build()(d.astype("float32"), y))
         pos = set(zip(*np.nonzero(pm), strict=True))
         neg = set(zip(*np.nonzero(nm), strict=True))
     else:

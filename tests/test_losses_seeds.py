@@ -102,7 +102,7 @@ def test_adversarial_triplet_matches_seed_000(seed):
 
 def test_random_negative_miner_gives_every_pair_one_negative_of_another_identity():
     x, y = batch(3)
-    miner = MINERS["random-negative"][0](seed=2)
+    miner = MINERS["random-negative"].build(seed=2)
     d = squared_distances(x).astype("float32")
     seen = set()
     for _ in range(10):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 from typer.testing import CliRunner
 
@@ -11,6 +9,7 @@ from ffem_cli import losses
 from ffem_cli.cli import app
 from ffem_cli.models import backbones
 from ffem_cli.models.catalog import registry_rows
+from ffem_cli.registry import Entry
 
 
 @pytest.fixture
@@ -61,14 +60,6 @@ def test_models_rejects_a_tiny_input_size():
     assert result.exit_code == 2
 
 
-@dataclass(frozen=True)
-class FakeEntry:
-    cls: type
-    family: str
-    paper: str
-    defaults: dict
-
-
 class FakeMiner:
     """Hardest positive and negative per anchor."""
 
@@ -80,12 +71,12 @@ def arcface_builder(num_classes, embedding_size, margin=0.5, scale=64.0):
     """Additive angular margin (Deng et al. 2019)."""
 
 
-def test_registry_rows_use_attributes_tuples_then_signature_and_docstring():
+def test_registry_rows_read_family_paper_and_signature_defaults_with_overrides():
     registry = {
-        "cosface": FakeEntry(object, "classification", "Wang et al. 2018", {"margin": 0.35}),
-        "batch-hard": (FakeMiner, "Hermans et al. 2017"),
-        "arcface": arcface_builder,
-        "hardest": FakeMiner,
+        "cosface": Entry(object, "Wang et al. 2018", "classification", overrides={"margin": 0.35}),
+        "batch-hard": Entry(FakeMiner, "Hermans et al. 2017"),
+        "arcface": Entry(arcface_builder, "Additive angular margin (Deng et al. 2019)."),
+        "hardest": Entry(FakeMiner, "Hardest positive and negative per anchor."),
     }
     assert list(registry_rows(registry)) == [
         ("cosface", "classification", "margin=0.35", "Wang et al. 2018"),

@@ -62,19 +62,15 @@ def models(
 
     _print_recipes()
 
-    for title, attribute in (("Losses (--loss)", "LOSSES"), ("Miners (--miner)", "MINERS")):
-        registry = getattr(losses, attribute, None)
-        if not registry:
-            continue
-        rows = list(registry_rows(registry))
-        with_family = any(family for _, family, _, _ in rows)
+    for title, registry, with_family in (("Losses (--loss)", losses.LOSSES, True),
+                                         ("Miners (--miner)", losses.MINERS, False)):
         listing = Table(title=title)
         listing.add_column("name", no_wrap=True)
         if with_family:
             listing.add_column("family", no_wrap=True)
         listing.add_column("defaults")
         listing.add_column("paper")
-        for name, family, defaults, paper in rows:
+        for name, family, defaults, paper in registry_rows(registry):
             listing.add_row(name, *([family] if with_family else []), defaults, paper)
         out.print(listing)
 

@@ -129,9 +129,9 @@ class SubCenterArcFace(ArcFace):
     The (B, C, K) cosines are materialised once before the max.
     """
 
-    def __init__(self, num_classes, embedding_size, sub_centers=3, **kwargs):
+    def __init__(self, num_classes, embedding_size, scale=64.0, margin=0.5, sub_centers=3, **kwargs):
         self.sub_centers = int(sub_centers)
-        super().__init__(num_classes, embedding_size, **kwargs)
+        super().__init__(num_classes, embedding_size, scale=scale, margin=margin, **kwargs)
 
     @property
     def kernel_columns(self):

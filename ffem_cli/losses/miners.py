@@ -51,6 +51,7 @@ from keras import ops
 
 from ffem_cli.errors import FfemError
 from ffem_cli.losses.numerics import LARGE, as_float32, as_labels, identity_masks
+from ffem_cli.registry import Entry, lookup
 
 #: The margin a miner uses when neither it nor its loss states one (FaceNet's α).
 DEFAULT_MARGIN = 0.2
@@ -287,16 +288,16 @@ class MultiSimilarityMiner(Miner):
         return {**config, "epsilon": self.epsilon}
 
 
-#: Miner registry: name → (class, paper/source). ``ffem models`` lists it.
+#: Miner registry: name → ``registry.Entry`` (class, paper/source). ``ffem models`` lists it.
 MINERS = {
-    "batch-all": (BatchAllMiner, "every violating triplet (MassFace; Hermans et al. 2017)"),
-    "batch-hard": (BatchHardMiner, "Hermans, Beyer & Leibe, arXiv:1703.07737, 2017"),
-    "batch-semi-hard": (BatchSemiHardMiner, "Schroff, Kalenichenko & Philbin, CVPR 2015"),
-    "batch-random": (BatchRandomMiner, "MassFace (Li et al.), random violating negative"),
-    "random-negative": (RandomNegativeMiner, "EE488B trainer, any negative drawn uniformly"),
-    "batch-min-min": (BatchMinMinMiner, "MassFace (Li et al.), min-and-min selection"),
-    "batch-min-max": (BatchMinMaxMiner, "MassFace (Li et al.), min-and-max selection"),
-    "multi-similarity": (MultiSimilarityMiner, "Wang et al., CVPR 2019"),
+    "batch-all": Entry(BatchAllMiner, "every violating triplet (MassFace; Hermans et al. 2017)"),
+    "batch-hard": Entry(BatchHardMiner, "Hermans, Beyer & Leibe, arXiv:1703.07737, 2017"),
+    "batch-semi-hard": Entry(BatchSemiHardMiner, "Schroff, Kalenichenko & Philbin, CVPR 2015"),
+    "batch-random": Entry(BatchRandomMiner, "MassFace (Li et al.), random violating negative"),
+    "random-negative": Entry(RandomNegativeMiner, "EE488B trainer, any negative drawn uniformly"),
+    "batch-min-min": Entry(BatchMinMinMiner, "MassFace (Li et al.), min-and-min selection"),
+    "batch-min-max": Entry(BatchMinMaxMiner, "MassFace (Li et al.), min-and-max selection"),
+    "multi-similarity": Entry(MultiSimilarityMiner, "Wang et al., CVPR 2019"),
 }
 
 
@@ -312,6 +313,4 @@ def build_miner(miner, **options):
         if not isinstance(layer, Miner):
             raise FfemError(f"not a serialized miner: {type(layer).__name__}")
         return layer
-    if miner not in MINERS:
-        raise FfemError(f"unknown miner '{miner}'; choose one of: {', '.join(MINERS)}")
-    return MINERS[miner][0](**options)
+    return lookup(MINERS, miner, "miner").build(**options)

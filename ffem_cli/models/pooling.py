@@ -2,7 +2,9 @@
 
 Every head ends in a float32 BatchNormalization so that the embedding (and the
 L2 normalisation the embedder applies after it) stays float32 under a mixed
-precision policy. Registry ``POOLINGS`` maps a name to a :class:`PoolingSpec`.
+precision policy. Registry ``POOLINGS`` maps a name to a ``registry.Entry`` whose
+``build(features, embedding_size, dropout, l2) -> (N, D)`` takes ``l2``, the L2
+kernel regulariser factor of its FC (0 = none).
 
 * ``gap`` — global average pooling → dropout → FC(D) → BN.
 * ``gnap`` — Global Norm-Aware Pooling (S. Chen et al., "Global Norm-Aware
@@ -18,13 +20,11 @@ precision policy. Registry ``POOLINGS`` maps a name to a :class:`PoolingSpec`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 import keras
 from keras import layers, ops
 
 from ffem_cli.models.blocks import BN_EPSILON, activation
+from ffem_cli.registry import Entry
 
 
 @keras.saving.register_keras_serializable(package="ffem")
@@ -142,31 +142,12 @@ def build_flatten_fc(features, embedding_size: int, dropout: float, l2: float = 
     return embedding_bn(x, "flatten_fc", scale=False)
 
 
-@dataclass(frozen=True)
-class PoolingSpec:
-    """A registered head: ``build(features, embedding_size, dropout, l2) -> (N, D)``, where
-    ``l2`` is the L2 kernel regulariser factor of its FC (0 = none)."""
-
-    build: Callable
-    summary: str
-    paper: str
-
-
-POOLINGS: dict[str, PoolingSpec] = {
-    "gap": PoolingSpec(build_gap, "global average pooling → FC → BN", "—"),
-    "gnap": PoolingSpec(
-        build_gnap,
-        "norm-aware reweighting → GAP → FC → BN",
-        "Chen et al. 2018, arXiv:1808.00435 (GNAP)",
-    ),
-    "gdc": PoolingSpec(
-        build_gdc,
-        "global depthwise conv (kernel = map size) → BN → FC → BN",
-        "Chen et al. 2018, MobileFaceNets (CCBR)",
-    ),
-    "flatten-fc": PoolingSpec(
-        build_flatten_fc,
-        "BN → dropout → flatten → FC → BN (insightface output block)",
-        "Deng et al. 2019, ArcFace (CVPR); arcface_torch IResNet",
-    ),
+POOLINGS: dict[str, Entry] = {
+    "gap": Entry(build_gap, "—", summary="global average pooling → FC → BN"),
+    "gnap": Entry(build_gnap, "Chen et al. 2018, arXiv:1808.00435 (GNAP)",
+                  summary="norm-aware reweighting → GAP → FC → BN"),
+    "gdc": Entry(build_gdc, "Chen et al. 2018, MobileFaceNets (CCBR)",
+                 summary="global depthwise conv (kernel = map size) → BN → FC → BN"),
+    "flatten-fc": Entry(build_flatten_fc, "Deng et al. 2019, ArcFace (CVPR); arcface_torch IResNet",
+                        summary="BN → dropout → flatten → FC → BN (insightface output block)"),
 }
