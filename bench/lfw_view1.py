@@ -49,7 +49,6 @@ Figures: docs/benchmarks.md (every recipe tried, with its command).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -82,6 +81,7 @@ from ffem_cli.evaluate.pairfiles import PairList, read_lfw_pairs, read_lfw_peopl
 from ffem_cli.evaluate.report import mean_std, print_table  # noqa: E402
 from ffem_cli.evaluate.retrieval import evaluate_retrieval  # noqa: E402
 from ffem_cli.evaluate.verification import ScoredPairs, score_pair_list, verification_summary  # noqa: E402
+from ffem_cli.rundir import RunDir  # noqa: E402
 
 FFEM_SCRIPT = Path(sys.executable).with_name("ffem")  # the installed console script
 FFEM = [str(FFEM_SCRIPT)] if FFEM_SCRIPT.is_file() else [sys.executable, "-c", "from ffem_cli.cli import main; main()"]
@@ -221,7 +221,7 @@ def run_ffem(args: list[str], log: Path) -> float:
 
 def images_per_second(run: Path) -> float:
     """Mean training images/s over a run's epochs (``metrics.jsonl``)."""
-    rates = [json.loads(line)["images_per_second"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rates = [record["images_per_second"] for record in RunDir(run).read_metrics()]
     return float(np.mean(rates))
 
 
@@ -334,7 +334,7 @@ def main() -> int:
     throughput = {}
     for name, run, command in stages:
         phases[f"train_{name}"] = run_ffem(command, output / f"train_{name}.log")
-        done = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        done = RunDir(run).read_metrics()
         throughput[name] = {"trainer_images_per_second": images_per_second(run), "epochs": len(done),
                             "steps": done[-1]["step"], "final_loss": done[-1]["loss"],
                             "final_accuracy": done[-1].get("accuracy")}

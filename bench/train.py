@@ -54,7 +54,7 @@ from keras import ops  # noqa: E402
 
 from bench.reference import reference_line  # noqa: E402
 from ffem_cli.losses import build_loss  # noqa: E402
-from ffem_cli.models import BACKBONES, build_embedder, count_flops  # noqa: E402
+from ffem_cli.models import BACKBONES, build_embedder, count_flops, precision_policy  # noqa: E402
 from ffem_cli.train.model import TrainingModel, build_optimizer  # noqa: E402
 from ffem_cli.train.schedules import WarmupDecay  # noqa: E402
 
@@ -139,8 +139,7 @@ def bench_step(
     The precision policy stays set while the step is traced and timed, as in the trainer.
     """
     keras.backend.clear_session()
-    keras.mixed_precision.set_global_policy(policy)
-    try:
+    with precision_policy(policy):
         model = build_training_model(backbone, classes, xla)
         pixels, labels = synthetic_batch(batch, classes)
         start = time.perf_counter()
@@ -151,8 +150,6 @@ def bench_step(
         for _ in range(steps):
             logs = model.train_on_batch(pixels, labels, return_dict=True)  # host floats: a sync
         seconds = (time.perf_counter() - start) / steps
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
     if not np.isfinite(logs["loss"]):
         raise SystemExit(f"{backbone} {policy} xla={xla}: the loss is {logs['loss']}")
     return {

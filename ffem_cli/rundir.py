@@ -33,6 +33,8 @@ import tomli_w
 from ffem_cli import atomic
 from ffem_cli.errors import FfemError
 
+_TORN = object()  # a metrics.jsonl line that is not JSON (cut by a kill)
+
 
 @dataclass(frozen=True)
 class RunDir:
@@ -107,6 +109,32 @@ class RunDir:
             handle.write(json.dumps(record) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """The ``metrics.jsonl`` records in file order (none when the file is absent); a line cut
+        by a kill, or one that is not a JSON object, is left out."""
+        return [record for _, record in self._metric_lines() if isinstance(record, dict)]
+
+    def forget_epochs_after(self, epoch: int) -> None:
+        """Drop ``metrics.jsonl`` lines of epochs after ``epoch`` (to be trained again after a
+        fall-back to an older checkpoint) and lines cut by a kill, so no epoch is logged twice."""
+        lines = self._metric_lines()
+        kept = [line for line, record in lines if record is not _TORN
+                and not (isinstance(record, dict) and isinstance(record.get("epoch"), int) and record["epoch"] > epoch)]
+        if len(kept) != len(lines):
+            atomic.write_text(self.metrics_path, "".join(f"{line}\n" for line in kept))
+
+    def _metric_lines(self) -> list[tuple[str, Any]]:
+        """Each ``metrics.jsonl`` line with its parsed value (``_TORN``: not JSON)."""
+        if not self.metrics_path.is_file():
+            return []
+        parsed = []
+        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+            try:
+                parsed.append((line, json.loads(line)))
+            except json.JSONDecodeError:
+                parsed.append((line, _TORN))
+        return parsed
 
     def load_embedder(self):
         """Load ``embedder.keras`` with plain ``keras.models.load_model``.

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from ffem_cli.errors import FfemError
-from ffem_cli.models import BACKBONES, POOLINGS, NormAwareReweight, build_embedder
+from ffem_cli.models import BACKBONES, POOLINGS, NormAwareReweight, build_embedder, precision_policy
 from ffem_cli.models.flops import iter_layers
 
 MODELS_DIR = pathlib.Path(__file__).resolve().parents[1] / "ffem_cli" / "models"
@@ -189,12 +189,8 @@ def test_save_and_load_give_identical_outputs(tmp_path, backbone, pooling):
 
 @pytest.fixture(params=["mixed_float16", "mixed_bfloat16"])
 def mixed_policy(request):
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(request.param)
-    try:
+    with precision_policy(request.param):
         yield request.param
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
 
 
 @pytest.mark.parametrize(

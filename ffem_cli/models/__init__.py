@@ -5,19 +5,18 @@
 ``count_parameters`` / ``count_macs`` / ``count_flops`` measure a built model.
 """
 
-from ffem_cli.models.backbones import BACKBONES, BackboneSpec
-from ffem_cli.models.embedder import build_embedder
+from ffem_cli.models.backbones import BACKBONES
+from ffem_cli.models.embedder import build_embedder, precision_policy
 from ffem_cli.models.flops import count_flops, count_macs, count_parameters
-from ffem_cli.models.pooling import POOLINGS, NormAwareReweight, PoolingSpec
+from ffem_cli.models.pooling import POOLINGS, NormAwareReweight
 
 __all__ = [
     "BACKBONES",
     "POOLINGS",
-    "BackboneSpec",
     "NormAwareReweight",
-    "PoolingSpec",
     "build_embedder",
     "count_flops",
     "count_macs",
     "count_parameters",
+    "precision_policy",
 ]

@@ -8,6 +8,8 @@ first layer (x - 127.5) / 128; output the L2-normalised embedding
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 from keras import layers
 
@@ -15,6 +17,7 @@ from ffem_cli.errors import FfemError
 from ffem_cli.models.backbones import BACKBONES
 from ffem_cli.models.flops import iter_layers
 from ffem_cli.models.pooling import POOLINGS
+from ffem_cli.registry import lookup
 
 # Weight of the old value in BatchNorm's moving mean/variance: 0.9, insightface's
 # (PyTorch momentum 0.1). Keras's 0.99 (0.999 in keras.applications' MobileNetV3)
@@ -45,12 +48,9 @@ def build_embedder(
     Returns a model (N, S, S, 3) float32 pixels → (N, D) float32, unit L2 norm.
     Raises ``FfemError`` for an unknown name or an out-of-range value.
     """
-    if backbone not in BACKBONES:
-        raise FfemError(f"unknown backbone {backbone!r}; choose one of: {', '.join(BACKBONES)}")
-    spec = BACKBONES[backbone]
+    spec = lookup(BACKBONES, backbone, "backbone")
     pooling = spec.default_pooling if pooling is None else pooling
-    if pooling not in POOLINGS:
-        raise FfemError(f"unknown pooling {pooling!r}; choose one of: {', '.join(POOLINGS)}")
+    head = lookup(POOLINGS, pooling, "pooling")
     if input_size < spec.min_input_size:
         raise FfemError(
             f"input size {input_size} is too small for backbone {backbone!r} "
@@ -66,7 +66,7 @@ def build_embedder(
     pixels = keras.Input((input_size, input_size, 3), dtype="float32", name="pixels")
     x = layers.Rescaling(1.0 / 128.0, offset=-127.5 / 128.0, name="normalize_pixels")(pixels)
     features = layers.Identity(name=BACKBONE_OUTPUT)(spec.build(x))
-    embedding = POOLINGS[pooling].build(features, embedding_size, dropout, head_l2)
+    embedding = head.build(features, embedding_size, dropout, head_l2)
     unit = layers.UnitNormalization(axis=-1, dtype="float32", name="l2_normalize")(embedding)
     model = keras.Model(pixels, unit, name="embedder")
     for layer in iter_layers(model):  # keras.applications' nested models too
@@ -88,3 +88,16 @@ def backbone_of(embedder: keras.Model) -> keras.Model:
         raise FfemError(f"model {embedder.name!r} has no {BACKBONE_OUTPUT!r} layer "
                         "(not an ffem embedder, or saved before backbones were marked)") from None
     return keras.Model(embedder.inputs, features, name="backbone")
+
+
+@contextlib.contextmanager
+def precision_policy(precision: str):
+    """Keras's global dtype policy inside the block: ``precision`` is ``fp32`` (= ``float32``),
+    ``mixed_float16`` or ``mixed_bfloat16`` (a ``TrainConfig.precision``); the previous policy is
+    restored after the block, also when it raises."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32" if precision == "fp32" else precision)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)

@@ -218,11 +218,22 @@ def validate(config: TrainConfig) -> None:
         raise FfemError("give --decay-every or --decay-epoch boundaries, not both")
     if config.margin_warmup_epochs < 0:
         raise FfemError(f"margin-warmup must not be negative, got {config.margin_warmup_epochs}")
-    if config.images_per_identity and config.batch_size % config.images_per_identity:
-        raise FfemError(
-            f"batch size {config.batch_size} is not a multiple of images-per-identity "
-            f"{config.images_per_identity} (P×K batches)"
-        )
+    if config.images_per_identity:
+        identity_groups(config.batch_size, config.images_per_identity)
+
+
+def identity_groups(batch_size: int, images_per_identity: int, replicas: int = 1) -> tuple[int, int]:
+    """(P, K) of P×K batches: P identities × K = ``images_per_identity`` images make a batch of
+    ``batch_size``, and the P identities split evenly among ``replicas`` (each replica needs whole
+    identity groups); ``FfemError`` otherwise."""
+    if batch_size % images_per_identity:
+        raise FfemError(f"batch size {batch_size} is not a multiple of images-per-identity "
+                        f"{images_per_identity} (P×K batches)")
+    identities = batch_size // images_per_identity
+    if identities % replicas:
+        raise FfemError(f"{identities} identities per batch do not divide among {replicas} replicas "
+                        "(each replica needs whole identity groups)")
+    return identities, images_per_identity
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -19,10 +19,10 @@ from ffem_cli.errors import FfemError
 class TrainingModel(keras.Model):
     """``embedder`` (images (N, S, S, 3) float32 pixels → (N, D) unit embeddings) + ``loss_layer``.
 
-    ``loss_layer(embeddings, labels)`` gives the scalar mean loss; when the
-    layer has ``logits`` (classification losses) and ``track_accuracy`` is
-    set, the top-1 training accuracy of the margin-free cosine logits is
-    reported as the ``accuracy`` metric.
+    ``loss_layer(embeddings, labels)`` gives the scalar mean loss. With
+    ``track_accuracy`` the top-1 training accuracy of the layer's margin-free
+    ``logits`` is reported as the ``accuracy`` metric: for losses with
+    ``logits``, i.e. not of the ``pair`` family (``losses.is_pair_loss``).
 
     ``margin_warmup_steps`` > 0 (margin losses only, TensorFlow backend): the
     loss applies the fraction ``min(t / margin_warmup_steps, 1)`` of its
@@ -44,7 +44,7 @@ class TrainingModel(keras.Model):
                 raise FfemError("margin warm-up needs the TensorFlow backend")
         self.margin_warmup_steps = int(margin_warmup_steps)
         self.accuracy_tracker = None
-        if track_accuracy and hasattr(loss_layer, "logits"):
+        if track_accuracy:
             self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
 
     def call(self, images, training=False):

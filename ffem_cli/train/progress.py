@@ -15,6 +15,10 @@ from ffem_cli.train import checkpoint
 from ffem_cli.train.checkpoint import Position
 
 
+class NonFiniteLoss(Exception):
+    """Raised inside ``fit`` when a step's loss, or a weight before a checkpoint, is NaN/Inf."""
+
+
 class StepMonitor(keras.callbacks.Callback):
     """Follows the optimizer step by step during ``fit``.
 
@@ -85,8 +89,6 @@ class StepMonitor(keras.callbacks.Callback):
                 "loss": self.last_loss, "accuracy": self.last_accuracy}
 
     def on_train_batch_end(self, batch, logs=None):
-        from ffem_cli.train.trainer import NonFiniteLoss
-
         logs = logs or {}
         p = self.position
         self.position = Position(p.step + 1, p.epoch, p.step_in_epoch + 1)
@@ -124,8 +126,6 @@ class StepMonitor(keras.callbacks.Callback):
         self._bar.update(self._tasks["run"], completed=self.position.step)
 
     def save_checkpoint(self) -> None:
-        from ffem_cli.train.trainer import NonFiniteLoss
-
         for variable in self.parts.model.trainable_variables:
             if not np.all(np.isfinite(np.asarray(variable.numpy(), dtype=np.float32))):
                 raise NonFiniteLoss(f"weight {variable.path} became non-finite by step {self.position.step}")

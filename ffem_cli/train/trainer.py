@@ -26,13 +26,14 @@ from ffem_cli import atomic, faults
 from ffem_cli.console import err
 from ffem_cli.errors import FfemError
 from ffem_cli.hashing import file_sha256
+from ffem_cli.registry import lookup
 from ffem_cli.rundir import RunDir
 from ffem_cli.train import checkpoint, provenance, transfer
 from ffem_cli.train import config as config_module
 from ffem_cli.train import resume as resume_module
 from ffem_cli.train import strategy as strategy_module
 from ffem_cli.train.checkpoint import Position
-from ffem_cli.train.config import PAIR_LOSS_K, TrainConfig
+from ffem_cli.train.config import PAIR_LOSS_K, TrainConfig, identity_groups
 from ffem_cli.writable import check_writable
 
 
@@ -48,10 +49,6 @@ class TrainResult:
     best: float | None  # its best value (None: never measured)
     images_per_second: float
     halted: bool
-
-
-class NonFiniteLoss(Exception):
-    """Raised inside the loop when a step's loss is NaN/Inf."""
 
 
 def train(config: TrainConfig, run_path: str | Path, *, resume: bool = False, argv: list[str] | None = None,
@@ -70,6 +67,8 @@ def train(config: TrainConfig, run_path: str | Path, *, resume: bool = False, ar
     import keras
 
     from ffem_cli.data import pack_check, pipeline
+    from ffem_cli.losses import is_pair_loss
+    from ffem_cli.models import precision_policy
     from ffem_cli.train import validation
     from ffem_cli.train.model import TrainingModel
 
@@ -90,9 +89,7 @@ def train(config: TrainConfig, run_path: str | Path, *, resume: bool = False, ar
         raise FfemError(f"{config.data}: the pack has {pack_classes} classes but the head is set to "
                         f"{config.num_classes} (--num-classes)")
 
-    previous_policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("float32" if config.precision == "fp32" else config.precision)
-    try:
+    with precision_policy(config.precision):
         strategy = strategy_module.make_strategy(config.devices, config.gpu_ids)
         replicas = strategy.num_replicas_in_sync
         strategy_module.check_batch(config.batch_size, replicas)
@@ -101,14 +98,15 @@ def train(config: TrainConfig, run_path: str | Path, *, resume: bool = False, ar
             embedder, loss_layer = _build(config, pack_classes)
         if replicas > 1 and config.sync_batchnorm:
             synchronize_batchnorm(embedder)
-        pk = _pk(config, loss_layer, replicas)
+        pk = _pk(config, replicas)
         steps = pipeline.steps_per_epoch(config.data, config.batch_size, pk)
         if steps < 1:
             what = "identities with 2+ images" if pk else "images"
             raise FfemError(f"{config.data}: too few {what} for one batch of {config.batch_size}")
         with strategy.scope():
             # Partial FC: no top-1 accuracy, which would need the full (B, C) logits it avoids
-            parts = _Parts(TrainingModel(embedder, loss_layer, track_accuracy=config.sample_rate == 1.0,
+            track_accuracy = config.sample_rate == 1.0 and not is_pair_loss(config.loss)
+            parts = _Parts(TrainingModel(embedder, loss_layer, track_accuracy=track_accuracy,
                                          margin_warmup_steps=round(config.margin_warmup_epochs * steps)),
                            embedder, loss_layer)
             _compile(parts, config, steps)
@@ -122,8 +120,6 @@ def train(config: TrainConfig, run_path: str | Path, *, resume: bool = False, ar
         finally:
             if not chief:
                 shutil.rmtree(target.path, ignore_errors=True)
-    finally:
-        keras.mixed_precision.set_global_policy(previous_policy)
 
 
 # ---------------------------------------------------------------- set-up
@@ -175,10 +171,9 @@ def _resolve_model(config: TrainConfig) -> TrainConfig:
                 and type(config.embedding_size) is int and config.embedding_size > 0):
             raise FfemError(f"{source.config_path}: [model] backbone/pooling must be names and "
                             f"embedding_size a positive integer, got {model!r}")
-    if config.backbone not in BACKBONES:
-        raise FfemError(f"unknown backbone {config.backbone!r}; choose one of: {', '.join(BACKBONES)}")
+    backbone = lookup(BACKBONES, config.backbone, "backbone")
     if not config.pooling:
-        config = replace(config, pooling=BACKBONES[config.backbone].default_pooling)
+        config = replace(config, pooling=backbone.default_pooling)
     return config
 
 
@@ -242,22 +237,18 @@ def _build(config: TrainConfig, num_classes: int) -> tuple[object, object]:
     return embedder, loss_layer
 
 
-def _pk(config: TrainConfig, loss_layer, replicas: int) -> tuple[int, int] | None:
-    """P×K for pair losses (no ``logits``) or when asked; refuses K < 2 for pair losses."""
-    pair_loss = not hasattr(loss_layer, "logits")
+def _pk(config: TrainConfig, replicas: int) -> tuple[int, int] | None:
+    """P×K for pair losses or when asked; refuses K < 2 for pair losses."""
+    from ffem_cli.losses import is_pair_loss
+
+    pair_loss = is_pair_loss(config.loss)
     k = config.images_per_identity or (PAIR_LOSS_K if pair_loss else 0)
     if not k:
         return None
     if pair_loss and k < 2:
         raise FfemError(f"loss {config.loss!r} compares images of the same identity: it needs at least "
                         f"2 images per identity in a batch, got --images-per-identity {k}")
-    if config.batch_size % k:
-        raise FfemError(f"batch size {config.batch_size} is not a multiple of {k} images per identity")
-    p = config.batch_size // k
-    if p % replicas:
-        raise FfemError(f"{p} identities per batch do not divide among {replicas} replicas "
-                        "(each replica needs whole identity groups)")
-    return p, k
+    return identity_groups(config.batch_size, k, replicas)
 
 
 def _compile(parts: _Parts, config: TrainConfig, steps: int) -> None:
@@ -327,16 +318,16 @@ def _loop(config: TrainConfig, run: RunDir, parts: _Parts, strategy, steps: int,
     previous checkpoint and redoes the epoch, whose metrics line then replaces the first."""
     import tensorflow as tf
 
-    from ffem_cli.data.pipeline import train_dataset
+    from ffem_cli.data.pipeline import Augment, train_dataset
     from ffem_cli.train.diagnostics import Diagnostics, probe_batch
-    from ffem_cli.train.progress import StepMonitor
+    from ffem_cli.train.progress import NonFiniteLoss, StepMonitor
     from ffem_cli.train.val_callback import Validation
 
     position = checkpoint.restore_latest(restore_from, parts.model, parts.optimizer) or Position(0, 0, 0)
     if position.step:
         err.print(f"resuming at step {position.step} (epoch {position.epoch + 1}, "
                   f"step {position.step_in_epoch} of {steps})")
-    _forget_epochs_after(run, position.epoch)
+    run.forget_epochs_after(position.epoch)
     writer = tf.summary.create_file_writer(str(run.logs))
     monitor = StepMonitor(run, parts, config, steps, position, writer, halt_at_step, show_progress)
     checker = Validation(sets, watch, config, monitor, run,
@@ -357,7 +348,7 @@ def _loop(config: TrainConfig, run: RunDir, parts: _Parts, strategy, steps: int,
                     frozen = freeze
                 skip = monitor.position.step_in_epoch
                 dataset = train_dataset(config.data, config.batch_size, epoch=epoch, seed=config.seed,
-                                        augment=augmentation(config.augment, config.augment_options), pk=pk, start_step=skip)
+                                        augment=Augment.preset(config.augment, config.augment_options), pk=pk, start_step=skip)
                 monitor.start_epoch(epoch)
                 if skip < steps:  # a step checkpoint may fall on the epoch's last step
                     _fit(parts, config, dataset, steps - skip, [monitor, checker, diagnostics])
@@ -412,34 +403,6 @@ def _op_error_reason(message: str) -> str:
     return re.sub(r"^\{\{[^}]*\}\}\s*|\s*\[Op:[^\]]*\]$", "", last).strip()
 
 
-def _forget_epochs_after(run: RunDir, epoch: int) -> None:
-    """Drop ``metrics.jsonl`` lines of epochs after ``epoch`` (to be trained again after a fall-back
-    to an older checkpoint) and lines cut by a kill, so no epoch is logged twice."""
-    import json
-
-    if not run.metrics_path.is_file():
-        return
-    lines = run.metrics_path.read_text(encoding="utf-8").splitlines()
-    kept = []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        done = record.get("epoch") if isinstance(record, dict) else None
-        if not (isinstance(done, int) and done > epoch):
-            kept.append(line)
-    if kept != lines:
-        atomic.write_text(run.metrics_path, "".join(f"{line}\n" for line in kept))
-
-
-def augmentation(name: str, options: dict | None = None):
-    """The pipeline's ``Augment`` preset named by ``TrainConfig.augment``, with ``augment_options``."""
-    from ffem_cli.data.pipeline import Augment
-
-    return Augment.preset(name, options)
-
-
 def save_embedder(embedder, config: TrainConfig, path: Path, loss_layer=None) -> None:
     """Write the embedding model alone, float32, atomically, as a plain ``.keras`` file.
 
@@ -448,20 +411,14 @@ def save_embedder(embedder, config: TrainConfig, path: Path, loss_layer=None) ->
     A loss that embeds through a head of its own (``inference_embedder``,
     GroupFace) has that head appended.
     """
-    import keras
-
-    from ffem_cli.models import build_embedder
+    from ffem_cli.models import build_embedder, precision_policy
 
     weights = embedder.get_weights()
     if not all(np.all(np.isfinite(w)) for w in weights):
         raise FfemError(f"the embedder's weights are not finite; {path} was not written")
-    policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("float32")
-    try:
+    with precision_policy("float32"):
         plain = build_embedder(config.backbone, config.pooling, config.embedding_size,
                                int(embedder.input_shape[1]), config.dropout, config.head_l2)
-    finally:
-        keras.mixed_precision.set_global_policy(policy)
     plain.set_weights(weights)
     if hasattr(loss_layer, "inference_embedder"):
         plain = loss_layer.inference_embedder(plain)
