@@ -94,31 +94,10 @@ def train(
     TF_CONFIG='{"cluster":{"worker":["host1:12345","host2:12345"]},"task":{"type":"worker","index":0}}'
     and run the same command everywhere (worker 0 writes the run directory).
     """
+    flags = config_flags(locals())  # first: locals() is the parameters alone
     from ffem_cli.train import config as config_module
     from ffem_cli.train.trainer import train as train_stage
 
-    flags = {
-        "data": str(data) if data else None, "stage": stage, "backbone": backbone, "pooling": pooling,
-        "embedding_size": embedding_size, "dropout": dropout, "loss": loss, "miner": miner,
-        "loss_options": _parse_options(loss_option, "--loss-option") if loss_option else None, "epochs": epochs,
-        "sample_rate": sample_rate, "head_lr_mult": head_lr_mult, "head_weight_decay": head_weight_decay,
-        "batch_size": batch_size, "images_per_identity": images_per_identity, "lr": lr,
-        "optimizer": optimizer, "momentum": momentum, "weight_decay": weight_decay, "schedule": schedule,
-        "warmup_epochs": warmup, "decay_epochs": list(decay_epochs) if decay_epochs else None,
-        "decay_factor": decay_factor, "precision": precision, "xla": xla, "seed": seed, "augment": augment,
-        "num_classes": num_classes, "checkpoint_every": checkpoint_every, "keep_checkpoints": keep_checkpoints,
-        "init_from": str(init_from) if init_from else None, "freeze_backbone_epochs": freeze_backbone_epochs,
-        "margin_warmup_epochs": margin_warmup,
-        "val_pairs": str(val_pairs) if val_pairs else None, "val_pack": str(val_pack) if val_pack else None,
-        "devices": devices, "sync_batchnorm": sync_batchnorm, "min_lr": min_lr, "plateau_factor": plateau_factor,
-        "plateau_patience": plateau_patience, "grad_accum": grad_accum, "val": list(val) if val else None,
-        "val_every": val_every, "monitor": monitor, "early_stop": early_stop,
-        "recipe": recipe,
-        "classes_per_batch": classes_per_batch, "head_l2": head_l2, "decay_every": decay_every,
-        "staircase": staircase, "augment_options": _parse_options(augment_option, "--augment-option") if augment_option else None,
-        "weights": str(weights) if weights else None, "init_backbone_only": init_backbone_only,
-        "gpu_ids": list(gpu) if gpu else None,
-    }
     resolved = config_module.for_run(run, resume, config, flags)
     if resolved.recipe:
         _print_recipe(resolved)
@@ -129,6 +108,33 @@ def train(
     if result.best is not None and result.monitor != "loss":
         summary += f", best {result.monitor} {result.best:.4f}"
     out.print(summary + f"; embedder at {result.run / 'embedder.keras'}", highlight=False)
+
+
+#: Parameters of ``train`` that are not training settings.
+COMMAND_ONLY = ("run", "config", "resume", "verify")
+#: Flags whose ``TrainConfig`` field has another name.
+FIELD_OF_FLAG = {"warmup": "warmup_epochs", "margin_warmup": "margin_warmup_epochs", "gpu": "gpu_ids",
+                 "loss_option": "loss_options", "augment_option": "augment_options"}
+#: Repeatable ``NAME=VALUE`` flags, parsed into a dict.
+OPTION_FLAGS = {"loss_option": "--loss-option", "augment_option": "--augment-option"}
+
+
+def config_flags(params: dict) -> dict:
+    """``train``'s parameters as ``TrainConfig`` fields (``None``: not given, the file's or the
+    default applies): renamed by ``FIELD_OF_FLAG``, paths as text, repeated flags as lists,
+    ``OPTION_FLAGS`` parsed; ``COMMAND_ONLY`` ones left out."""
+    flags = {}
+    for name, value in params.items():
+        if name in COMMAND_ONLY:
+            continue
+        if name in OPTION_FLAGS:
+            value = _parse_options(value, OPTION_FLAGS[name]) if value else None
+        elif isinstance(value, Path):
+            value = str(value)
+        elif isinstance(value, (list, tuple)):
+            value = list(value) or None
+        flags[FIELD_OF_FLAG.get(name, name)] = value
+    return flags
 
 
 def _print_recipe(config) -> None:
