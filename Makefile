@@ -31,6 +31,7 @@ lfw-view1: install
 
 lint: install
 	$(BIN)/ruff check ffem_cli tests bench
+	$(BIN)/ruff format --check ffem_cli tests bench
 
 clean:
 	rm -rf $(DEMO) .pytest_cache
