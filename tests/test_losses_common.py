@@ -98,6 +98,15 @@ def test_registry_rows_are_complete():
         assert hasattr(layer, "logits") == (entry.family != "pair"), name
 
 
+def test_loss_options_are_the_class_signature_with_the_entry_overrides():
+    assert LOSSES["amsoftmax"].defaults == {"scale": 30.0, "margin": 0.1}  # CosFace's 64 / 0.35 overridden
+    assert LOSSES["subcenter-arcface"].defaults == {"scale": 64.0, "margin": 0.5, "sub_centers": 3}
+    layer = build_loss("ee488b-triplet", C, D, seed=3, max_triplets=2)
+    assert (layer.seed, layer.max_triplets, layer.margin) == (3, 2, 0.1)
+    with pytest.raises(FfemError, match=r"^loss 'triplet' option 'seed' must be an integer, got 'x'$"):
+        build_loss("triplet", C, D, seed="x")
+
+
 def test_bad_names_and_options_are_one_line_errors():
     with pytest.raises(FfemError, match=r"^unknown loss 'arcfce'; choose one of: softmax, "):
         build_loss("arcfce", C, D)

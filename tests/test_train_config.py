@@ -46,6 +46,15 @@ def test_bad_settings_are_refused_in_one_line(tmp_path):
         C.read_config_file(bad)
 
 
+def test_identity_groups_split_the_batch_and_the_replicas():
+    assert C.identity_groups(32, 4) == (8, 4)
+    assert C.identity_groups(32, 4, replicas=2) == (8, 4)
+    with pytest.raises(FfemError, match=r"^batch size 30 is not a multiple of images-per-identity 4 \(P×K batches\)$"):
+        C.identity_groups(30, 4)
+    with pytest.raises(FfemError, match=r"^3 identities per batch do not divide among 2 replicas"):
+        C.identity_groups(12, 4, replicas=2)
+
+
 def _lr(schedule, step):
     return float(np.asarray(schedule(step)))
 
