@@ -15,8 +15,9 @@ from typing import Any
 
 from ffem_cli.errors import FfemError
 
-#: Builder arguments that are not options of the method: the problem's sizes, Keras's layer
-#: arguments, and Partial FC's ``sample_rate`` (a training setting, ``--sample-rate``).
+#: Builder arguments that are not options of the method: the problem's sizes, the layer's
+#: ``name``, ``*args``/``**kwargs``, and Partial FC's ``sample_rate`` (``--sample-rate``, a
+#: training setting that ``build_loss`` adds to every margin head).
 NOT_OPTIONS = frozenset({"self", "name", "num_classes", "embedding_size", "sample_rate", "args", "kwargs"})
 
 
