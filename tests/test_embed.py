@@ -52,8 +52,8 @@ def test_search_finds_the_known_identity_first(gallery, tmp_path):
     with Image.open(strip) as image:
         assert image.format == "PNG" and image.size == (6 * 160 + 7 * 8, 160 + 34 + 16)
 
-    from ffem_cli.evaluate import embedding
-    from ffem_cli.evaluate import gallery as core
+    from ffem_cli.inference import embedding
+    from ffem_cli.inference import gallery as core
 
     faces = core.read_gallery(gallery["parquet"])
     embedder = embedding.load_embedder(gallery["run"], None)

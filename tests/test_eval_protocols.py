@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from ffem_cli.cli import app
 from ffem_cli.data.crop import crop_face
-from ffem_cli.evaluate import embedding
 from ffem_cli.images import read_rgb, scan_identity_folder
+from ffem_cli.inference import embedding
 
 runner = CliRunner()
 

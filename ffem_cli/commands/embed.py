@@ -33,8 +33,8 @@ def embed(
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Faces per model call."),
 ) -> None:
     """Embed a folder of faces into a Parquet gallery (readable with pandas/pyarrow), or grow one with --append."""
-    from ffem_cli.evaluate.embedding import load_embedder
-    from ffem_cli.evaluate.gallery import embed_folder
+    from ffem_cli.inference.embedding import load_embedder
+    from ffem_cli.inference.gallery import embed_folder
 
     if (output is None) == (append is None):
         raise FfemError("give one of --output GALLERY (write a new gallery) or --append GALLERY (grow one)")
@@ -54,7 +54,7 @@ def embed(
 
 def _embedder_for(gallery, run: Path | None, model: Path | None, detect: bool):
     """The model named on the command line, else the one recorded in the gallery."""
-    from ffem_cli.evaluate.embedding import load_embedder
+    from ffem_cli.inference.embedding import load_embedder
 
     if run is None and model is None:
         recorded = gallery.metadata.get("model")
@@ -85,8 +85,8 @@ def search(
     With --far or --threshold the answer is the best match's identity when it
     reaches the threshold, else 'unknown'.
     """
-    from ffem_cli.evaluate import facemap, gallery
     from ffem_cli.evaluate.report import print_table
+    from ffem_cli.inference import facemap, gallery
     from ffem_cli.inference.calibration import pick_threshold
     from ffem_cli.inference.models import calibration_of
 
@@ -124,8 +124,8 @@ def map_command(
 ) -> None:
     """Draw a 2-D map of a gallery where similar faces lie close, with thumbnails and identity colours;
     --projector writes the gallery for TensorBoard's embedding projector."""
-    from ffem_cli.evaluate import facemap, gallery
-    from ffem_cli.evaluate import projector as projector_module
+    from ffem_cli.inference import facemap, gallery
+    from ffem_cli.inference import projector as projector_module
 
     if output is None and projector is None:
         raise FfemError("give --output PNG, --projector DIR, or both")

@@ -2,7 +2,7 @@
 
 The list is the ``ffem eval pairs`` format (``label,path1,path2``; 1 = same
 person), images taken as face crops and prepared exactly as ``ffem eval
-pairs`` does (``evaluate.embedding.prepare_face``). The threshold is the one
+pairs`` does (``inference.embedding.prepare_face``). The threshold is the one
 that maximises the Keras model's accuracy on the list; an export is scored
 with that same threshold, so the figure says whether the exported (maybe
 quantized) model still makes the Keras model's decisions.
@@ -17,10 +17,10 @@ import numpy as np
 
 from ffem_cli.console import progress_bar
 from ffem_cli.evaluate import metrics
-from ffem_cli.evaluate.embedding import FacePrep, FaceSource, prepare_face
 from ffem_cli.evaluate.pairfiles import check_images_exist, read_label_pairs
-from ffem_cli.evaluate.search import pair_scores
 from ffem_cli.export.faces import FaceCrop
+from ffem_cli.inference.embedding import FacePrep, FaceSource, prepare_face
+from ffem_cli.inference.search import pair_scores
 
 
 @dataclass(frozen=True)

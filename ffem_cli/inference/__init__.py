@@ -2,5 +2,5 @@
 
 Everything here sits below the commands (``calibrate``, ``verify``, ``search``,
 ``pairs``, ``eval folder --open-set``) and above the core (models, face
-preparation in ``evaluate.embedding``, search in ``evaluate.search``).
+preparation in ``inference.embedding``, search in ``inference.search``).
 """

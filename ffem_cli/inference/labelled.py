@@ -2,7 +2,7 @@
 
 Both give ``LabelledEmbeddings``: per image a key (the folder-relative path,
 or the pack record's image-list key), an integer label, its embedding and
-whether a face was found. A folder goes through ``evaluate.embedding`` (the
+whether a face was found. A folder goes through ``inference.embedding`` (the
 run's face preparation, ``--detect`` / ``--faces``, the cache); a pack's faces
 were cut when it was packed, so its crop settings must be the run's.
 """
@@ -16,7 +16,7 @@ import numpy as np
 
 from ffem_cli.console import progress_bar
 from ffem_cli.errors import FfemError
-from ffem_cli.evaluate.embedding import Embedder, compute_embeddings, embed_faces, folder_sources
+from ffem_cli.inference.embedding import Embedder, compute_embeddings, embed_faces, folder_sources
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Loading the model a command uses: a run, a ``.keras`` file or an export (SavedModel, TFLite, ONNX).
 
-Every source becomes an ``evaluate.embedding.Embedder``, so faces are cut
+Every source becomes an ``inference.embedding.Embedder``, so faces are cut
 the same way whichever runtime embeds them: a run's ``run.toml`` [data]
 table, or the ``face_crop`` recorded in an export's ``<name>.json`` metadata.
 ``calibration_of`` finds the thresholds that belong to the model (the run's
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ffem_cli.errors import FfemError
-from ffem_cli.evaluate.embedding import Embedder, FacePrep, load_embedder
+from ffem_cli.inference.embedding import Embedder, FacePrep, load_embedder
 
 
 class ExportedModel:

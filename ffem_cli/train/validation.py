@@ -75,7 +75,7 @@ def embed_pack(embedder, pack_dir: str | Path, batch_size: int = 128) -> tuple[l
 
 def embed_files(embedder, paths: list[Path], batch_size: int = 64) -> np.ndarray:
     """``(N, D)`` embeddings of image files taken as face crops, resized to the model's input."""
-    from ffem_cli.evaluate.embedding import FacePrep, FaceSource, prepare_face
+    from ffem_cli.inference.embedding import FacePrep, FaceSource, prepare_face
 
     prep = FacePrep(image_size=int(embedder.input_shape[1]))
     vectors = []

@@ -22,10 +22,10 @@ import numpy as np
 
 from ffem_cli import atomic
 from ffem_cli.errors import FfemError
-from ffem_cli.evaluate.embedding import Embedder, FaceSource, compute_embeddings, folder_sources
-from ffem_cli.evaluate.search import topk_search
 from ffem_cli.hashing import file_sha256
 from ffem_cli.images import is_image_file, scan_identity_folder
+from ffem_cli.inference.embedding import Embedder, FaceSource, compute_embeddings, folder_sources
+from ffem_cli.inference.search import topk_search
 
 METADATA_KEY = b"ffem"
 
