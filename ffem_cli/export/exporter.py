@@ -25,11 +25,12 @@ from ffem_cli import atomic
 from ffem_cli.errors import FfemError
 from ffem_cli.export import converters, metadata, runtimes
 from ffem_cli.export.converters import CALIBRATED, FORMATS, QUANTIZATIONS, export_name
-from ffem_cli.export.faces import FaceCrop, folder_faces, pack_faces, synthetic_faces
+from ffem_cli.export.faces import folder_faces, pack_faces, synthetic_faces
 from ffem_cli.export.parity import UNQUANTIZED_MIN_COSINE, Parity, cosine_parity
 from ffem_cli.export.quiet import captured_output
 from ffem_cli.export.verification import KerasDecision, ValPairs, keras_decision, load_val_pairs
 from ffem_cli.inference.calibration import calibration_beside
+from ffem_cli.inference.embedding import FacePrep
 from ffem_cli.rundir import RunDir, load_model_file
 
 PARITY_NAME = "parity.json"
@@ -42,7 +43,7 @@ SAVEDMODEL_ENTRIES = frozenset({"saved_model.pb", "variables", "assets", "finger
 class ExportSource:
     """The embedder to export and what is known about it.
 
-    ``crop``: how faces were cut in training (``run.toml`` ``[data]``);
+    ``prep``: how faces were cut in training (``run.toml`` ``[data]``);
     ``pack``: the pack the run trained on when it still exists;
     ``provenance``: run path, model file, backbone … for the metadata;
     ``default_output``: ``RUN/export/``, or ``export/`` beside a ``--model`` file.
@@ -51,7 +52,7 @@ class ExportSource:
     model: object
     image_size: int
     embedding_size: int
-    crop: FaceCrop
+    prep: FacePrep
     pack: Path | None
     provenance: dict
     default_output: Path
@@ -107,7 +108,7 @@ def load_source(
         model_path = Path(model_file)
     size = _input_size(model, model_path, data.get("image_size"), image_size)
     embedding_size = int(model.output_shape[-1])
-    crop = FaceCrop(size, str(data.get("crop", "margin")), float(data.get("margin", 0.2)))
+    prep = FacePrep.from_run({**data, "image_size": size})
     pack = Path(data["pack"]) if data.get("pack") and Path(data["pack"]).is_dir() else None
     provenance = {
         "run": str(Path(run).resolve()) if run is not None else None,
@@ -116,11 +117,11 @@ def load_source(
         "backbone": model_table.get("backbone"),
         "pooling": model_table.get("pooling"),
         "embedding_size": embedding_size,
-        "face_crop": {"image_size": size, "crop": crop.crop, "margin": crop.margin},
+        "face_crop": {"image_size": size, "crop": prep.crop, "margin": prep.margin},
     }
     default_output = RunDir(run).export_dir if run is not None else model_path.parent / "export"
     calibration = calibration_beside(model_path, provenance["model_sha256"])
-    return ExportSource(model, size, embedding_size, crop, pack, provenance, default_output, calibration)
+    return ExportSource(model, size, embedding_size, prep, pack, provenance, default_output, calibration)
 
 
 def _input_size(model, model_path: Path, run_size, option_size: int | None) -> int:
@@ -164,7 +165,7 @@ def gather_faces(
         calibration_faces = read[:calibration_count]
     if parity_images is not None:
         parity, described = (
-            folder_faces(parity_images, source.crop, parity_count),
+            folder_faces(parity_images, source.prep, parity_count),
             f"images in {parity_images}",
         )
     elif calibration_faces is not None:
@@ -185,13 +186,13 @@ def gather_faces(
         )
     else:
         parity, described = (
-            synthetic_faces(source.crop, parity_count),
+            synthetic_faces(source.prep, parity_count),
             "synthetic drawn faces (no pack or images given)",
         )
     calibration_source = (
         None if calibration is None else f"pack {calibration}, {len(calibration_faces)} faces"
     )
-    pairs = None if val_pairs is None else load_val_pairs(val_pairs, val_root, source.crop)
+    pairs = None if val_pairs is None else load_val_pairs(val_pairs, val_root, source.prep)
     return ExportFaces(
         parity, f"{described}: {len(parity)} faces", calibration_faces, calibration_source, pairs
     )

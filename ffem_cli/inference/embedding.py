@@ -11,12 +11,17 @@ evaluation switches ``detect`` and ``flip``. How one face is cut out:
    ``ffem detect`` would keep gives the box and landmarks (an image without a
    face becomes *invalid*: it is kept, counted and reported by every
    protocol, never silently dropped);
-2. otherwise the source's landmarks (``crop = "align"``) or box
-   (``crop = "margin"``) are used with ``data.crop.crop_face``;
-   ``crop = "seed"`` (evaluation only, ``--crop seed``) is the seed FFEM
-   project's crop: the source's box, or ``crop.seed_box_from_landmarks``,
-   stretched to the face size with no margin;
+2. otherwise ``FacePrep.cut`` uses the source's landmarks (``crop =
+   "align"``) or box (``crop = "margin"``) with ``data.crop.crop_face``; an
+   aligned run given a box but no landmarks gets the margin crop of that box
+   (see ``FacePrep.cut``); ``crop = "seed"`` (evaluation only, ``--crop
+   seed``) is the seed FFEM project's crop: the source's box, or
+   ``crop.seed_box_from_landmarks``, stretched to the face size with no margin;
 3. a source with neither is taken as an already-cropped face and resized.
+
+``FacePrep`` is the one face-preparation type: eval, embed, search, verify,
+calibrate and export (its parity, calibration and ``--val-pairs`` faces) all
+cut faces with ``FacePrep.cut``, built by ``FacePrep.from_run``.
 
 ``flip``: test-time augmentation with the horizontally mirrored face.
 ``flip_mode = "sum"`` adds the two embeddings and re-normalises (insightface's
@@ -36,10 +41,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -71,6 +77,40 @@ class FacePrep:
             raise FfemError(f"unknown crop mode {self.crop!r} (expected one of {', '.join(CROP_MODES)})")
         if self.flip_mode not in FLIP_MODES:
             raise FfemError(f"unknown flip mode {self.flip_mode!r} (expected one of {', '.join(FLIP_MODES)})")
+
+    @classmethod
+    def from_run(cls, data: Mapping[str, Any], **switches) -> FacePrep:
+        """How a model's faces were prepared in training, plus evaluation ``switches``.
+
+        ``data``: a run's checked ``run.toml`` ``[data]`` table
+        (``RunDir.face_data``), an export's recorded ``face_crop``, or
+        ``{"image_size": S}`` for a bare model file: ``image_size`` (pixels),
+        ``crop`` (default ``"margin"``) and ``margin`` (fraction of the box's
+        longer side, default 0.2). ``switches``: ``detect``, ``flip``,
+        ``flip_mode``, or ``crop`` to override the run's (``--crop seed``).
+        """
+        trained = {"image_size": int(data["image_size"]), "crop": str(data.get("crop", "margin")),
+                   "margin": float(data.get("margin", 0.2))}  # fmt: skip
+        return cls(**{**trained, **switches})
+
+    def cut(self, image: np.ndarray, box=None, landmarks=None) -> np.ndarray:
+        """The ``(S, S, 3)`` uint8 face of an RGB uint8 ``(H, W, 3)`` image.
+
+        ``box``: ``(x1, y1, x2, y2)`` pixels; ``landmarks``: ``(5, 2)`` ``(x, y)``
+        pixels; either may be ``None``. ``crop = "align"`` with landmarks: the
+        5-point alignment. With a box and no landmarks an aligned run gets the
+        margin crop of the box with the run's margin: the nearest preparation
+        the photo allows (``ffem eval lfw``'s fixed box, an ``image_list.json``
+        without landmarks); it is not an error, for eval and export alike.
+        Landmarks without a box: the MTCNN-like ``box_from_landmarks`` (or, for
+        ``"seed"``, ``seed_box_from_landmarks``). Neither: the whole image,
+        resized. ``ValueError`` on an empty box or degenerate landmarks.
+        """
+        align = self.crop == "align" and landmarks is not None
+        stretch = self.crop == "seed"
+        if not align and box is None and landmarks is not None:
+            box = seed_box_from_landmarks(landmarks) if stretch else box_from_landmarks(landmarks)
+        return crop_face(image, box, landmarks, size=self.image_size, margin=self.margin, align=align, stretch=stretch)
 
     @property
     def vector_factor(self) -> int:
@@ -198,12 +238,8 @@ def prepare_face(source: FaceSource, prep: FacePrep, detection=None, image: np.n
     else:
         box = source.box
         landmarks = None if source.landmarks is None else np.asarray(source.landmarks, dtype=np.float64)
-    align = prep.crop == "align" and landmarks is not None
-    stretch = prep.crop == "seed"
-    if not align and box is None and landmarks is not None:
-        box = seed_box_from_landmarks(landmarks) if stretch else box_from_landmarks(landmarks)
     try:
-        return crop_face(image, box, landmarks, size=prep.image_size, margin=prep.margin, align=align, stretch=stretch)
+        return prep.cut(image, box, landmarks)
     except ValueError as exc:
         raise FfemError(f"{source.path}: cannot cut out the face ({exc})") from exc
 

@@ -52,9 +52,9 @@ def load_export(path: Path, detect: bool = False, flip: bool = False) -> tuple[E
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         crop = meta["source"]["face_crop"]
-        prep = FacePrep(int(crop["image_size"]), str(crop["crop"]), float(crop["margin"]), detect, flip)
+        prep = FacePrep.from_run(crop, detect=detect, flip=flip)
         dim = int(meta["output"]["shape"][-1])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (json.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
         raise FfemError(f"{meta_path}: not ffem export metadata ({type(exc).__name__}: {exc})") from None
     try:
         runtime = load_runtime(path)
