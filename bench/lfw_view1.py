@@ -79,9 +79,9 @@ from ffem_cli.inference.embedding import (  # noqa: E402
     FacePrep,
     FaceSource,
     compute_embeddings,
-    load_embedder,
     prepare_face,
 )
+from ffem_cli.inference.models import load_embedder  # noqa: E402
 
 FFEM_SCRIPT = Path(sys.executable).with_name("ffem")  # the installed console script
 FFEM = [str(FFEM_SCRIPT)] if FFEM_SCRIPT.is_file() else [sys.executable, "-c", "from ffem_cli.cli import main; main()"]

@@ -54,9 +54,10 @@ def test_search_finds_the_known_identity_first(gallery, tmp_path):
 
     from ffem_cli.inference import embedding
     from ffem_cli.inference import gallery as core
+    from ffem_cli.inference.models import load_embedder
 
     faces = core.read_gallery(gallery["parquet"])
-    embedder = embedding.load_embedder(gallery["run"], None)
+    embedder = load_embedder(gallery["run"], None)
     matches = core.search(embedder, query, faces, 5)
     assert matches[0]["identity"] == "synthetic_3" and matches[0]["path"] == str(original.resolve())
     assert matches[0]["score"] > 0.99

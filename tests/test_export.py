@@ -104,7 +104,7 @@ def cosines(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
 
 
 def keras_embeddings(run: RunDir, images: np.ndarray) -> np.ndarray:
-    return np.asarray(run.load_embedder()(images.astype("float32"), training=False))
+    return np.asarray(run.load_keras_model()(images.astype("float32"), training=False))
 
 
 def test_every_export_is_written_with_metadata_and_parity(exported):

@@ -33,8 +33,8 @@ def embed(
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Faces per model call."),
 ) -> None:
     """Embed a folder of faces into a Parquet gallery (readable with pandas/pyarrow), or grow one with --append."""
-    from ffem_cli.inference.embedding import load_embedder
     from ffem_cli.inference.gallery import embed_folder
+    from ffem_cli.inference.models import load_embedder
 
     if (output is None) == (append is None):
         raise FfemError("give one of --output GALLERY (write a new gallery) or --append GALLERY (grow one)")
@@ -54,7 +54,7 @@ def embed(
 
 def _embedder_for(gallery, run: Path | None, model: Path | None, detect: bool):
     """The model named on the command line, else the one recorded in the gallery."""
-    from ffem_cli.inference.embedding import load_embedder
+    from ffem_cli.inference.models import load_embedder
 
     if run is None and model is None:
         recorded = gallery.metadata.get("model")

@@ -43,7 +43,7 @@ import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,6 @@ from ffem_cli import atomic
 from ffem_cli.console import progress_bar
 from ffem_cli.data.crop import crop_face, seed_box_from_landmarks
 from ffem_cli.errors import FfemError
-from ffem_cli.hashing import file_sha256
 from ffem_cli.images import ImageReadError, is_utf8_name, path_under, read_rgb, shown_name
 
 CACHE_FORMAT = 1
@@ -180,53 +179,6 @@ class Embedder:
     def cache_key(self) -> str:
         spec = {"format": CACHE_FORMAT, "model_sha256": self.model_sha256, "prep": asdict(self.prep)}
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
-
-
-def load_embedder(
-    run: Path | None,
-    model_path: Path | None,
-    image_size: int | None = None,
-    detect: bool = False,
-    flip: bool = False,
-    flip_mode: str = "sum",
-    crop: str | None = None,
-) -> Embedder:
-    """The model of ``--run RUN`` (its ``embedder.keras`` and ``run.toml`` [data]) or of ``--model FILE``.
-
-    With ``--model``, faces are prepared with the crop defaults (margin 0.2)
-    at ``image_size`` (default: the model's own input size, else 112).
-    ``crop`` overrides the crop mode (e.g. ``"seed"`` for the seed's RFW crop).
-    """
-    from ffem_cli.rundir import RunDir, load_model_file
-
-    if (run is None) == (model_path is None):
-        raise FfemError("give exactly one of --run RUN_DIR or --model MODEL.keras")
-    if run is not None:
-        rundir = RunDir(run)
-        data = rundir.face_data()
-        model_file = rundir.embedder_path
-        model = rundir.load_embedder()
-        prep = FacePrep(image_size=data["image_size"], crop=data["crop"], margin=data["margin"],
-                        detect=detect, flip=flip, flip_mode=flip_mode)
-        if image_size is not None and image_size != prep.image_size:
-            raise FfemError(f"--image-size {image_size} contradicts {rundir.config_path} (image_size = {prep.image_size})")
-    else:
-        model_file = Path(model_path)
-        model = load_model_file(model_file)
-        prep = FacePrep(image_size=image_size or _model_side(model) or 112, detect=detect, flip=flip, flip_mode=flip_mode)
-    if crop is not None:
-        prep = replace(prep, crop=crop)
-    side = _model_side(model)
-    if side is not None and side != prep.image_size:
-        raise FfemError(f"{model_file}: the model takes {side}x{side} faces but image_size is {prep.image_size}")
-    # the absolute path: a gallery records it, and ffem search may run from another folder
-    return Embedder(model=model, model_sha256=file_sha256(model_file), prep=prep,
-                    description=str(Path(model_file).resolve()))
-
-
-def _model_side(model) -> int | None:
-    shape = model.input_shape
-    return int(shape[1]) if shape[1] is not None and shape[1] == shape[2] else None
 
 
 def prepare_face(source: FaceSource, prep: FacePrep, detection=None, image: np.ndarray | None = None) -> np.ndarray:
