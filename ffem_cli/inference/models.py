@@ -3,8 +3,8 @@
 ``load_model_source`` is the one loader of a Keras embedder (``--run RUN`` or
 ``--model FILE.keras``): it checks the run directory, reads ``run.toml``,
 loads the model in safe mode, settles the face side and builds the
-``FacePrep`` the model was trained with. ``ffem export`` takes its
-``ModelSource`` as it is; ``load_embedder`` wraps it into an
+``FacePrep`` the model was trained with. ``ffem export`` builds its
+``ExportSource`` from its ``ModelSource``; ``load_embedder`` wraps it into an
 ``inference.embedding.Embedder`` for eval, embed, search, calibrate and
 verify. Naming: ``load_*model*`` (``load_model_file``,
 ``RunDir.load_keras_model``) gives a Keras model, ``load_*embedder*`` an
