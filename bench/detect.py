@@ -123,9 +123,9 @@ def bench_eval_detect(paths: list[Path], detector, detect_rate: float, entries: 
     """``ffem eval folder --detect`` on the same images and MTCNN, beside ``ffem detect``'s rate."""
     import keras
 
-    from ffem_cli.evaluate.embedding import Embedder, FacePrep
     from ffem_cli.evaluate.folder import evaluate_folder
     from ffem_cli.inference import detection
+    from ffem_cli.inference.embedding import Embedder, FacePrep
     from ffem_cli.models import build_embedder
 
     assert detection.shared_detector() is detector  # the warmed MTCNN that ffem detect got

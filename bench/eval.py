@@ -13,7 +13,7 @@ show the memory bound, and compares faiss (``IndexFlatIP``) when importable.
 Search at a million (``--million``, also part of the full run): on a
 1,000,000 x 512 float32 gallery, the single-query latency (median of 30
 queries, top-5) and the 1,000-query throughput (queries/s, top-5) of
-``evaluate.search.topk_search``, beside faiss's exact ``IndexFlatIP`` on the
+``inference.search.topk_search``, beside faiss's exact ``IndexFlatIP`` on the
 same vectors in the same run (``pip install faiss-cpu``, the ``bench``
 extra). Goals: throughput >= faiss flat, latency <= 50 ms on 2 cores.
 
@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.reference import reference_line  # noqa: E402
 from ffem_cli.evaluate.retrieval import evaluate_retrieval  # noqa: E402
-from ffem_cli.evaluate.search import DEFAULT_BLOCK_BYTES, _block_sizes, topk_search  # noqa: E402
+from ffem_cli.inference.search import DEFAULT_BLOCK_BYTES, _block_sizes, topk_search  # noqa: E402
 
 DIM = 512
 

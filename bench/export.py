@@ -77,16 +77,17 @@ def interleaved_seconds(calls: dict, rounds: int, per_round: int) -> dict[str, l
 def bench_faces(image_size: int, count: int) -> tuple[np.ndarray, str]:
     from ffem_cli import realdata
     from ffem_cli.export import faces
+    from ffem_cli.inference.embedding import FacePrep
 
-    crop = faces.FaceCrop(image_size)
+    prep = FacePrep(image_size=image_size)
     lfw = realdata.lfw_root()
     reason = realdata.missing_reason(lfw)
     if reason is None:
         return faces.folder_faces(
-            lfw / "images", crop, count
+            lfw / "images", prep, count
         ), f"LFW ({count} images, resized whole)"
     print(f"real-data part skipped: {reason}; using synthetic faces")
-    return faces.synthetic_faces(crop, count), f"synthetic drawn faces ({count})"
+    return faces.synthetic_faces(prep, count), f"synthetic drawn faces ({count})"
 
 
 def set_batchnorm_statistics(model, images: np.ndarray) -> None:

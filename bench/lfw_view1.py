@@ -16,7 +16,7 @@ whose ``[train]`` table is what ``ffem train --config`` reads).
    ``--epochs N`` overrides every stage's epochs (short ranking runs).
 4. Verification on ``pairsDevTest.txt`` (500 same + 500 different pairs,
    identities disjoint from training). Faces are cut exactly as in training
-   (``evaluate.embedding.FacePrep`` from the run's ``run.toml``, same fixed
+   (``inference.embedding.FacePrep`` from the run's ``run.toml``, same fixed
    box); with the recipe's ``[eval] flip = true`` also with test-time flip.
    Two accuracies: 10-fold cross-validated on pairsDevTest (the threshold
    maximising accuracy on 9 folds applied to the 10th, as LFW View 2 does;
@@ -68,19 +68,19 @@ from bench.reference import reference_rate  # noqa: E402
 from ffem_cli import atomic, realdata  # noqa: E402
 from ffem_cli.data.image_list import FaceEntry, label_map_path, write_image_list, write_label_map  # noqa: E402
 from ffem_cli.evaluate import metrics, plots  # noqa: E402
-from ffem_cli.evaluate.embedding import (  # noqa: E402
-    Embedder,
-    FacePrep,
-    FaceSource,
-    compute_embeddings,
-    load_embedder,
-    prepare_face,
-)
 from ffem_cli.evaluate.lfw import LFW_FACE_BOX, image_dir  # noqa: E402
 from ffem_cli.evaluate.pairfiles import PairList, read_lfw_pairs, read_lfw_people  # noqa: E402
 from ffem_cli.evaluate.report import mean_std, print_table  # noqa: E402
 from ffem_cli.evaluate.retrieval import evaluate_retrieval  # noqa: E402
 from ffem_cli.evaluate.verification import ScoredPairs, score_pair_list, verification_summary  # noqa: E402
+from ffem_cli.inference.embedding import (  # noqa: E402
+    Embedder,
+    FacePrep,
+    FaceSource,
+    compute_embeddings,
+    prepare_face,
+)
+from ffem_cli.inference.models import load_embedder  # noqa: E402
 from ffem_cli.rundir import RunDir  # noqa: E402
 
 FFEM_SCRIPT = Path(sys.executable).with_name("ffem")  # the installed console script
@@ -150,7 +150,7 @@ class Eigenfaces:
     luma), found by randomized SVD (Halko et al., 2011; scikit-learn). ``predict_on_batch(batch)``: float32 ``(B, S, S, 3)`` pixels in
     [0, 255] → L2-normalised projections ``(B, components)``; ``whiten``
     divides each coordinate by its training standard deviation first. Has
-    the ``input_shape``/``output_shape`` an ``evaluate.embedding.Embedder``
+    the ``input_shape``/``output_shape`` an ``inference.embedding.Embedder``
     reads, so the pairs are embedded by the same code as the trained model.
     """
 

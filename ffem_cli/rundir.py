@@ -136,8 +136,8 @@ class RunDir:
                 parsed.append((line, _TORN))
         return parsed
 
-    def load_embedder(self):
-        """Load ``embedder.keras`` with plain ``keras.models.load_model``.
+    def load_keras_model(self):
+        """The Keras model of ``embedder.keras`` (``load_model_file``: safe mode, embedder shapes checked).
 
         Importing ``ffem_cli.models`` and ``ffem_cli.losses`` registers ffem's
         serialisable layers, so no ``custom_objects`` are needed.

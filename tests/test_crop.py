@@ -134,3 +134,14 @@ def test_alignment_of_irregular_landmarks_matches_the_least_squares_transform():
     assert np.abs(dot_centres(crop, expected, radius=6) - expected).max() < 1.0
     # The least-squares fit lands every landmark within a few pixels of its template point.
     assert np.abs(expected - ARCFACE_TEMPLATE).max() < 5.0
+
+
+def test_face_prep_of_an_aligned_run_aligns_with_landmarks_and_cuts_the_box_without():
+    from ffem_cli.inference.embedding import FacePrep
+
+    image = square_image()
+    box, landmarks = (60, 50, 100, 90), ARCFACE_TEMPLATE * (40 / 112) + (60, 50)
+    prep = FacePrep.from_run({"image_size": 64, "crop": "align", "margin": 0.25})
+    assert np.array_equal(prep.cut(image, box, landmarks), crop_face(image, box, landmarks, size=64, align=True))
+    assert np.array_equal(prep.cut(image, box), crop_face(image, box, size=64, margin=0.25))
+    assert np.array_equal(prep.cut(image), crop_face(image, None, size=64))

@@ -52,11 +52,12 @@ def test_search_finds_the_known_identity_first(gallery, tmp_path):
     with Image.open(strip) as image:
         assert image.format == "PNG" and image.size == (6 * 160 + 7 * 8, 160 + 34 + 16)
 
-    from ffem_cli.evaluate import embedding
-    from ffem_cli.evaluate import gallery as core
+    from ffem_cli.inference import embedding
+    from ffem_cli.inference import gallery as core
+    from ffem_cli.inference.models import load_embedder
 
     faces = core.read_gallery(gallery["parquet"])
-    embedder = embedding.load_embedder(gallery["run"], None)
+    embedder = load_embedder(gallery["run"], None)
     matches = core.search(embedder, query, faces, 5)
     assert matches[0]["identity"] == "synthetic_3" and matches[0]["path"] == str(original.resolve())
     assert matches[0]["score"] > 0.99

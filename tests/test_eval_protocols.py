@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 
 from ffem_cli.cli import app
 from ffem_cli.data.crop import crop_face
-from ffem_cli.evaluate import embedding
 from ffem_cli.images import read_rgb, scan_identity_folder
+from ffem_cli.inference import embedding
+from ffem_cli.inference.models import load_embedder
 
 runner = CliRunner()
 
@@ -242,7 +243,7 @@ def test_folder_with_face_list_uses_its_boxes_and_counts_unlisted_images(workspa
     face = crop_face(read_rgb(root / rel), (e["x1"], e["y1"], e["x2"], e["y2"]), np.array(e["landmarks"]), size=IMAGE_SIZE, margin=0.2)
     expected = model.predict_on_batch(face[None].astype(np.float32))[0]
     sources = embedding.folder_sources(root, [rel], faces)
-    embedder = embedding.load_embedder(workspace["run"], None)
+    embedder = load_embedder(workspace["run"], None)
     got = embedding.compute_embeddings(embedder, sources).vectors[0]
     np.testing.assert_allclose(got, expected, atol=1e-5)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ffem_cli.evaluate.retrieval import evaluate_retrieval
-from ffem_cli.evaluate.search import pair_scores, topk_search
+from ffem_cli.inference.search import pair_scores, topk_search
 
 
 def unit_rows(rng, n, d):
@@ -27,7 +27,7 @@ def test_chunked_topk_equals_brute_force(k):
 
 
 def test_gallery_blocks_and_exclusion(monkeypatch):
-    import ffem_cli.evaluate.search as search
+    import ffem_cli.inference.search as search
 
     monkeypatch.setattr(search, "_block_sizes", lambda q, g, b: (7, 11))
     monkeypatch.setattr(search, "ARGPARTITION_ROWS", 3)

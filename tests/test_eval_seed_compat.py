@@ -18,7 +18,7 @@ from ffem_cli.data import synthetic
 from ffem_cli.data.crop import crop_face, seed_box_from_landmarks
 from ffem_cli.errors import FfemError
 from ffem_cli.evaluate import metrics, pairfiles
-from ffem_cli.evaluate.embedding import embed_faces
+from ffem_cli.inference.embedding import embed_faces
 
 runner = CliRunner()
 

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from ffem_cli.cli import app
 from ffem_cli.data.pack import PackSettings, pack
 from ffem_cli.export import converters, faces, runtimes
+from ffem_cli.inference.embedding import FacePrep
 from ffem_cli.models import build_embedder
 from ffem_cli.rundir import RunDir
 
@@ -40,7 +41,7 @@ def make_run(path: Path, with_embedder: bool = True, seed: int = 0, size: int = 
         for layer in batch_norms:
             layer.momentum = 0.0
         model(
-            faces.synthetic_faces(faces.FaceCrop(size), 32, seed=seed).astype("float32"),
+            faces.synthetic_faces(FacePrep(image_size=size), 32, seed=seed).astype("float32"),
             training=True,
         )
         for layer in batch_norms:
@@ -91,7 +92,7 @@ def exported(tmp_path_factory, face_pack):
 @pytest.fixture(scope="module")
 def check_faces():
     """Faces the exporter never saw: synthetic ones with another seed."""
-    return faces.synthetic_faces(faces.FaceCrop(SIZE), 16, seed=7)
+    return faces.synthetic_faces(FacePrep(image_size=SIZE), 16, seed=7)
 
 
 def cosines(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
@@ -103,7 +104,7 @@ def cosines(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
 
 
 def keras_embeddings(run: RunDir, images: np.ndarray) -> np.ndarray:
-    return np.asarray(run.load_embedder()(images.astype("float32"), training=False))
+    return np.asarray(run.load_keras_model()(images.astype("float32"), training=False))
 
 
 def test_every_export_is_written_with_metadata_and_parity(exported):
@@ -394,3 +395,17 @@ def test_calibration_pack_of_another_face_size_is_refused(tmp_path, face_pack):
         f"error: {face_pack}: pack faces are 64x64 but the model takes 48x48"
     )
     assert not run.export_dir.exists()
+
+
+def test_parity_faces_of_an_aligned_run_from_a_list_without_landmarks_are_margin_crops(tmp_path):
+    # The one FacePrep decides this edge case for eval and export alike: the box, cut with the run's margin.
+    from PIL import Image
+
+    image = np.zeros((120, 100, 3), np.uint8)
+    image[30:70, 20:60] = 255
+    Image.fromarray(image).save(tmp_path / "a.png")
+    (tmp_path / "image_list.json").write_text(json.dumps({"a.png": {"label": 0, "x1": 20, "y1": 30, "x2": 60, "y2": 70}}))
+    prep = FacePrep(image_size=32, crop="align", margin=0.25)
+    got = faces.folder_faces(tmp_path, prep, 4)
+    assert got.shape == (1, 32, 32, 3)
+    assert np.array_equal(got[0], FacePrep(image_size=32, crop="margin", margin=0.25).cut(image, (20, 30, 60, 70)))

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from ffem_cli.errors import FfemError
-from ffem_cli.evaluate.embedding import folder_sources
 from ffem_cli.evaluate.pairfiles import check_images_exist, read_label_pairs, read_rfw_landmarks
+from ffem_cli.inference.embedding import folder_sources
 from ffem_cli.rundir import RunDir
 from ffem_cli.train.config import read_config_file
 

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from ffem_cli.cli import app
 from ffem_cli.errors import FfemError
-from ffem_cli.evaluate.gallery import METADATA_KEY, read_gallery
+from ffem_cli.inference.gallery import METADATA_KEY, read_gallery
 
 
 def invoke(*args):

@@ -39,9 +39,9 @@ def calibrated(tmp_path_factory, synthetic_faces):
 
 
 def test_calibrate_on_a_folder_uses_all_pairs_and_writes_thresholds(calibrated):
-    from ffem_cli.evaluate import embedding
     from ffem_cli.images import scan_identity_folder
-    from ffem_cli.inference import thresholds
+    from ffem_cli.inference import embedding, thresholds
+    from ffem_cli.inference.models import load_embedder
 
     run, root = calibrated
     record = json.loads((run / "calibration.json").read_text())
@@ -51,7 +51,7 @@ def test_calibrate_on_a_folder_uses_all_pairs_and_writes_thresholds(calibrated):
     with Image.open(run / "calibration_det.png") as image:
         assert image.format == "PNG"
     folder = scan_identity_folder(root)
-    embedder = embedding.load_embedder(run, None)
+    embedder = load_embedder(run, None)
     vectors = embedding.compute_embeddings(embedder, embedding.folder_sources(root, folder.paths)).vectors
     labels = np.asarray(folder.labels)
     scores = vectors @ vectors.T
@@ -209,7 +209,8 @@ def test_calibrate_on_an_insightface_bin(tmp_path):
     from eval_fixtures import write_bin
 
     from ffem_cli.evaluate.binset import decode_faces, read_bin
-    from ffem_cli.evaluate.embedding import embed_faces, load_embedder
+    from ffem_cli.inference.embedding import embed_faces
+    from ffem_cli.inference.models import load_embedder
 
     run = make_run(tmp_path / "r")
     bin_path = tmp_path / "lfw.bin"

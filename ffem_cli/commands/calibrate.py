@@ -26,9 +26,9 @@ def calibrate(
     no_cache: bool = NO_CACHE,
 ) -> None:
     """Thresholds at FAR 1e-1 … 1e-6 (those the impostor count supports, each with a 95% interval) and at the EER."""
-    from ffem_cli.evaluate.embedding import load_embedder
     from ffem_cli.evaluate.report import print_table
     from ffem_cli.inference import calibration, labelled
+    from ffem_cli.inference.models import load_embedder
     from ffem_cli.rundir import RunDir
 
     chosen = [flag for flag, value in (("--pairs", pairs), ("--pack", pack), ("--bin", bin_set)) if value is not None]

@@ -33,8 +33,8 @@ def embed(
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Faces per model call."),
 ) -> None:
     """Embed a folder of faces into a Parquet gallery (readable with pandas/pyarrow), or grow one with --append."""
-    from ffem_cli.evaluate.embedding import load_embedder
-    from ffem_cli.evaluate.gallery import embed_folder
+    from ffem_cli.inference.gallery import embed_folder
+    from ffem_cli.inference.models import load_embedder
 
     if (output is None) == (append is None):
         raise FfemError("give one of --output GALLERY (write a new gallery) or --append GALLERY (grow one)")
@@ -50,23 +50,6 @@ def embed(
         err.print(f"wrote {target}: {counts['images']} images{who}, {counts['embedding_size']}-d embeddings", highlight=False)
     if counts["without_face"]:
         err.print(f"{counts['without_face']} images without a face (kept with face_found = false)", highlight=False)
-
-
-def _embedder_for(gallery, run: Path | None, model: Path | None, detect: bool):
-    """The model named on the command line, else the one recorded in the gallery."""
-    from ffem_cli.evaluate.embedding import load_embedder
-
-    if run is None and model is None:
-        recorded = gallery.metadata.get("model")
-        if not recorded:
-            raise FfemError("the gallery does not name its model; give --run or --model")
-        if not Path(recorded).is_file():
-            raise FfemError(f"the gallery's model {recorded} is not there any more; give --run or --model")
-        prep = gallery.metadata.get("preparation", {})
-        return load_embedder(None, Path(recorded), image_size=prep.get("image_size"), detect=detect or prep.get("detect", False),
-                             flip=prep.get("flip", False), flip_mode=prep.get("flip_mode", "sum"))  # fmt: skip
-    prep = gallery.metadata.get("preparation", {})
-    return load_embedder(run, model, detect=detect, flip=prep.get("flip", False), flip_mode=prep.get("flip_mode", "sum"))
 
 
 def search(
@@ -85,32 +68,22 @@ def search(
     With --far or --threshold the answer is the best match's identity when it
     reaches the threshold, else 'unknown'.
     """
-    from ffem_cli.evaluate import facemap, gallery
     from ffem_cli.evaluate.report import print_table
-    from ffem_cli.inference.calibration import pick_threshold
-    from ffem_cli.inference.models import calibration_of
+    from ffem_cli.inference import facemap, gallery
 
-    if not query.is_file():
-        raise FfemError(f"{query}: no such image")
     if output is not None:
         check_writable(output)
-    faces = gallery.read_gallery(gallery_path)
-    embedder = _embedder_for(faces, run, model, detect)
-    open_set = far is not None or threshold is not None
-    if open_set:
-        chosen, how = pick_threshold(calibration_of(embedder), far, threshold, embedder.description)
-    matches = gallery.search(embedder, query, faces, k)
-    columns = ["rank", "score", "identity", "path"] + (["match"] if open_set else [])
+    found = gallery.look_up(query, gallery_path, k, run, model, detect, far, threshold)
+    columns = ["rank", "score", "identity", "path"] + (["match"] if found.open_set else [])
     print_table(f"Nearest faces to {query.name}", columns,
-                [[m["rank"], m["score"], m["identity"], m["path"]] + (["yes" if m["score"] >= chosen else "no"] if open_set else [])
-                 for m in matches])  # fmt: skip
-    if open_set:
-        best = matches[0] if matches else None
-        answer = (best["identity"] or best["path"]) if best and best["score"] >= chosen else "unknown"
-        out.print(f"answer: {answer}  (best score {best['score'] if best else float('nan'):.4f}, threshold {chosen:.4f}, {how})",
+                [[m["rank"], m["score"], m["identity"], m["path"]] + (["yes" if found.accepts(m) else "no"] if found.open_set else [])
+                 for m in found.matches])  # fmt: skip
+    if found.open_set:
+        best_score = found.matches[0]["score"] if found.matches else float("nan")
+        out.print(f"answer: {found.answer}  (best score {best_score:.4f}, threshold {found.threshold:.4f}, {found.how})",
                   highlight=False, markup=False)  # fmt: skip
     if output is not None:
-        facemap.search_strip(query, matches, output)
+        facemap.search_strip(query, found.matches, output)
         err.print(f"wrote {output}", highlight=False)
 
 
@@ -124,8 +97,8 @@ def map_command(
 ) -> None:
     """Draw a 2-D map of a gallery where similar faces lie close, with thumbnails and identity colours;
     --projector writes the gallery for TensorBoard's embedding projector."""
-    from ffem_cli.evaluate import facemap, gallery
-    from ffem_cli.evaluate import projector as projector_module
+    from ffem_cli.inference import facemap, gallery
+    from ffem_cli.inference import projector as projector_module
 
     if output is None and projector is None:
         raise FfemError("give --output PNG, --projector DIR, or both")
@@ -137,9 +110,6 @@ def map_command(
                                                 name=Path(gallery_path).stem)
         err.print(f"wrote {projector} ({len(faces.paths)} faces, {side}-px sprite cells); "
                   f"view with: tensorboard --logdir {projector}", highlight=False)
-    if output is None:
-        return
-    coords = gallery.project_2d(faces.vectors, method.lower())
-    title = f"{Path(gallery_path).name}: {len(faces.paths)} faces, {method.upper()}"
-    drawn = facemap.face_map(coords, faces.paths, faces.identities, output, size, max_thumbnails, title)
-    err.print(f"wrote {output} ({size}x{size}, {drawn} thumbnails)", highlight=False)
+    if output is not None:
+        drawn = facemap.gallery_map(faces, Path(gallery_path).name, output, method, size, max_thumbnails)
+        err.print(f"wrote {output} ({size}x{size}, {drawn} thumbnails)", highlight=False)

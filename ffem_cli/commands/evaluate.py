@@ -39,8 +39,8 @@ NO_CACHE = typer.Option(False, "--no-cache", help="Neither read nor write the em
 
 
 def _prepare(protocol: str, run, model, image_size, detect, flip, output_dir, no_cache, flip_mode="sum", crop=None):
-    from ffem_cli.evaluate.embedding import load_embedder
     from ffem_cli.evaluate.report import check_output_dir
+    from ffem_cli.inference.models import load_embedder
     from ffem_cli.rundir import RunDir
 
     if output_dir is None:

@@ -70,10 +70,11 @@ def export(
     """Export an embedder; every export must match the Keras model's embeddings (cosine ≥ 0.9999 unquantized)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from ffem_cli import export as core
+    from ffem_cli.inference.models import load_model_source
     from ffem_cli.writable import check_writable
 
     jobs = core.check_request(formats, quantize, has_calibration=calibration is not None)
-    source = core.load_source(run=run, model_file=model, image_size=image_size)
+    source = core.export_source(load_model_source(run, model, image_size))
     output = output if output is not None else source.default_output
     check_writable(output, folder=True)
     faces = core.gather_faces(

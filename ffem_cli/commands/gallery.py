@@ -14,8 +14,8 @@ def gallery(
     remove: str | None = typer.Option(None, "--remove", help="Delete every image of this identity (the file is rewritten atomically)."),
 ) -> None:
     """List the identities of a gallery with their image counts; --remove ID deletes one."""
-    from ffem_cli.evaluate import gallery as core
     from ffem_cli.evaluate.report import print_table
+    from ffem_cli.inference import gallery as core
 
     if remove is not None:
         removed = core.remove_identity(path, remove)

@@ -24,10 +24,10 @@ def verify(
     Without either, the calibration's EER threshold is used. A photo without a face exits with status 2.
     """
     from ffem_cli.inference.calibration import pick_threshold
-    from ffem_cli.inference.models import load_model
+    from ffem_cli.inference.models import load_embedder_with_calibration
     from ffem_cli.inference.verify import pair_score
 
-    embedder, calibration = load_model(run, model, detect=detect, flip=flip)
+    embedder, calibration = load_embedder_with_calibration(run, model, detect=detect, flip=flip)
     chosen, how = pick_threshold(calibration, far, threshold, str(run or model))
     score = pair_score(embedder, first, second)
     decision = "same" if score >= chosen else "different"

@@ -19,8 +19,8 @@ import pandas as pd
 from ffem_cli.console import progress_bar
 from ffem_cli.evaluate import metrics, plots
 from ffem_cli.evaluate.binset import BinSet, decode_faces, insightface_kfold, read_bin
-from ffem_cli.evaluate.embedding import Embedder, embed_faces
 from ffem_cli.evaluate.report import mean_std, write_results
+from ffem_cli.inference.embedding import Embedder, embed_faces
 
 FAR_TARGETS = (1e-1, 1e-2, 1e-3, 1e-4)
 

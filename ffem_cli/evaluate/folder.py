@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ffem_cli.evaluate.embedding import Embedder, compute_embeddings, folder_sources
 from ffem_cli.evaluate.plots import score_histogram_png
 from ffem_cli.evaluate.report import write_results
 from ffem_cli.evaluate.retrieval import evaluate_retrieval
 from ffem_cli.images import scan_identity_folder
+from ffem_cli.inference.embedding import Embedder, compute_embeddings, folder_sources
 
 KS = (1, 5, 10)
 

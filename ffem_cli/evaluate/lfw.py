@@ -36,7 +36,6 @@ import pandas as pd
 
 from ffem_cli.errors import FfemError
 from ffem_cli.evaluate import metrics, plots
-from ffem_cli.evaluate.embedding import Embedder, FaceSource
 from ffem_cli.evaluate.pairfiles import (
     PairList,
     check_images_exist,
@@ -52,6 +51,7 @@ from ffem_cli.evaluate.verification import (
     verification_summary,
 )
 from ffem_cli.images import ImageReadError, image_size
+from ffem_cli.inference.embedding import Embedder, FaceSource
 
 # x1, y1, x2, y2 on the 250x250 LFW images: the median of MTCNN's boxes over
 # 300 images (one random image per person; interquartile range about +-5 px).

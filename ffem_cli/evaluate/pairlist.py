@@ -24,7 +24,6 @@ from pathlib import Path
 from ffem_cli import atomic
 from ffem_cli.errors import FfemError
 from ffem_cli.evaluate import metrics, plots
-from ffem_cli.evaluate.embedding import Embedder
 from ffem_cli.evaluate.pairfiles import read_label_pairs
 from ffem_cli.evaluate.report import mean_std, write_results
 from ffem_cli.evaluate.verification import (
@@ -33,6 +32,7 @@ from ffem_cli.evaluate.verification import (
     score_pair_file,
     verification_summary,
 )
+from ffem_cli.inference.embedding import Embedder
 
 FAR_TARGETS = (1e-1, 1e-2, 1e-3, 1e-4)
 SCORE_FORMATS = ("csv", "ee488b")

@@ -21,7 +21,7 @@ import numpy as np
 
 from ffem_cli.errors import FfemError
 from ffem_cli.evaluate.metrics import r_precision_and_map_at_r, recall_at_k
-from ffem_cli.evaluate.search import topk_search
+from ffem_cli.inference.search import topk_search
 
 
 @dataclass(frozen=True)

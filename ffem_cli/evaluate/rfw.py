@@ -46,7 +46,6 @@ import pandas as pd
 
 from ffem_cli.errors import FfemError
 from ffem_cli.evaluate import metrics, plots
-from ffem_cli.evaluate.embedding import Embedder, FaceSource, compute_embeddings
 from ffem_cli.evaluate.pairfiles import (
     check_images_exist,
     read_rfw_landmarks,
@@ -55,9 +54,10 @@ from ffem_cli.evaluate.pairfiles import (
 )
 from ffem_cli.evaluate.report import mean_std, write_results
 from ffem_cli.evaluate.retrieval import evaluate_retrieval, seed_recall_at_1
-from ffem_cli.evaluate.search import pair_scores
 from ffem_cli.evaluate.verification import NO_FACE_SCORE, fold_accuracy
 from ffem_cli.images import scan_identity_folder
+from ffem_cli.inference.embedding import Embedder, FaceSource, compute_embeddings
+from ffem_cli.inference.search import pair_scores
 
 RACES = ("African", "Asian", "Caucasian", "Indian")
 

@@ -17,9 +17,9 @@ import pandas as pd
 
 from ffem_cli.errors import FfemError
 from ffem_cli.evaluate import metrics
-from ffem_cli.evaluate.embedding import Embedder, FaceSource, compute_embeddings
 from ffem_cli.evaluate.pairfiles import PairList
-from ffem_cli.evaluate.search import pair_scores
+from ffem_cli.inference.embedding import Embedder, FaceSource, compute_embeddings
+from ffem_cli.inference.search import pair_scores
 
 NO_FACE_SCORE = -1.0
 

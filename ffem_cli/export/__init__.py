@@ -5,7 +5,7 @@ L2-normalised ``(N, D)`` embeddings; each one is checked against the Keras
 model on real, packed or synthetic faces before it is written (see
 ``exporter``). Public API::
 
-    source = load_source(run=Path("runs/x"))
+    source = export_source(load_model_source(run=Path("runs/x"), model_file=None))
     jobs = check_request(["tflite", "onnx"], ["none", "float16"], has_calibration=False)
     faces = gather_faces(source)
     written = export(source, jobs, faces, source.default_output)
@@ -19,9 +19,9 @@ from ffem_cli.export.exporter import (
     ExportSource,
     check_request,
     export,
+    export_source,
     gather_faces,
     keras_runtime,
-    load_source,
 )
 from ffem_cli.export.parity import UNQUANTIZED_MIN_COSINE, Parity
 from ffem_cli.export.runtimes import embed_in_batches, load_runtime
@@ -39,8 +39,8 @@ __all__ = [
     "embed_in_batches",
     "export",
     "export_name",
+    "export_source",
     "gather_faces",
     "keras_runtime",
     "load_runtime",
-    "load_source",
 ]

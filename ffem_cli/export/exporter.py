@@ -25,12 +25,14 @@ from ffem_cli import atomic
 from ffem_cli.errors import FfemError
 from ffem_cli.export import converters, metadata, runtimes
 from ffem_cli.export.converters import CALIBRATED, FORMATS, QUANTIZATIONS, export_name
-from ffem_cli.export.faces import FaceCrop, folder_faces, pack_faces, synthetic_faces
+from ffem_cli.export.faces import folder_faces, pack_faces, synthetic_faces
 from ffem_cli.export.parity import UNQUANTIZED_MIN_COSINE, Parity, cosine_parity
 from ffem_cli.export.quiet import captured_output
 from ffem_cli.export.verification import KerasDecision, ValPairs, keras_decision, load_val_pairs
 from ffem_cli.inference.calibration import calibration_beside
-from ffem_cli.rundir import RunDir, load_model_file
+from ffem_cli.inference.embedding import FacePrep
+from ffem_cli.inference.models import ModelSource
+from ffem_cli.rundir import RunDir
 
 PARITY_NAME = "parity.json"
 # What tf.saved_model.save writes: a SavedModel folder from before the
@@ -42,7 +44,7 @@ SAVEDMODEL_ENTRIES = frozenset({"saved_model.pb", "variables", "assets", "finger
 class ExportSource:
     """The embedder to export and what is known about it.
 
-    ``crop``: how faces were cut in training (``run.toml`` ``[data]``);
+    ``prep``: how faces were cut in training (``run.toml`` ``[data]``);
     ``pack``: the pack the run trained on when it still exists;
     ``provenance``: run path, model file, backbone … for the metadata;
     ``default_output``: ``RUN/export/``, or ``export/`` beside a ``--model`` file.
@@ -51,7 +53,7 @@ class ExportSource:
     model: object
     image_size: int
     embedding_size: int
-    crop: FaceCrop
+    prep: FacePrep
     pack: Path | None
     provenance: dict
     default_output: Path
@@ -86,58 +88,24 @@ class ExportedFile:
         return UNQUANTIZED_MIN_COSINE if self.quantization == "none" else None
 
 
-def load_source(
-    run: Path | None = None, model_file: Path | None = None, image_size: int | None = None
-) -> ExportSource:
-    """The embedder of a run directory or of a ``.keras`` file; ``FfemError`` on bad input."""
-    if (run is None) == (model_file is None):
-        raise FfemError("give exactly one of --run RUN_DIR or --model FILE.keras")
-    data: dict = {}
-    model_table: dict = {}
-    if run is not None:
-        run_dir = RunDir(run)
-        if not run_dir.path.is_dir():
-            raise FfemError(f"{run}: no such run directory")
-        config = run_dir.read_config()
-        data, model_table = run_dir.face_data(), config.get("model", {})
-        model = run_dir.load_embedder()
-        model_path = run_dir.embedder_path
-    else:
-        model = load_model_file(model_file)
-        model_path = Path(model_file)
-    size = _input_size(model, model_path, data.get("image_size"), image_size)
-    embedding_size = int(model.output_shape[-1])
-    crop = FaceCrop(size, str(data.get("crop", "margin")), float(data.get("margin", 0.2)))
+def export_source(loaded: ModelSource) -> ExportSource:
+    """What ``ffem export`` knows of an embedder loaded by ``inference.models.load_model_source``."""
+    data, model_table = loaded.config.get("data", {}), loaded.config.get("model", {})
     pack = Path(data["pack"]) if data.get("pack") and Path(data["pack"]).is_dir() else None
+    prep = loaded.prep
     provenance = {
-        "run": str(Path(run).resolve()) if run is not None else None,
-        "model_file": str(model_path.resolve()),
-        "model_sha256": metadata.sha256_of(model_path),
+        "run": str(loaded.run.resolve()) if loaded.run is not None else None,
+        "model_file": str(loaded.model_file.resolve()),
+        "model_sha256": loaded.model_sha256,
         "backbone": model_table.get("backbone"),
         "pooling": model_table.get("pooling"),
-        "embedding_size": embedding_size,
-        "face_crop": {"image_size": size, "crop": crop.crop, "margin": crop.margin},
+        "embedding_size": loaded.embedding_size,
+        "face_crop": {"image_size": prep.image_size, "crop": prep.crop, "margin": prep.margin},
     }
-    default_output = RunDir(run).export_dir if run is not None else model_path.parent / "export"
-    calibration = calibration_beside(model_path, provenance["model_sha256"])
-    return ExportSource(model, size, embedding_size, crop, pack, provenance, default_output, calibration)
-
-
-def _input_size(model, model_path: Path, run_size, option_size: int | None) -> int:
-    shape = tuple(model.input_shape)
-    if len(shape) != 4 or shape[-1] != 3 or shape[1] != shape[2]:
-        raise FfemError(
-            f"{model_path}: expected an embedder taking (N, S, S, 3) faces, got input shape {shape}"
-        )
-    candidates = {int(v) for v in (shape[1], run_size, option_size) if v is not None}
-    if len(candidates) > 1:
-        raise FfemError(
-            f"{model_path}: conflicting input sizes {sorted(candidates)} "
-            "(model input, run.toml data.image_size, --image-size)"
-        )
-    if not candidates:
-        raise FfemError(f"{model_path}: the model's input size is not fixed; give --image-size")
-    return candidates.pop()
+    default_output = RunDir(loaded.run).export_dir if loaded.run is not None else loaded.model_file.parent / "export"
+    calibration = calibration_beside(loaded.model_file, loaded.model_sha256)
+    return ExportSource(loaded.model, prep.image_size, loaded.embedding_size, prep, pack, provenance,
+                        default_output, calibration)  # fmt: skip
 
 
 def gather_faces(
@@ -164,7 +132,7 @@ def gather_faces(
         calibration_faces = read[:calibration_count]
     if parity_images is not None:
         parity, described = (
-            folder_faces(parity_images, source.crop, parity_count),
+            folder_faces(parity_images, source.prep, parity_count),
             f"images in {parity_images}",
         )
     elif calibration_faces is not None:
@@ -185,13 +153,13 @@ def gather_faces(
         )
     else:
         parity, described = (
-            synthetic_faces(source.crop, parity_count),
+            synthetic_faces(source.prep, parity_count),
             "synthetic drawn faces (no pack or images given)",
         )
     calibration_source = (
         None if calibration is None else f"pack {calibration}, {len(calibration_faces)} faces"
     )
-    pairs = None if val_pairs is None else load_val_pairs(val_pairs, val_root, source.crop)
+    pairs = None if val_pairs is None else load_val_pairs(val_pairs, val_root, source.prep)
     return ExportFaces(
         parity, f"{described}: {len(parity)} faces", calibration_faces, calibration_source, pairs
     )

@@ -3,46 +3,25 @@
 Three sources, each giving uint8 ``(N, S, S, 3)`` RGB crops:
 
 * a pack directory (``ffem pack`` output): the faces as training saw them;
-* a folder of images: with an ``image_list.json`` the listed boxes are cut
-  with ``crop_face`` using the run's crop settings, otherwise every image is
-  taken as an already-cropped face and resized;
-* synthetic drawn faces (``data.synthetic``), cut with ``crop_face``: the
-  fallback when no real faces are given.
+* a folder of images: with an ``image_list.json`` the listed faces are cut
+  by the run's ``FacePrep`` (``inference.embedding``: the cut eval uses, so
+  an aligned run and a list without landmarks give margin crops of the
+  boxes), otherwise every image is taken as an already-cropped face and
+  resized;
+* synthetic drawn faces (``data.synthetic``), cut by the same ``FacePrep``:
+  the fallback when no real faces are given.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ffem_cli.data.crop import crop_face
 from ffem_cli.data.image_list import load_image_list
 from ffem_cli.errors import FfemError
 from ffem_cli.images import ImageReadError, is_image_file, read_rgb
-
-
-@dataclass(frozen=True)
-class FaceCrop:
-    """How faces are cut: the run's ``[data]`` table (``image_size``, ``crop``, ``margin``)."""
-
-    image_size: int
-    crop: str = "margin"
-    margin: float = 0.2
-
-    def cut(self, image: np.ndarray, box=None, landmarks=None) -> np.ndarray:
-        """``crop_face`` with these settings; ``box=None`` takes the whole image as the face."""
-        if box is None:
-            return crop_face(image, None, size=self.image_size)
-        return crop_face(
-            image,
-            box,
-            landmarks,
-            size=self.image_size,
-            margin=self.margin,
-            align=self.crop == "align",
-        )
+from ffem_cli.inference.embedding import FacePrep
 
 
 def pack_faces(pack_dir: Path, image_size: int, count: int) -> np.ndarray:
@@ -67,7 +46,7 @@ def pack_faces(pack_dir: Path, image_size: int, count: int) -> np.ndarray:
     return np.concatenate(batches)
 
 
-def folder_faces(folder: Path, crop: FaceCrop, count: int) -> np.ndarray:
+def folder_faces(folder: Path, prep: FacePrep, count: int) -> np.ndarray:
     """Up to ``count`` faces from a folder of images (see the module docstring)."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -81,10 +60,10 @@ def folder_faces(folder: Path, crop: FaceCrop, count: int) -> np.ndarray:
     faces = []
     for path, box, landmarks in items[:count]:
         try:
-            faces.append(crop.cut(read_rgb(path), box, landmarks))
+            faces.append(prep.cut(read_rgb(path), box, landmarks))
         except ImageReadError as exc:
             raise FfemError(str(exc)) from exc
-        except ValueError as exc:  # e.g. crop = "align" but the list has no landmarks
+        except ValueError as exc:  # e.g. an empty box or degenerate landmarks
             raise FfemError(
                 f"{list_path}: {path.relative_to(folder).as_posix()}: cannot cut the face ({exc})"
             ) from exc
@@ -93,8 +72,8 @@ def folder_faces(folder: Path, crop: FaceCrop, count: int) -> np.ndarray:
     return np.stack(faces)
 
 
-def synthetic_faces(crop: FaceCrop, count: int, seed: int = 0) -> np.ndarray:
-    """``count`` drawn faces of ``max(2, count // 4)`` synthetic identities, cut with ``crop_face``."""
+def synthetic_faces(prep: FacePrep, count: int, seed: int = 0) -> np.ndarray:
+    """``count`` drawn faces of ``max(2, count // 4)`` synthetic identities, cut by ``prep``."""
     from ffem_cli.data import synthetic
 
     rng = np.random.default_rng(seed)
@@ -103,5 +82,5 @@ def synthetic_faces(crop: FaceCrop, count: int, seed: int = 0) -> np.ndarray:
     for index in range(count):
         pixels, entry = synthetic.render(people[index % len(people)], rng)
         box = (entry["x1"], entry["y1"], entry["x2"], entry["y2"])
-        faces.append(crop.cut(pixels, box, np.asarray(entry["landmarks"])))
+        faces.append(prep.cut(pixels, box, np.asarray(entry["landmarks"])))
     return np.stack(faces)

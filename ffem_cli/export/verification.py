@@ -2,7 +2,7 @@
 
 The list is the ``ffem eval pairs`` format (``label,path1,path2``; 1 = same
 person), images taken as face crops and prepared exactly as ``ffem eval
-pairs`` does (``evaluate.embedding.prepare_face``). The threshold is the one
+pairs`` does (``inference.embedding.prepare_face``). The threshold is the one
 that maximises the Keras model's accuracy on the list; an export is scored
 with that same threshold, so the figure says whether the exported (maybe
 quantized) model still makes the Keras model's decisions.
@@ -17,10 +17,9 @@ import numpy as np
 
 from ffem_cli.console import progress_bar
 from ffem_cli.evaluate import metrics
-from ffem_cli.evaluate.embedding import FacePrep, FaceSource, prepare_face
 from ffem_cli.evaluate.pairfiles import check_images_exist, read_label_pairs
-from ffem_cli.evaluate.search import pair_scores
-from ffem_cli.export.faces import FaceCrop
+from ffem_cli.inference.embedding import FacePrep, FaceSource, prepare_face
+from ffem_cli.inference.search import pair_scores
 
 
 @dataclass(frozen=True)
@@ -50,15 +49,14 @@ class KerasDecision:
         return float(np.mean((pairs.scores(embeddings) >= self.threshold) == pairs.same))
 
 
-def load_val_pairs(list_path: Path, root: Path | None, crop: FaceCrop) -> ValPairs:
+def load_val_pairs(list_path: Path, root: Path | None, prep: FacePrep) -> ValPairs:
     """Read the list, check its images exist under ``root`` (default: the list's folder), prepare the faces."""
     pairs = read_label_pairs(Path(list_path))
     root = Path(root) if root is not None else Path(list_path).parent
     check_images_exist(pairs, root)
     names = list(dict.fromkeys([*pairs.first, *pairs.second]))
     position = {name: i for i, name in enumerate(names)}
-    prep = FacePrep(image_size=crop.image_size, crop=crop.crop, margin=crop.margin)
-    faces = np.empty((len(names), crop.image_size, crop.image_size, 3), dtype=np.uint8)
+    faces = np.empty((len(names), prep.image_size, prep.image_size, 3), dtype=np.uint8)
     with progress_bar(transient=True) as bar:
         task = bar.add_task("prepare pair faces", total=len(names), unit="img")
         for i, name in enumerate(names):

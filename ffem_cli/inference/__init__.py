@@ -1,6 +1,8 @@
-"""Using a trained model: thresholds and calibration, verification, open-set search, pair lists, batched detection.
+"""Using a trained model, for ``eval``, ``export``, ``embed``, ``search``, ``map``, ``calibrate``, ``verify`` and ``pairs``.
 
-Everything here sits below the commands (``calibrate``, ``verify``, ``search``,
-``pairs``, ``eval folder --open-set``) and above the core (models, face
-preparation in ``evaluate.embedding``, search in ``evaluate.search``).
+``models`` loads a run, a ``.keras`` file or an export; ``embedding`` prepares
+faces (``FacePrep``) and embeds them (batched, cached); ``search`` is the
+chunked top-k; ``gallery``, ``facemap`` and ``projector`` write and read
+galleries and draw them; ``thresholds``, ``calibration``, ``verify``,
+``openset``, ``pairs``, ``labelled`` and ``detection`` build on those.
 """

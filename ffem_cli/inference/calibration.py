@@ -25,8 +25,8 @@ import numpy as np
 
 from ffem_cli import __version__, atomic
 from ffem_cli.errors import FfemError
-from ffem_cli.evaluate.embedding import Embedder
-from ffem_cli.evaluate.search import pair_scores
+from ffem_cli.inference.embedding import Embedder
+from ffem_cli.inference.search import pair_scores
 from ffem_cli.inference.thresholds import FAR_TARGETS, calibrate_scores
 
 CALIBRATION_NAME = "calibration.json"
@@ -52,7 +52,7 @@ def scores_from_bin(embedder: Embedder, bin_path: Path, batch_size: int):
     (resized to the run's face size).
     """
     from ffem_cli.evaluate.binset import decode_faces, read_bin
-    from ffem_cli.evaluate.embedding import embed_faces
+    from ffem_cli.inference.embedding import embed_faces
 
     binset = read_bin(bin_path)
     faces = decode_faces(binset, embedder.prep.image_size)

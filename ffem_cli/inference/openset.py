@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ffem_cli.errors import FfemError
-from ffem_cli.evaluate.search import topk_search
+from ffem_cli.inference.search import topk_search
 from ffem_cli.inference.thresholds import needed_impostors, supported, threshold_at_far
 
 FPIR_TARGETS = (1e-1, 1e-2, 1e-3)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ffem_cli.errors import FfemError
-from ffem_cli.evaluate.embedding import Embedder, FaceSource, compute_embeddings
+from ffem_cli.inference.embedding import Embedder, FaceSource, compute_embeddings
 
 NO_FACE_EXIT = 2
 

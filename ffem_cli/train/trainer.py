@@ -217,7 +217,7 @@ def _build(config: TrainConfig, num_classes: int) -> tuple[object, object]:
     embedder = build_embedder(config.backbone, config.pooling, config.embedding_size, size, config.dropout,
                               config.head_l2)
     if config.init_from:
-        source = RunDir(config.init_from).load_embedder()
+        source = RunDir(config.init_from).load_keras_model()
         if tuple(source.input_shape[1:3]) != (size, size):
             raise FfemError(f"{config.init_from}: its embedder takes {source.input_shape[1]}-pixel faces, "
                             f"the pack has {size}")

@@ -62,20 +62,16 @@ def read_pairs(path: str | Path) -> PairList:
 
 
 def embed_pack(embedder, pack_dir: str | Path, batch_size: int = 128) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """``(image keys, labels (N,), embeddings (N, D))`` of every example of a pack, unaugmented."""
-    from ffem_cli.data.pipeline import eval_dataset
+    """``(image keys, labels (N,), embeddings (N, D))`` of every example of a pack, unaugmented, by the
+    Keras ``embedder`` being trained (``inference.labelled.pack_vectors``)."""
+    from ffem_cli.inference.labelled import pack_vectors
 
-    keys, labels, vectors = [], [], []
-    for images, batch_labels, paths in eval_dataset(pack_dir, batch_size):
-        vectors.append(np.asarray(embedder(images, training=False), dtype=np.float32))
-        labels.append(np.asarray(batch_labels))
-        keys += [key.decode("utf-8") for key in paths.numpy()]
-    return keys, np.concatenate(labels), np.concatenate(vectors)
+    return pack_vectors(lambda images: embedder(images, training=False), Path(pack_dir), batch_size)
 
 
 def embed_files(embedder, paths: list[Path], batch_size: int = 64) -> np.ndarray:
     """``(N, D)`` embeddings of image files taken as face crops, resized to the model's input."""
-    from ffem_cli.evaluate.embedding import FacePrep, FaceSource, prepare_face
+    from ffem_cli.inference.embedding import FacePrep, FaceSource, prepare_face
 
     prep = FacePrep(image_size=int(embedder.input_shape[1]))
     vectors = []

@@ -11,12 +11,17 @@ evaluation switches ``detect`` and ``flip``. How one face is cut out:
    ``ffem detect`` would keep gives the box and landmarks (an image without a
    face becomes *invalid*: it is kept, counted and reported by every
    protocol, never silently dropped);
-2. otherwise the source's landmarks (``crop = "align"``) or box
-   (``crop = "margin"``) are used with ``data.crop.crop_face``;
-   ``crop = "seed"`` (evaluation only, ``--crop seed``) is the seed FFEM
-   project's crop: the source's box, or ``crop.seed_box_from_landmarks``,
-   stretched to the face size with no margin;
+2. otherwise ``FacePrep.cut`` uses the source's landmarks (``crop =
+   "align"``) or box (``crop = "margin"``) with ``data.crop.crop_face``; an
+   aligned run given a box but no landmarks gets the margin crop of that box
+   (see ``FacePrep.cut``); ``crop = "seed"`` (evaluation only, ``--crop
+   seed``) is the seed FFEM project's crop: the source's box, or
+   ``crop.seed_box_from_landmarks``, stretched to the face size with no margin;
 3. a source with neither is taken as an already-cropped face and resized.
+
+``FacePrep`` is the one face-preparation type: eval, embed, search, verify,
+calibrate and export (its parity, calibration and ``--val-pairs`` faces) all
+cut faces with ``FacePrep.cut``, built by ``FacePrep.from_run``.
 
 ``flip``: test-time augmentation with the horizontally mirrored face.
 ``flip_mode = "sum"`` adds the two embeddings and re-normalises (insightface's
@@ -36,10 +41,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +53,6 @@ from ffem_cli import atomic
 from ffem_cli.console import progress_bar
 from ffem_cli.data.crop import crop_face, seed_box_from_landmarks
 from ffem_cli.errors import FfemError
-from ffem_cli.hashing import file_sha256
 from ffem_cli.images import ImageReadError, is_utf8_name, path_under, read_rgb, shown_name
 
 CACHE_FORMAT = 1
@@ -71,6 +76,40 @@ class FacePrep:
             raise FfemError(f"unknown crop mode {self.crop!r} (expected one of {', '.join(CROP_MODES)})")
         if self.flip_mode not in FLIP_MODES:
             raise FfemError(f"unknown flip mode {self.flip_mode!r} (expected one of {', '.join(FLIP_MODES)})")
+
+    @classmethod
+    def from_run(cls, data: Mapping[str, Any], **switches) -> FacePrep:
+        """How a model's faces were prepared in training, plus evaluation ``switches``.
+
+        ``data``: a run's checked ``run.toml`` ``[data]`` table
+        (``RunDir.face_data``), an export's recorded ``face_crop``, or
+        ``{"image_size": S}`` for a bare model file: ``image_size`` (pixels),
+        ``crop`` (default ``"margin"``) and ``margin`` (fraction of the box's
+        longer side, default 0.2). ``switches``: ``detect``, ``flip``,
+        ``flip_mode``, or ``crop`` to override the run's (``--crop seed``).
+        """
+        trained = {"image_size": int(data["image_size"]), "crop": str(data.get("crop", "margin")),
+                   "margin": float(data.get("margin", 0.2))}  # fmt: skip
+        return cls(**{**trained, **switches})
+
+    def cut(self, image: np.ndarray, box=None, landmarks=None) -> np.ndarray:
+        """The ``(S, S, 3)`` uint8 face of an RGB uint8 ``(H, W, 3)`` image.
+
+        ``box``: ``(x1, y1, x2, y2)`` pixels; ``landmarks``: ``(5, 2)`` ``(x, y)``
+        pixels; either may be ``None``. ``crop = "align"`` with landmarks: the
+        5-point alignment. With a box and no landmarks an aligned run gets the
+        margin crop of the box with the run's margin: the nearest preparation
+        the photo allows (``ffem eval lfw``'s fixed box, an ``image_list.json``
+        without landmarks); it is not an error, for eval and export alike.
+        Landmarks without a box: the MTCNN-like ``box_from_landmarks`` (or, for
+        ``"seed"``, ``seed_box_from_landmarks``). Neither: the whole image,
+        resized. ``ValueError`` on an empty box or degenerate landmarks.
+        """
+        align = self.crop == "align" and landmarks is not None
+        stretch = self.crop == "seed"
+        if not align and box is None and landmarks is not None:
+            box = seed_box_from_landmarks(landmarks) if stretch else box_from_landmarks(landmarks)
+        return crop_face(image, box, landmarks, size=self.image_size, margin=self.margin, align=align, stretch=stretch)
 
     @property
     def vector_factor(self) -> int:
@@ -142,53 +181,6 @@ class Embedder:
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
-def load_embedder(
-    run: Path | None,
-    model_path: Path | None,
-    image_size: int | None = None,
-    detect: bool = False,
-    flip: bool = False,
-    flip_mode: str = "sum",
-    crop: str | None = None,
-) -> Embedder:
-    """The model of ``--run RUN`` (its ``embedder.keras`` and ``run.toml`` [data]) or of ``--model FILE``.
-
-    With ``--model``, faces are prepared with the crop defaults (margin 0.2)
-    at ``image_size`` (default: the model's own input size, else 112).
-    ``crop`` overrides the crop mode (e.g. ``"seed"`` for the seed's RFW crop).
-    """
-    from ffem_cli.rundir import RunDir, load_model_file
-
-    if (run is None) == (model_path is None):
-        raise FfemError("give exactly one of --run RUN_DIR or --model MODEL.keras")
-    if run is not None:
-        rundir = RunDir(run)
-        data = rundir.face_data()
-        model_file = rundir.embedder_path
-        model = rundir.load_embedder()
-        prep = FacePrep(image_size=data["image_size"], crop=data["crop"], margin=data["margin"],
-                        detect=detect, flip=flip, flip_mode=flip_mode)
-        if image_size is not None and image_size != prep.image_size:
-            raise FfemError(f"--image-size {image_size} contradicts {rundir.config_path} (image_size = {prep.image_size})")
-    else:
-        model_file = Path(model_path)
-        model = load_model_file(model_file)
-        prep = FacePrep(image_size=image_size or _model_side(model) or 112, detect=detect, flip=flip, flip_mode=flip_mode)
-    if crop is not None:
-        prep = replace(prep, crop=crop)
-    side = _model_side(model)
-    if side is not None and side != prep.image_size:
-        raise FfemError(f"{model_file}: the model takes {side}x{side} faces but image_size is {prep.image_size}")
-    # the absolute path: a gallery records it, and ffem search may run from another folder
-    return Embedder(model=model, model_sha256=file_sha256(model_file), prep=prep,
-                    description=str(Path(model_file).resolve()))
-
-
-def _model_side(model) -> int | None:
-    shape = model.input_shape
-    return int(shape[1]) if shape[1] is not None and shape[1] == shape[2] else None
-
-
 def prepare_face(source: FaceSource, prep: FacePrep, detection=None, image: np.ndarray | None = None) -> np.ndarray:
     """The ``(S, S, 3)`` uint8 face of ``source`` (``detection``: ``(box, landmarks)`` from MTCNN;
     ``image``: the source already decoded)."""
@@ -198,12 +190,8 @@ def prepare_face(source: FaceSource, prep: FacePrep, detection=None, image: np.n
     else:
         box = source.box
         landmarks = None if source.landmarks is None else np.asarray(source.landmarks, dtype=np.float64)
-    align = prep.crop == "align" and landmarks is not None
-    stretch = prep.crop == "seed"
-    if not align and box is None and landmarks is not None:
-        box = seed_box_from_landmarks(landmarks) if stretch else box_from_landmarks(landmarks)
     try:
-        return crop_face(image, box, landmarks, size=prep.image_size, margin=prep.margin, align=align, stretch=stretch)
+        return prep.cut(image, box, landmarks)
     except ValueError as exc:
         raise FfemError(f"{source.path}: cannot cut out the face ({exc})") from exc
 

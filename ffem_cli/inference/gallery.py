@@ -10,6 +10,10 @@ preparation, so ``ffem search`` can embed a query the same way without being
 told the model again, and ``ffem embed --append`` adds only images whose
 content is new, with the same model and preparation. Every change rewrites
 the file atomically.
+
+``look_up`` is ``ffem search``: the model named on the command line or the
+one the gallery records (``embedder_for``), the ``k`` nearest faces, and in
+open set the answer at a calibrated or given threshold (``Lookup``).
 """
 
 from __future__ import annotations
@@ -22,10 +26,12 @@ import numpy as np
 
 from ffem_cli import atomic
 from ffem_cli.errors import FfemError
-from ffem_cli.evaluate.embedding import Embedder, FaceSource, compute_embeddings, folder_sources
-from ffem_cli.evaluate.search import topk_search
 from ffem_cli.hashing import file_sha256
 from ffem_cli.images import is_image_file, scan_identity_folder
+from ffem_cli.inference.calibration import pick_threshold
+from ffem_cli.inference.embedding import Embedder, FaceSource, compute_embeddings, folder_sources
+from ffem_cli.inference.models import calibration_of, load_embedder
+from ffem_cli.inference.search import topk_search
 
 METADATA_KEY = b"ffem"
 
@@ -270,6 +276,60 @@ def search(embedder: Embedder, query: Path, gallery: Gallery, k: int) -> list[di
         for r, (s, i) in enumerate(zip(scores[0], indices[0], strict=True))
         if i >= 0
     ]  # fmt: skip
+
+
+def embedder_for(gallery: Gallery, run: Path | None, model: Path | None, detect: bool) -> Embedder:
+    """The model of ``--run``/``--model``, else the one ``gallery`` records, preparing faces with the
+    gallery's ``flip``/``flip_mode`` (the recorded model: also its face side and ``detect``)."""
+    prep = gallery.metadata.get("preparation", {})
+    if run is None and model is None:
+        recorded = gallery.metadata.get("model")
+        if not recorded:
+            raise FfemError("the gallery does not name its model; give --run or --model")
+        if not Path(recorded).is_file():
+            raise FfemError(f"the gallery's model {recorded} is not there any more; give --run or --model")
+        return load_embedder(None, Path(recorded), image_size=prep.get("image_size"), detect=detect or prep.get("detect", False),
+                             flip=prep.get("flip", False), flip_mode=prep.get("flip_mode", "sum"))  # fmt: skip
+    return load_embedder(run, model, detect=detect, flip=prep.get("flip", False), flip_mode=prep.get("flip_mode", "sum"))
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """``ffem search``'s result: ``matches`` (``search``'s rows, best first) and, in open set, the
+    cosine ``threshold`` an answer must reach and ``how`` it was chosen."""
+
+    matches: list[dict]
+    threshold: float | None = None
+    how: str = ""
+
+    @property
+    def open_set(self) -> bool:
+        return self.threshold is not None
+
+    def accepts(self, match: dict) -> bool:
+        """Whether ``match`` reaches the open-set threshold."""
+        return self.open_set and match["score"] >= self.threshold
+
+    @property
+    def answer(self) -> str:
+        """The best match's identity (its path in a flat gallery) when accepted, else ``"unknown"``."""
+        best = self.matches[0] if self.matches else None
+        return (best["identity"] or best["path"]) if best and self.accepts(best) else "unknown"
+
+
+def look_up(query: Path, gallery_path: Path, k: int, run: Path | None = None, model: Path | None = None,
+            detect: bool = False, far: float | None = None, threshold: float | None = None) -> Lookup:  # fmt: skip
+    """The ``k`` faces of the gallery at ``gallery_path`` nearest the face in ``query``; with ``far`` or
+    ``threshold`` also the open-set threshold (``calibration.pick_threshold``: ``--threshold``, the
+    calibrated one at ``--far``, else the EER one)."""
+    if not Path(query).is_file():
+        raise FfemError(f"{query}: no such image")
+    faces = read_gallery(gallery_path)
+    embedder = embedder_for(faces, run, model, detect)
+    if far is None and threshold is None:
+        return Lookup(search(embedder, query, faces, k))
+    chosen, how = pick_threshold(calibration_of(embedder), far, threshold, embedder.description)
+    return Lookup(search(embedder, query, faces, k), chosen, how)
 
 
 def project_2d(vectors: np.ndarray, method: str, seed: int = 0) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 Both are written atomically as PNG. Thumbnails are read from the gallery's
 paths; an unreadable image is drawn as a grey square (the picture is still
-complete and the count is returned).
+complete and the count is returned). ``gallery_map`` is ``ffem map``'s PNG:
+a gallery laid out by ``gallery.project_2d``.
 """
 
 from __future__ import annotations
@@ -101,3 +102,13 @@ def face_map(
         draw.text((10, 6), title, fill=(0, 0, 0))
     _save(canvas, output)
     return len(shown)
+
+
+def gallery_map(faces, name: str, output: Path, method: str = "pca", size: int = 1600, max_thumbnails: int = 2000) -> int:
+    """``face_map`` of a read ``gallery.Gallery`` laid out by ``project_2d`` (``method``: pca or tsne,
+    any case), titled with ``name``; returns how many thumbnails were drawn."""
+    from ffem_cli.inference.gallery import project_2d
+
+    coords = project_2d(faces.vectors, method.lower())
+    title = f"{name}: {len(faces.paths)} faces, {method.upper()}"
+    return face_map(coords, faces.paths, faces.identities, output, size, max_thumbnails, title)

@@ -24,7 +24,7 @@ from PIL import Image
 
 from ffem_cli import atomic
 from ffem_cli.errors import FfemError
-from ffem_cli.evaluate.facemap import _thumbnail
+from ffem_cli.inference.facemap import _thumbnail
 
 SPRITE_LIMIT = 8192  # pixels per side TensorBoard's projector accepts
 MAX_THUMBNAIL = 64
