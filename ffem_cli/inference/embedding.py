@@ -256,9 +256,6 @@ class Embeddings:
     def num_invalid(self) -> int:
         return int((~self.valid).sum())
 
-    def invalid_paths(self) -> list[str]:
-        return [str(self.sources[i].path) for i in np.flatnonzero(~self.valid)]
-
 
 def compute_embeddings(
     embedder: Embedder,

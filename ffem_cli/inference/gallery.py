@@ -230,7 +230,6 @@ def gallery_columns(table, path: Path):
             and isinstance(prep, dict) and type(prep.get("image_size", 1)) is int and prep.get("image_size", 1) > 0
             and all(isinstance(prep.get(key, False), bool) for key in ("detect", "flip"))):
         raise bad("its 'ffem' metadata has fields of the wrong type (model, model_sha256, preparation)")
-        raise FfemError(f"{path}: the gallery has no faces")
     for name, kind in (("path", pa.types.is_string), ("identity", pa.types.is_string),
                        ("face_found", pa.types.is_boolean)):
         if name in table.column_names and not kind(table.schema.field(name).type):
