@@ -14,8 +14,14 @@ DATA=${DATA:-}
 FFEM=${FFEM:-.venv/bin/ffem}
 PY=${PY:-.venv/bin/python}
 EPOCHS=${EPOCHS:-8}
+# Start from an empty $DEMO, but only ever delete a folder an earlier demo made.
+if [ -e "$DEMO" ] && [ -n "$(ls -A "$DEMO" 2>/dev/null)" ] && [ ! -f "$DEMO/.ffem-demo" ]; then
+  echo "error: $DEMO exists and was not made by the demo; set DEMO to a new folder" >&2
+  exit 1
+fi
 rm -rf "$DEMO"
 mkdir -p "$DEMO"
+touch "$DEMO/.ffem-demo"
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 if [ -z "$DATA" ]; then

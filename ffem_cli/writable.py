@@ -32,3 +32,15 @@ def check_writable(path: str | os.PathLike, folder: bool = False) -> None:
         raise FfemError(f"{path}: cannot be created, {parent} is not a folder")
     if not os.access(parent, os.W_OK | os.X_OK, effective_ids=True):
         raise FfemError(f"{path}: cannot be created, {parent} is not writable (permission denied)")
+
+
+def check_new_file(path: str | os.PathLike, overwrite: bool) -> None:
+    """``check_writable`` for a single output file, which must also not exist yet unless ``overwrite``.
+
+    A plain file carries no mark of who wrote it, so ffem replaces one only
+    when asked: ``--overwrite`` on every command that writes a file to a
+    path the user names.
+    """
+    check_writable(path)
+    if not overwrite and Path(path).exists():
+        raise FfemError(f"{path}: already exists; pass --overwrite to replace it")

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from ffem_cli.commands.options import OVERWRITE
 from ffem_cli.console import err, out, progress_updates
 from ffem_cli.errors import FfemError
 from ffem_cli.images import DEFAULT_MAX_PIXELS
@@ -41,6 +42,7 @@ def detect(
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help="Reject images whose header claims more pixels (decompression bombs) before decoding them."),
     max_side: int = typer.Option(2048, "--max-side", help="Shrink larger photos to this longer side (pixels) before detection; boxes are mapped back."),
     follow_symlinks: bool = typer.Option(False, "--follow-symlinks", help="Read images through symlinks that leave ROOT (refused by default)."),
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """Find one face per photo with MTCNN and write the image list.
 
@@ -52,8 +54,12 @@ def detect(
     continues with --resume, and the list is only written, atomically, when
     the run completes.
     """
-    from ffem_cli.data.detect import DetectOptions, detect_folder
+    from ffem_cli.data.detect import DetectOptions, default_rejects_path, detect_folder
+    from ffem_cli.data.image_list import label_map_path
+    from ffem_cli.writable import check_new_file
 
+    for path in (output, label_map_path(output), rejects or default_rejects_path(output)):
+        check_new_file(path, overwrite or resume)  # --resume continues the files an earlier run wrote
     options = DetectOptions(
         batch_size=batch_size, min_face_size=min_face_size, thresholds=parse_thresholds(threshold), workers=workers,
         max_pixels=max_pixels, max_side=max_side, follow_symlinks=follow_symlinks,

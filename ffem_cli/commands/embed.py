@@ -11,9 +11,10 @@ from pathlib import Path
 
 import typer
 
+from ffem_cli.commands.options import OVERWRITE
 from ffem_cli.console import err, out
 from ffem_cli.errors import FfemError
-from ffem_cli.writable import check_writable
+from ffem_cli.writable import check_new_file, check_writable
 
 
 def embed(
@@ -31,6 +32,7 @@ def embed(
         None, "--faces", help="image_list.json (e.g. from ffem detect) with each image's box and landmarks."
     ),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Faces per model call."),
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """Embed a folder of faces into a Parquet gallery (readable with pandas/pyarrow), or grow one with --append."""
     from ffem_cli.inference.gallery import embed_folder
@@ -38,7 +40,10 @@ def embed(
 
     if (output is None) == (append is None):
         raise FfemError("give one of --output GALLERY (write a new gallery) or --append GALLERY (grow one)")
-    check_writable(output if output is not None else append)
+    if output is not None:
+        check_new_file(output, overwrite)
+    else:
+        check_writable(append)
     embedder = load_embedder(run, model, image_size=image_size, detect=detect, flip=flip)
     target = output if output is not None else append
     counts = embed_folder(embedder, root, target, batch_size, faces, append=append is not None)
@@ -62,6 +67,7 @@ def search(
     output: Path | None = typer.Option(None, "--output", "-o", help="Also draw the query and its matches as a PNG strip."),
     far: float | None = typer.Option(None, "--far", min=0.0, max=1.0, help="Open set: answer 'unknown' below the calibrated threshold of this false-accept rate."),
     threshold: float | None = typer.Option(None, "--threshold", help="Open set: answer 'unknown' below this cosine similarity."),
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """Find the gallery faces most similar to a photo: a table of matches and scores.
 
@@ -72,7 +78,7 @@ def search(
     from ffem_cli.inference import facemap, gallery
 
     if output is not None:
-        check_writable(output)
+        check_new_file(output, overwrite)
     found = gallery.look_up(query, gallery_path, k, run, model, detect, far, threshold)
     columns = ["rank", "score", "identity", "path"] + (["match"] if found.open_set else [])
     print_table(f"Nearest faces to {query.name}", columns,
@@ -94,6 +100,7 @@ def map_command(
     method: str = typer.Option("pca", "--method", help="pca (default) or tsne."),
     size: int = typer.Option(1600, "--size", min=200, max=20000, help="Width and height of the PNG in pixels."),
     max_thumbnails: int = typer.Option(2000, "--max-thumbnails", min=1, help="Faces drawn as thumbnails (the rest as dots)."),
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """Draw a 2-D map of a gallery where similar faces lie close, with thumbnails and identity colours;
     --projector writes the gallery for TensorBoard's embedding projector."""
@@ -103,7 +110,7 @@ def map_command(
     if output is None and projector is None:
         raise FfemError("give --output PNG, --projector DIR, or both")
     if output is not None:
-        check_writable(output)
+        check_new_file(output, overwrite)
     faces = gallery.read_gallery(gallery_path)
     if projector is not None:
         side = projector_module.write_projector(projector, faces.vectors, faces.paths, faces.identities,

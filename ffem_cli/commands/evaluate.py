@@ -18,9 +18,10 @@ from pathlib import Path
 
 import typer
 
+from ffem_cli.commands.options import OVERWRITE
 from ffem_cli.console import err
 from ffem_cli.errors import FfemError
-from ffem_cli.writable import check_writable
+from ffem_cli.writable import check_new_file, check_writable
 
 RUN = typer.Option(None, "--run", help="Run directory with embedder.keras and run.toml (faces prepared as in training).")
 MODEL = typer.Option(None, "--model", help="A .keras embedding model that is not a run (crop defaults: margin 0.2).")
@@ -137,6 +138,7 @@ def pairs(
     output_format: str = typer.Option(
         "csv", "--output-format", help="csv: label,first,second,score with a header; ee488b: EE488B's headerless score,label,path1,path2."
     ),
+    overwrite: bool = OVERWRITE,
     run: Path | None = RUN,
     model: Path | None = MODEL,
     image_size: int | None = IMAGE_SIZE,
@@ -150,6 +152,8 @@ def pairs(
     """Any pair list (EE488B format): EER (also EE488B's), AUC, 10-fold accuracy and TAR@FAR 1e-1..1e-4."""
     from ffem_cli.evaluate import pairlist as protocol
 
+    if output is not None:
+        check_new_file(output, overwrite)
     embedder, output_dir, cache_dir = _prepare("pairs", run, model, image_size, detect, flip, output_dir, no_cache, flip_mode)
     report = protocol.evaluate_pair_list(embedder, list_path, root, output_dir, cache_dir, output, batch_size, output_format)
     _show(protocol.console_rows, report, output_dir)

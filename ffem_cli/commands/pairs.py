@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from ffem_cli.commands.options import OVERWRITE
 from ffem_cli.console import err
 
 
@@ -16,11 +17,14 @@ def pairs(
     folds: int = typer.Option(10, "--folds", min=1, help="Identity-disjoint folds (no person in two folds)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the fold split and the draws."),
     fmt: str = typer.Option("ee488b", "--format", help="ee488b: 'label,path1,path2' lines; lfw: LFW's pairs.txt layout."),
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """Draw N genuine + N impostor pairs in identity-disjoint folds (as LFW's View 2 is built); refuses when it cannot."""
     from ffem_cli import atomic
     from ffem_cli.inference.pairs import format_pair_list, labelled_keys, make_pair_list
+    from ffem_cli.writable import check_new_file
 
+    check_new_file(output, overwrite)
     keys, labels = labelled_keys(source)
     draw = make_pair_list(labels, count, folds, seed)
     atomic.write_text(output, format_pair_list(draw, keys, fmt.lower()))
