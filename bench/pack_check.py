@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.reference import reference_line  # noqa: E402
 from ffem_cli.data import pack_check  # noqa: E402
-from ffem_cli.data.pack import shard_name, tfrecord_frame  # noqa: E402
+from ffem_cli.data.pack import tfrecord_frame  # noqa: E402
+from ffem_cli.data.packdir import PackDir, shard_name  # noqa: E402
 from ffem_cli.hashing import file_sha256  # noqa: E402
 
 SHARDS = 64
@@ -70,8 +71,8 @@ def write_pack(folder: Path, records: int, payload_bytes: int, classes: int = 10
              label=np.asarray(columns["label"], np.int32))
     manifest = {"image_size": 112, "crop": "margin", "margin": 0.2, "num_examples": records,
                 "num_classes": classes, "shards": shards,
-                "index": {"file": "index.npz", "sha256": file_sha256(folder / "index.npz")}}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+                "index": {"file": "index.npz", "sha256": file_sha256(PackDir(folder).index_path)}}
+    PackDir(folder).manifest_path.write_text(json.dumps(manifest))
 
 
 def read_all(folder: Path) -> None:

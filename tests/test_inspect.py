@@ -9,6 +9,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from ffem_cli.cli import app
+from ffem_cli.data.packdir import PackDir
 
 FACES = [(label, jpeg((112, 112), 5 * label + i)) for label, count in enumerate([1, 3, 5]) for i in range(count)]
 
@@ -36,7 +37,7 @@ def test_verify_names_the_damaged_record_by_shard_and_offset(tmp_path):
     rec = write_recordio(tmp_path / "rec", FACES)
     assert run("pack", rec, "-o", tmp_path / "p", "--shards", "1").exit_code == 0
     shard = next((tmp_path / "p").glob("faces-*.tfrecord"))
-    with __import__("numpy").load(tmp_path / "p" / "index.npz") as index:
+    with __import__("numpy").load(PackDir(tmp_path / "p").index_path) as index:
         offset = int(index["offset"][3]) - 12  # the frame starts 12 bytes before its payload
         length = int(index["length"][3])
     data = bytearray(shard.read_bytes())

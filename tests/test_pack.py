@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 from ffem_cli.cli import app
 from ffem_cli.data.crop import crop_face
 from ffem_cli.data.image_list import fingerprint, load_image_list
-from ffem_cli.data.pack import PackSettings, encode_face, pack, shard_name
+from ffem_cli.data.pack import PackSettings, encode_face, pack
+from ffem_cli.data.packdir import PackDir, shard_name
 from ffem_cli.errors import FfemError
 from ffem_cli.hashing import file_sha256
 from ffem_cli.images import read_rgb
@@ -84,14 +85,14 @@ def packed(labelled_list, tmp_path_factory):
 def test_manifest_counts_checksums_and_settings(packed, labelled_list):
     output, result = packed
     root, list_path = labelled_list
-    manifest = json.loads((output / "manifest.json").read_text())
+    manifest = PackDir(output).read_manifest_json()
     assert manifest["num_examples"] == result.images == 36
     assert sum(s["count"] for s in manifest["shards"]) == 36
     assert [s["file"] for s in manifest["shards"]] == [shard_name(i, 4) for i in range(4)]
     assert manifest["shards"][0]["file"] == "faces-00000-of-00004.tfrecord"
     for shard in manifest["shards"]:
         assert file_sha256(output / shard["file"]) == shard["sha256"]
-    assert manifest["index"]["sha256"] == file_sha256(output / "index.npz")
+    assert manifest["index"]["sha256"] == file_sha256(PackDir(output).index_path)
     assert (manifest["num_classes"], manifest["image_size"], manifest["crop"]) == (6, 112, "margin")
     assert manifest["margin"] == 0.2 and manifest["settings"]["jpeg_quality"] == 95
     assert manifest["label_map"] == json.loads((list_path.parent / "image_list.label_map.json").read_text())
@@ -161,7 +162,7 @@ def test_align_mode_is_recorded(labelled_list, tmp_path):
         PackSettings(shards=2, crop="align", image_size=64),
         workers=1,
     )
-    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    manifest = PackDir(tmp_path / "a").read_manifest_json()
     assert (manifest["crop"], manifest["image_size"], manifest["num_examples"]) == ("align", 64, 36)
 
 
@@ -181,7 +182,7 @@ def test_resume_keeps_good_shards_and_rewrites_a_corrupted_one(packed, labelled_
     root, list_path = labelled_list
     output = tmp_path / "faces"
     shutil.copytree(source, output)
-    original = json.loads((output / "manifest.json").read_text())
+    original = PackDir(output).read_manifest_json()
     damaged = output / shard_name(2, 4)
     data = bytearray(damaged.read_bytes())
     data[100] ^= 0xFF
@@ -193,7 +194,7 @@ def test_resume_keeps_good_shards_and_rewrites_a_corrupted_one(packed, labelled_
     assert result.kept_shards == 3 and result.images_written == original["shards"][2]["count"]
     assert {i: (output / shard_name(i, 4)).stat().st_mtime_ns for i in (0, 1, 3)} == untouched
     assert file_sha256(damaged) == original["shards"][2]["sha256"]
-    manifest = json.loads((output / "manifest.json").read_text())
+    manifest = PackDir(output).read_manifest_json()
     assert manifest["shards"] == original["shards"]
     assert not list(output.glob("*.done")) and not (output / "pack-progress.json").exists()
 
@@ -233,8 +234,6 @@ KILLER = textwrap.dedent(
 def test_killed_pack_leaves_nothing_that_looks_finished_and_resume_completes(
     packed, labelled_list, tmp_path
 ):
-    from ffem_cli.data.pipeline import read_manifest
-
     clean, _ = packed
     root, list_path = labelled_list
     output = tmp_path / "faces"
@@ -253,7 +252,7 @@ def test_killed_pack_leaves_nothing_that_looks_finished_and_resume_completes(
     done = json.loads((output / (shard_name(0, 4) + ".done")).read_text())
     assert done["sha256"] == file_sha256(output / shard_name(0, 4))
     with pytest.raises(FfemError, match="not a finished pack"):
-        read_manifest(output)
+        PackDir(output).manifest()
 
     result = pack(list_path, root, output, SETTINGS, workers=1, resume=True)
     assert result.kept_shards == 1
@@ -289,7 +288,7 @@ def test_corrupt_image_is_skipped_and_reported(labelled_list, tmp_path):
     data = (photos / victim).read_bytes()
     (photos / victim).write_bytes(data[: len(data) // 3])  # header intact, image data cut
     result = pack(list_path, photos, tmp_path / "faces", SETTINGS, workers=1)
-    manifest = json.loads((tmp_path / "faces" / "manifest.json").read_text())
+    manifest = PackDir(tmp_path / "faces").read_manifest_json()
     assert manifest["num_examples"] == result.images == 35
     assert [(s["path"], s["reason"]) for s in manifest["skipped"]] == [(victim, "corrupt")]
 

@@ -10,11 +10,11 @@ import pytest
 
 from ffem_cli.data.image_list import load_image_list
 from ffem_cli.data.pack import PackSettings, pack, plan_shards
+from ffem_cli.data.packdir import PackDir
 from ffem_cli.data.pipeline import (
     Augment,
     eval_dataset,
     pk_batches,
-    read_manifest,
     steps_per_epoch,
     train_dataset,
 )
@@ -148,20 +148,20 @@ def test_eval_dataset_yields_every_face_once_in_file_order(pack_dir, synthetic_f
 
 def test_read_manifest_errors(tmp_path, pack_dir):
     with pytest.raises(FfemError) as caught:
-        read_manifest(tmp_path)
+        PackDir(tmp_path).manifest()
     assert (
         str(caught.value)
         == f"{tmp_path}: not a finished pack (no manifest.json); run ffem pack first"
     )
-    (tmp_path / "manifest.json").write_text("{")
+    PackDir(tmp_path).manifest_path.write_text("{")
     with pytest.raises(FfemError, match=r"manifest.json: unreadable manifest \(Expecting"):
-        read_manifest(tmp_path)
-    (tmp_path / "manifest.json").write_text(json.dumps({"image_size": 112}))
+        PackDir(tmp_path).manifest()
+    PackDir(tmp_path).manifest_path.write_text(json.dumps({"image_size": 112}))
     with pytest.raises(
         FfemError, match="malformed manifest \\(missing crop, num_examples, num_classes, shards\\)"
     ):
-        read_manifest(tmp_path)
-    assert read_manifest(pack_dir)["num_examples"] == 36
+        PackDir(tmp_path).manifest()
+    assert PackDir(pack_dir).manifest()["num_examples"] == 36
 
 
 def test_batch_larger_than_the_pack_is_refused(pack_dir):
@@ -193,7 +193,7 @@ def test_pack_and_pipeline_over_300_lfw_images(lfw_root, tmp_path):
     list_path.write_text(json.dumps(entries))
     result = pack(list_path, images, tmp_path / "lfw", PackSettings(shards=4), workers=2)
     assert result.images == len(entries) and result.skipped == []
-    assert read_manifest(tmp_path / "lfw")["num_classes"] == label
+    assert PackDir(tmp_path / "lfw").manifest()["num_classes"] == label
     images_, labels = next(
         iter(train_dataset(tmp_path / "lfw", 0, epoch=0, seed=0, augment=True, pk=(8, 4)))
     )

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 from face_sources import jpeg, write_recordio
 from typer.testing import CliRunner
 
 from ffem_cli.cli import app
+from ffem_cli.data.packdir import PackDir
 from ffem_cli.data.shaping import Shaping, shape
 from ffem_cli.data.sources import SourceTable
 from ffem_cli.errors import FfemError
@@ -111,7 +110,7 @@ def test_pack_merges_two_recordio_sets_through_the_cli(tmp_path):
               "--shards", "1", "--max-images-per-identity", "1"],
     )
     assert result.exit_code == 0, result.output
-    manifest = json.loads((tmp_path / "p" / "manifest.json").read_text())
+    manifest = PackDir(tmp_path / "p").read_manifest_json()
     assert manifest["label_map"] == {"ms1m/0": 0, "ms1m/1": 1, "glint/0": 2}
     assert manifest["num_examples"] == 3
     assert [s["name"] for s in manifest["sources"]] == ["ms1m", "glint"]

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from ffem_cli.cli import app
 from ffem_cli.data.crop import crop_face
+from ffem_cli.data.packdir import PackDir
 from ffem_cli.data.tfrecord import iter_frames, parse_example
 
 
@@ -64,7 +65,7 @@ def test_recordio_faces_at_the_pack_size_are_copied_through_unchanged(recordio, 
     assert result.exit_code == 0, result.output
     records = pack_records(tmp_path / "p")
     assert sorted((image, label) for image, label, _ in records) == sorted((image, label) for label, image in FACES)
-    manifest = json.loads((tmp_path / "p" / "manifest.json").read_text())
+    manifest = PackDir(tmp_path / "p").read_manifest_json()
     assert manifest["sources"][0]["format"] == "insightface-recordio"
     assert len(manifest["sources"][0]["fingerprint"]) == 64
     assert (manifest["num_examples"], manifest["num_classes"]) == (12, 3)
@@ -162,7 +163,7 @@ def test_seed_tfrecord_is_cropped_with_the_pack_settings(tmp_path):
     expected = crop_face(np.asarray(Image.open(io.BytesIO(items[0][0])).convert("RGB")), items[0][2], size=64, margin=0.1)
     got = np.asarray(Image.open(io.BytesIO(image)).convert("RGB"), dtype=np.int16)
     assert label == 0 and np.abs(got - expected).mean() < 3  # JPEG round trip only
-    manifest = json.loads((tmp_path / "p" / "manifest.json").read_text())
+    manifest = PackDir(tmp_path / "p").read_manifest_json()
     assert manifest["boxes_clipped"] == 1 and manifest["num_rejected"] == 1
     rejects = json.loads((tmp_path / "p" / "rejects.json").read_text())
     assert [(r["path"], r["reason"]) for r in rejects] == [(f"train.tfrecord@{offsets[5]}", "box-outside")]
@@ -206,7 +207,7 @@ def test_crops_folder_passes_faces_through_and_resizes_others(tmp_path):
     records = {key: (image, label) for image, label, key in pack_records(tmp_path / "p")}
     assert records["ann/0.jpg"] == ((root / "ann/0.jpg").read_bytes(), 0)
     assert Image.open(io.BytesIO(records["bob/0.jpg"][0])).size == (112, 112)
-    manifest = json.loads((tmp_path / "p" / "manifest.json").read_text())
+    manifest = PackDir(tmp_path / "p").read_manifest_json()
     assert manifest["label_map"] == {"ann": 0, "bob": 1}
 
 
@@ -217,7 +218,7 @@ def test_grouped_crops_can_be_shaped_by_group(tmp_path):
     )
     result = run("pack", root, "--crops", "-o", tmp_path / "p", "--shards", "1", "--groups", "Asian")
     assert result.exit_code == 0, result.output
-    manifest = json.loads((tmp_path / "p" / "manifest.json").read_text())
+    manifest = PackDir(tmp_path / "p").read_manifest_json()
     assert manifest["label_map"] == {"Asian/m2": 0, "Asian/m3": 1}
     assert manifest["label_groups"] == ["Asian", "Asian"] and manifest["num_examples"] == 4
     result = run("pack", root, "--crops", "-o", tmp_path / "q", "--groups", "Martian")
@@ -234,7 +235,7 @@ def test_crops_follow_the_input_path_rule_and_guarded_reads(tmp_path):
     (root / os.fsdecode(b"caf\xe9") / "1.jpg").write_bytes(jpeg((112, 112), 8))
     result = run("pack", root, "--crops", "-o", tmp_path / "p", "--shards", "1")
     assert result.exit_code == 0, result.output
-    manifest = json.loads((tmp_path / "p" / "manifest.json").read_text())
+    manifest = PackDir(tmp_path / "p").read_manifest_json()
     assert {(s["path"], s["reason"]) for s in manifest["skipped"]} == {
         ("bob/out.jpg", "outside-root"), ("bob/gone.jpg", "missing")
     }
@@ -244,7 +245,7 @@ def test_crops_follow_the_input_path_rule_and_guarded_reads(tmp_path):
     # A pack with rejects.json is still a pack: --overwrite replaces it, and the link may be followed.
     result = run("pack", root, "--crops", "-o", tmp_path / "p", "--shards", "1", "--overwrite", "--follow-symlinks")
     assert result.exit_code == 0, result.output
-    manifest = json.loads((tmp_path / "p" / "manifest.json").read_text())
+    manifest = PackDir(tmp_path / "p").read_manifest_json()
     assert manifest["num_examples"] == 4 and "bob/out.jpg" not in {s["path"] for s in manifest["skipped"]}
 
 
@@ -268,7 +269,7 @@ def test_loose_boxes_are_clipped_counted_and_rejected_without_stopping_the_pack(
     )
     result = run("pack", list_path, "--root", root, "-o", tmp_path / "p", "--shards", "1")
     assert result.exit_code == 0, result.output
-    manifest = json.loads((tmp_path / "p" / "manifest.json").read_text())
+    manifest = PackDir(tmp_path / "p").read_manifest_json()
     assert (manifest["num_examples"], manifest["boxes_clipped"], manifest["num_rejected"]) == (3, 2, 1)
     rejects = json.loads((tmp_path / "p" / "rejects.json").read_text())
     assert [(r["path"], r["reason"], r["detail"], r["source"]) for r in rejects] == [
@@ -291,7 +292,7 @@ def test_relabel_compacts_gaps_and_records_old_to_new(tmp_path):
     )
     result = run("pack", list_path, "--root", root, "-o", tmp_path / "p", "--relabel", "--shards", "1")
     assert result.exit_code == 0, result.output
-    manifest = json.loads((tmp_path / "p" / "manifest.json").read_text())
+    manifest = PackDir(tmp_path / "p").read_manifest_json()
     assert manifest["label_origin"] == [[[0, 0]], [[0, 2]]] and manifest["num_classes"] == 2
     assert sorted((key, label) for _, label, key in pack_records(tmp_path / "p")) == [("a/1.jpg", 0), ("c/1.jpg", 1)]
 
@@ -321,12 +322,12 @@ def test_depth_2_image_list_is_shaped_by_group_and_merged_with_recordio(recordio
     (tmp_path / "image_list.label_map.json").write_text(json.dumps({"African/m1": 0, "Asian/m2": 1}))
     result = run("pack", list_path, "--root", root, "-o", tmp_path / "p", "--groups", "Asian", "--shards", "1")
     assert result.exit_code == 0, result.output
-    manifest = json.loads((tmp_path / "p" / "manifest.json").read_text())
+    manifest = PackDir(tmp_path / "p").read_manifest_json()
     assert manifest["label_map"] == {"Asian/m2": 0} and manifest["label_groups"] == ["Asian"]
     result = run("pack", list_path, recordio, "--root", root, "-o", tmp_path / "q", "--shards", "1",
                  "--identities", "3", "--seed", "1")
     assert result.exit_code == 0, result.output
-    manifest = json.loads((tmp_path / "q" / "manifest.json").read_text())
+    manifest = PackDir(tmp_path / "q").read_manifest_json()
     assert manifest["num_classes"] == 3 and manifest["shaping"]["identities"] == 3
     assert {s["format"] for s in manifest["sources"]} == {"image-list", "insightface-recordio"}
     assert all("/" in name for name in manifest["label_map"])  # prefixed by their source

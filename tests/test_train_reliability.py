@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from ffem_cli.cli import app
 from ffem_cli.data import pack_check
+from ffem_cli.data.packdir import PackDir
 from ffem_cli.errors import FfemError
 from ffem_cli.hashing import file_sha256
 from ffem_cli.train import checkpoint
@@ -129,17 +130,17 @@ def test_resume_refuses_another_pack_and_keeps_the_recorded_fingerprint(pack_dir
 
 def corrupt(pack: Path, how: str) -> None:
     """Damage a copy of a pack the way ``how`` says."""
-    manifest = json.loads((pack / "manifest.json").read_text())
+    manifest = PackDir(pack).read_manifest_json()
     shard = pack / manifest["shards"][1]["file"]
-    with np.load(pack / "index.npz") as archive:
+    with np.load(PackDir(pack).index_path) as archive:
         index = {key: archive[key] for key in archive.files}
     first = int(index["offset"][index["shard"] == 1][0])
 
     def write_index():
         with open(pack / "index.npz", "wb") as handle:
             np.savez(handle, **index)
-        manifest["index"]["sha256"] = file_sha256(pack / "index.npz")
-        (pack / "manifest.json").write_text(json.dumps(manifest))
+        manifest["index"]["sha256"] = file_sha256(PackDir(pack).index_path)
+        PackDir(pack).manifest_path.write_text(json.dumps(manifest))
 
     if how == "truncated shard":
         shard.write_bytes(shard.read_bytes()[:-100])
@@ -150,7 +151,7 @@ def corrupt(pack: Path, how: str) -> None:
         data[first + 40] ^= 0x01
         shard.write_bytes(bytes(data))
     elif how == "garbage index":
-        (pack / "index.npz").write_bytes(b"PK\x03\x04 not a zip at all" * 10)
+        PackDir(pack).index_path.write_bytes(b"PK\x03\x04 not a zip at all" * 10)
     elif how == "labels shifted in one shard":
         index["label"][index["shard"] == 1] = (index["label"][index["shard"] == 1] + 1) % 8
         write_index()
@@ -160,7 +161,7 @@ def corrupt(pack: Path, how: str) -> None:
     elif how.startswith("manifest "):
         key, value = how.split()[1], json.loads(how.split(maxsplit=2)[2])
         manifest[key] = value
-        (pack / "manifest.json").write_text(json.dumps(manifest))
+        PackDir(pack).manifest_path.write_text(json.dumps(manifest))
 
 
 CORRUPTIONS = {
@@ -206,8 +207,8 @@ def test_garbage_index_is_one_line_for_every_pack_reader(pack_dir, tmp_path):
 def test_only_verify_reads_every_record_and_a_bad_record_in_training_is_one_line(pack_dir, tmp_path, monkeypatch):
     pack = tmp_path / "pack"
     shutil.copytree(pack_dir, pack)
-    manifest = json.loads((pack / "manifest.json").read_text())
-    with np.load(pack / "index.npz") as archive:
+    manifest = PackDir(pack).read_manifest_json()
+    with np.load(PackDir(pack).index_path) as archive:
         offset, length = int(archive["offset"][40]), int(archive["length"][40])
         assert archive["shard"][40] == 0 and archive["shard"][39] == 0 and archive["shard"][41] == 0
     shard = pack / manifest["shards"][0]["file"]
@@ -285,4 +286,4 @@ def test_read_only_folder_is_one_line_before_any_work(pack_dir, tmp_path):
 
 def test_a_finished_run_records_the_pack_fingerprint(pack_dir, reference):
     saved = tomllib.loads((reference / "run.toml").read_text())
-    assert saved["data"]["manifest_sha256"] == file_sha256(pack_dir / "manifest.json")
+    assert saved["data"]["manifest_sha256"] == file_sha256(PackDir(pack_dir).manifest_path)

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ffem_cli.console import err, out, progress_bar
+from ffem_cli.console import err, out, progress_updates
 
 
 def pack(
@@ -109,15 +109,7 @@ def pack(
     )
     opened = [open_source(path, root, crops, strict_boxes, relabel, follow_symlinks) for path in sources]
     # The bar starts once validation has passed, so a bad list prints only its error line.
-    bar = progress_bar()
-    task = bar.add_task("pack", total=None, unit="img")
-
-    def on_progress(done: int, total: int) -> None:
-        if not bar.live.is_started:
-            bar.start()
-        bar.update(task, completed=done, total=total)
-
-    try:
+    with progress_updates("pack", unit="img") as on_progress:
         result = pack_sources(
             opened,
             output,
@@ -128,8 +120,6 @@ def pack(
             overwrite=overwrite,
             on_progress=on_progress,
         )
-    finally:
-        bar.stop()
     table = Table(title=f"ffem pack → {result.output}", show_header=False)
     table.add_row("images written", f"{result.images:,}")
     table.add_row("identities", f"{result.identities:,}")

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ffem_cli import atomic
-from ffem_cli.data.pack import INDEX, MANIFEST, PackSettings, encode_record
+from ffem_cli.data.pack import PackSettings, encode_record
+from ffem_cli.data.packdir import INDEX, MANIFEST, PackDir
 from ffem_cli.data.sources import open_source
 from ffem_cli.data.tfrecord import FrameError, parse_example, read_frame
 from ffem_cli.errors import FfemError
@@ -52,8 +52,8 @@ class Inspection:
 
 def inspect_path(path: Path, root: Path | None = None, crops: bool = False) -> Inspection:
     """Open a pack folder (``manifest.json``) or any source ``pack`` reads."""
-    if path.is_dir() and (path / MANIFEST).exists():
-        return _inspect_pack(path)
+    if path.is_dir() and PackDir(path).manifest_path.exists():
+        return _inspect_pack(PackDir(path))
     source = open_source(path, root, crops)
     table = source.table()
     settings = PackSettings()
@@ -78,25 +78,19 @@ def _rejected_label(rejected: list[dict]) -> str:
     return f"rejected ({', '.join(reasons)})" if reasons else "rejected"
 
 
-def _read_manifest(folder: Path) -> dict:
-    """The manifest as a dict (not ``data.pipeline.read_manifest``: that module imports TensorFlow)."""
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FfemError(f"{folder / MANIFEST}: unreadable ({exc})") from None
-    if not isinstance(manifest, dict) or "shards" not in manifest:
-        raise FfemError(f"{folder / MANIFEST}: not an ffem pack manifest")
+def _read_manifest(pack: PackDir) -> dict:
+    """The manifest, unchecked but for its shard list (inspect looks at damaged packs too)."""
+    manifest = pack.read_manifest_json()
+    if "shards" not in manifest:
+        raise FfemError(f"{pack.manifest_path}: not an ffem pack manifest")
     return manifest
 
 
-def _inspect_pack(folder: Path) -> Inspection:
-    manifest = _read_manifest(folder)
-    try:
-        with np.load(folder / INDEX) as index:
-            shard, offset, length, labels = (index[k] for k in ("shard", "offset", "length", "label"))
-    except (OSError, ValueError, KeyError) as exc:
-        raise FfemError(f"{folder / INDEX}: unreadable ({exc}); inspect --verify names the damage") from None
-    files = [folder / s["file"] for s in manifest["shards"]]
+def _inspect_pack(pack: PackDir) -> Inspection:
+    manifest = _read_manifest(pack)
+    index = pack.read_index("; inspect --verify names the damage")
+    shard, offset, length, labels = (index[k] for k in ("shard", "offset", "length", "label"))
+    files = [pack.shard_path(s["file"]) for s in manifest["shards"]]
 
     def read_face(row: int) -> Image.Image:
         with open(files[shard[row]], "rb") as handle:
@@ -113,7 +107,7 @@ def _inspect_pack(folder: Path) -> Inspection:
     if "boxes_clipped" in manifest:
         counts["boxes clipped"] = int(manifest["boxes_clipped"])
         counts["rejected before packing"] = int(manifest["num_rejected"])
-    return Inspection("ffem pack", folder, labels.astype(np.int64), names, read_face, counts)
+    return Inspection("ffem pack", pack.path, labels.astype(np.int64), names, read_face, counts)
 
 
 def write_pictures(found: Inspection, output: Path, seed: int = 0) -> list[Path]:
@@ -174,12 +168,13 @@ def verify_pack(folder: Path) -> list[str]:
     or index, or one whose hash differs without a damaged frame (records
     replaced whole), is named too.
     """
-    if not (folder / MANIFEST).exists():
-        raise FfemError(f"{folder}: no manifest.json; --verify checks a finished ffem pack")
-    manifest = _read_manifest(folder)
+    pack = PackDir(folder)
+    if not pack.manifest_path.exists():
+        raise FfemError(f"{folder}: no {MANIFEST}; --verify checks a finished ffem pack")
+    manifest = _read_manifest(pack)
     problems = []
     for shard in manifest["shards"]:
-        path = folder / shard["file"]
+        path = pack.shard_path(shard["file"])
         if not path.is_file():
             problems.append(f"{shard['file']}: missing")
         elif file_sha256(path) != shard["sha256"]:
@@ -188,7 +183,7 @@ def verify_pack(folder: Path) -> list[str]:
             if not damaged:
                 problems.append(f"{shard['file']}: sha256 differs from the manifest, but every record reads")
     index = manifest.get("index", {})
-    if index and (not (folder / INDEX).is_file() or file_sha256(folder / INDEX) != index.get("sha256")):
+    if index and (not pack.index_path.is_file() or file_sha256(pack.index_path) != index.get("sha256")):
         problems.append(f"{INDEX}: missing or its sha256 differs from the manifest")
     return problems
 

@@ -6,16 +6,8 @@ shapes them into one label space; this module writes the faces without
 knowing where they came from. A face that is already a JPEG at the pack
 size with no box (RecordIO, crops) is copied through without decoding.
 
-Layout of a pack directory::
-
-    faces-00000-of-00016.tfrecord …   one tf.train.Example per face:
-                                      image/encoded (JPEG), image/label (int64),
-                                      image/path (bytes, the image-list key)
-    index.npz                         per example: shard, byte offset, length, label
-                                      (lets the P×K sampler read records directly)
-    rejects.json                      faces left out before packing, with reasons
-    manifest.json                     written LAST: settings, sources, shaping, counts,
-                                      checksums, skips
+The layout of a pack directory and its checks belong to ``data.packdir``
+(``PackDir``); this module only writes it.
 
 How it stays honest when killed:
 
@@ -50,7 +42,6 @@ implementation in Python (correct but slower).
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import io
 import json
@@ -72,24 +63,12 @@ from PIL import Image
 from ffem_cli import __version__, atomic
 from ffem_cli.data.crop import crop_face_image
 from ffem_cli.data.image_list import FaceEntry
+from ffem_cli.data.packdir import FORMAT, MANIFEST, PROGRESS, PackDir, is_pack_file, shard_name
 from ffem_cli.data.shaping import ShapedSet, Shaping, shape
 from ffem_cli.data.sources import Record, Source, SourceTable, open_source
 from ffem_cli.errors import FfemError
 from ffem_cli.hashing import file_sha256
 from ffem_cli.images import ImageReadError, decode_rgb, jpeg_size, open_rgb
-
-MANIFEST = "manifest.json"
-INDEX = "index.npz"
-REJECTS = "rejects.json"
-PROGRESS = "pack-progress.json"
-DONE_SUFFIX = ".done"
-PACK_FORMAT = "ffem-pack/1"
-
-
-def shard_name(index: int, count: int) -> str:
-    """``faces-00003-of-00016.tfrecord``."""
-    return f"faces-{index:05d}-of-{count:05d}.tfrecord"
-
 
 # ---------------------------------------------------------------- TFRecord encoding
 
@@ -334,10 +313,6 @@ def _write_shard_in_worker(job: _ShardJob) -> ShardResult:
 # ---------------------------------------------------------------- driver
 
 
-def _done_path(shard: Path) -> Path:
-    return shard.with_name(shard.name + DONE_SUFFIX)
-
-
 def _write_done(shard: Path, record: dict) -> None:
     """Write a shard's ``.done`` record: temporary name + rename, without fsync.
 
@@ -345,7 +320,7 @@ def _write_done(shard: Path, record: dict) -> None:
     lost or empty, and ``_read_done`` then treats the shard as not done. The
     shard itself and the manifest are fsynced.
     """
-    path = _done_path(shard)
+    path = PackDir(shard.parent).done_path(shard.name)
     tmp = path.with_name(f"{atomic.TMP_PREFIX}{path.name}")
     tmp.write_text(json.dumps(record), encoding="utf-8")
     os.replace(tmp, path)
@@ -353,7 +328,7 @@ def _write_done(shard: Path, record: dict) -> None:
 
 def _read_done(shard: Path) -> dict | None:
     try:
-        record = json.loads(_done_path(shard).read_text(encoding="utf-8"))
+        record = json.loads(PackDir(shard.parent).done_path(shard.name).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
     return record if isinstance(record, dict) else None
@@ -396,20 +371,11 @@ def _open_tables(sources: list[Source], settings: PackSettings) -> list[SourceTa
     return tables
 
 
-def is_pack_file(name: str) -> bool:
-    """True for a name a pack folder holds: manifest, index, rejects, progress, shards, their records, temporaries."""
-    return (
-        name in (MANIFEST, INDEX, REJECTS, PROGRESS)
-        or fnmatch.fnmatch(name, "faces-*-of-*.tfrecord")
-        or fnmatch.fnmatch(name, f"faces-*-of-*.tfrecord{DONE_SUFFIX}")
-        or name.startswith(atomic.TMP_PREFIX)
-    )
-
-
 def check_pack_folder(output: Path) -> None:
     """``FfemError`` unless ``output`` is absent, empty, or a (finished or unfinished) pack and nothing else."""
+    pack = PackDir(output)
     if output.is_dir() and not output.is_symlink() and any(output.iterdir()):
-        if not ((output / MANIFEST).is_file() or (output / PROGRESS).is_file()):
+        if not (pack.manifest_path.is_file() or pack.progress_path.is_file()):
             raise FfemError(
                 f"{output}: exists and is not an ffem pack (no {MANIFEST} or {PROGRESS}); "
                 "choose a new folder for the pack"
@@ -425,7 +391,8 @@ def _clear_stale(output: Path) -> None:
 
 
 def _remove_pack_files(output: Path) -> None:
-    for path in (output / MANIFEST, output / INDEX, output / PROGRESS, output / REJECTS):
+    pack = PackDir(output)
+    for path in (pack.manifest_path, pack.index_path, pack.progress_path, pack.rejects_path):
         path.unlink(missing_ok=True)
     for path in output.glob("faces-*-of-*.tfrecord*"):
         path.unlink(missing_ok=True)
@@ -433,7 +400,7 @@ def _remove_pack_files(output: Path) -> None:
 
 def _progress_record(settings: PackSettings, source_fingerprint: str) -> dict:
     return {
-        "format": PACK_FORMAT,
+        "format": FORMAT,
         "settings": asdict(settings),
         "source_fingerprint": source_fingerprint,
     }
@@ -445,16 +412,17 @@ def _finished_shards(output: Path, expected: dict, names: list[str]) -> dict[str
     A finished pack being re-checked is first turned back into an unfinished
     one (progress + ``.done`` records, no manifest) until it is re-sealed.
     """
-    manifest_path = output / MANIFEST
-    if manifest_path.exists():
-        manifest = _read_json(manifest_path)
+    pack = PackDir(output)
+    hint = "; rerun without --resume to start over"
+    if pack.manifest_path.exists():
+        manifest = pack.read_manifest_json(hint)
         previous = {
             "format": manifest.get("format"),
             "settings": manifest.get("settings"),
             "source_fingerprint": manifest.get("source", {}).get("fingerprint"),
         }
-    elif (output / PROGRESS).exists():
-        previous = _read_json(output / PROGRESS)
+    elif pack.progress_path.exists():
+        previous = _read_json(pack.progress_path, hint)
     else:
         return {}
     if previous != expected:
@@ -462,19 +430,19 @@ def _finished_shards(output: Path, expected: dict, names: list[str]) -> dict[str
             f"{output}: the pack there was made from another list or with other settings; "
             "rerun without --resume (and with --overwrite if it is finished) to start over"
         )
-    if manifest_path.exists():
-        index = _load_index(output / INDEX) if (output / INDEX).exists() else None
+    if pack.manifest_path.exists():
+        index = pack.read_index(hint) if pack.index_path.exists() else None
         records = _records_from_manifest(manifest, index)
-        atomic.write_json(output / PROGRESS, expected)
+        atomic.write_json(pack.progress_path, expected)
         for name, record in records.items():
             if record is not None:
-                _write_done(output / name, record)
-        manifest_path.unlink()
+                _write_done(pack.shard_path(name), record)
+        pack.manifest_path.unlink()
     else:
-        records = {n: _read_done(output / n) for n in names if _done_path(output / n).exists()}
+        records = {n: _read_done(pack.shard_path(n)) for n in names if pack.done_path(n).exists()}
     kept = {}
     for name, record in records.items():
-        shard = output / name
+        shard = pack.shard_path(name)
         if (
             record is not None
             and name in names
@@ -504,18 +472,11 @@ def _records_from_manifest(manifest: dict, index: dict | None) -> dict[str, dict
     return records
 
 
-def _read_json(path: Path) -> dict:
+def _read_json(path: Path, hint: str) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FfemError(
-            f"{path}: unreadable ({exc}); rerun without --resume to start over"
-        ) from exc
-
-
-def _load_index(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path) as data:
-        return {name: data[name] for name in data.files}
+        raise FfemError(f"{path}: unreadable ({exc}){hint}") from exc
 
 
 def pack(
@@ -564,7 +525,7 @@ def pack_sources(
     if settings.shards > len(shaped.refs):
         settings = replace(settings, shards=len(shaped.refs))
     check_pack_folder(output)
-    finished = (output / MANIFEST).exists()
+    finished = PackDir(output).manifest_path.exists()
     if finished and not (resume or overwrite):
         raise FfemError(
             f"{output}: already holds a finished pack (manifest.json); "
@@ -609,13 +570,14 @@ def _write_into(
 ) -> dict:
     """Write (or, with ``resume``, complete) the pack in the folder ``output``; the counts of ``PackResult``."""
     output.mkdir(parents=True, exist_ok=True)
+    pack = PackDir(output)
     _clear_stale(output)
     expected = _progress_record(settings, _sources_fingerprint(described, shaped.report))
     shard_names = [shard_name(i, settings.shards) for i in range(settings.shards)]
     kept = _finished_shards(output, expected, shard_names) if resume else {}
     if not kept:
         _remove_pack_files(output)
-    atomic.write_json(output / PROGRESS, expected)
+    atomic.write_json(pack.progress_path, expected)
 
     rows = np.stack([shaped.source.astype(np.int64), shaped.refs, shaped.labels], axis=1)
     jobs = []
@@ -626,7 +588,7 @@ def _write_into(
         job_sources = [
             source.for_refs(part[part[:, 0] == number, 1]) for number, source in enumerate(sources)
         ]
-        jobs.append(_ShardJob(i, output / shard_names[i], job_sources, part, settings))
+        jobs.append(_ShardJob(i, pack.shard_path(shard_names[i]), job_sources, part, settings))
     del rows
     results = dict(kept)
     results.update(_run_jobs(jobs, workers, on_progress))
@@ -639,19 +601,19 @@ def _write_into(
             f"{whose} {len(skipped)} images could be packed "
             f"(first: {first['path']}: {first['reason']}, {first['detail']}); no pack written"
         )
-    _write_index(output / INDEX, shards)
+    _write_index(pack.index_path, shards)
     rejected = [
         {**reject, "source": names[number]}
         for number, table in enumerate(tables)
         for reject in table.rejected
     ]
-    atomic.write_json(output / REJECTS, rejected)
+    atomic.write_json(pack.rejects_path, rejected)
     clipped = sum(table.clipped for table in tables)
-    manifest = _manifest(shards, settings, shaped, described, names, clipped, len(rejected), expected, output)
-    atomic.write_json(output / MANIFEST, manifest)
+    manifest = _manifest(shards, settings, shaped, described, names, clipped, len(rejected), expected, pack)
+    atomic.write_json(pack.manifest_path, manifest)
     for name in shard_names:
-        _done_path(output / name).unlink(missing_ok=True)
-    (output / PROGRESS).unlink(missing_ok=True)
+        pack.done_path(name).unlink(missing_ok=True)
+    pack.progress_path.unlink(missing_ok=True)
     return {
         "images": manifest["num_examples"],
         "images_written": sum(results[n].count for n in shard_names if n not in kept),
@@ -725,7 +687,7 @@ def _manifest(
     clipped: int,
     rejected: int,
     progress: dict,
-    output: Path,
+    pack: PackDir,
 ) -> dict:
     skipped = [{**skip, "shard": s.file} for s in shards for skip in s.skipped]
     labels = np.concatenate([np.asarray(s.labels, np.int64) for s in shards])
@@ -733,7 +695,7 @@ def _manifest(
         origin != [[0, label]] for label, origin in enumerate(shaped.origin)
     )
     manifest = {
-        "format": PACK_FORMAT,
+        "format": FORMAT,
         "ffem_version": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "settings": progress["settings"],
@@ -749,9 +711,9 @@ def _manifest(
         "shaping": shaped.report,
         "boxes_clipped": clipped,
         "num_rejected": rejected,
-        "rejects": {"file": REJECTS, "sha256": file_sha256(output / REJECTS)},
+        "rejects": {"file": pack.rejects_path.name, "sha256": file_sha256(pack.rejects_path)},
         "shards": [{"file": s.file, "count": s.count, "sha256": s.sha256} for s in shards],
-        "index": {"file": INDEX, "sha256": file_sha256(output / INDEX)},
+        "index": {"file": pack.index_path.name, "sha256": file_sha256(pack.index_path)},
         "skipped": skipped,
         "num_skipped": len(skipped),
     }

@@ -1,4 +1,4 @@
-"""``tf.data`` pipelines over a pack directory (see ``data/pack.py`` for its layout).
+"""``tf.data`` pipelines over a pack directory (``data.packdir.PackDir``: its layout and checks).
 
 * ``train_dataset`` — ONE epoch of augmented ``(images, labels)`` batches,
   ``images`` float32 ``(B, S, S, 3)`` RGB in ``[0, 255]``, ``labels`` int32
@@ -31,21 +31,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import mmap
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from ffem_cli.data import pack_check
+from ffem_cli.data.packdir import PackDir
 from ffem_cli.errors import FfemError
 
-MANIFEST = "manifest.json"
-INDEX = "index.npz"
-REQUIRED_KEYS = ("image_size", "crop", "num_examples", "num_classes", "shards")
 MIN_IMAGES_PER_IDENTITY = 2
 AUTOTUNE = tf.data.AUTOTUNE
 MIRROR_STREAM = 1  # numpy seed suffix that separates the flip draws from the P×K draws
@@ -112,42 +107,21 @@ class Augment:
         return cls(flip=True, scale=(0.85, 1.0), brightness=0.15, contrast=0.2, saturation=0.2)
 
 
-def read_manifest(pack_dir: str | Path) -> dict:
-    """The pack's ``manifest.json`` as a dict; ``FfemError`` when missing or malformed."""
-    path = Path(pack_dir) / MANIFEST
-    if not path.is_file():
-        raise FfemError(f"{pack_dir}: not a finished pack (no {MANIFEST}); run ffem pack first")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FfemError(f"{path}: unreadable manifest ({exc})") from exc
-    if not isinstance(manifest, dict):
-        raise FfemError(f"{path}: malformed manifest (not a JSON object)")
-    missing = [key for key in REQUIRED_KEYS if key not in manifest]
-    if missing:
-        raise FfemError(f"{path}: malformed manifest (missing {', '.join(missing)})")
-    pack_check.check_manifest_fields(manifest, path)
-    for shard in manifest["shards"]:
-        if not (Path(pack_dir) / shard["file"]).is_file():
-            raise FfemError(f"{pack_dir}: shard {shard['file']} listed in the manifest is missing")
-    return manifest
-
-
 def steps_per_epoch(
-    pack_dir: str | Path, batch_size: int, pk: tuple[int, int] | None = None
+    pack: PackDir | str | Path, batch_size: int, pk: tuple[int, int] | None = None
 ) -> int:
     """Batches in one ``train_dataset`` epoch (``pk`` overrides ``batch_size`` with P·K)."""
+    pack = PackDir.of(pack)
     if pk is not None:
         _check_pk(pk)
-        labels = _load_index(pack_dir)["label"]
-        _, counts = np.unique(labels, return_counts=True)
+        _, counts = np.unique(pack.index()["label"], return_counts=True)
         return int(counts[counts >= MIN_IMAGES_PER_IDENTITY].sum() // (pk[0] * pk[1]))
     _check_batch_size(batch_size)
-    return int(read_manifest(pack_dir)["num_examples"] // batch_size)
+    return int(pack.manifest()["num_examples"] // batch_size)
 
 
 def train_dataset(
-    pack_dir: str | Path,
+    pack: PackDir | str | Path,
     batch_size: int,
     *,
     epoch: int,
@@ -162,11 +136,12 @@ def train_dataset(
     batches are exactly those of ``train_dataset(...).skip(start_step)``,
     without reading or decoding the ones before it.
     """
-    manifest = read_manifest(pack_dir)
+    pack = PackDir.of(pack)
+    manifest = pack.manifest()
     augment = _as_augment(augment)
     size = int(manifest["image_size"])
     epoch_seed = _epoch_seed(seed, epoch)
-    index = _load_index(pack_dir)
+    index = pack.index()
     if pk is not None:
         order = pk_batches(index["label"], pk, seed, epoch)
         batch_size = pk[0] * pk[1]
@@ -174,7 +149,7 @@ def train_dataset(
         _check_batch_size(batch_size)
         if manifest["num_examples"] < batch_size:
             raise FfemError(
-                f"{pack_dir}: {manifest['num_examples']} images cannot fill one batch of {batch_size}"
+                f"{pack}: {manifest['num_examples']} images cannot fill one batch of {batch_size}"
             )
         order = _shuffled_batches(len(index["label"]), batch_size, epoch_seed)
     steps = len(order)
@@ -185,7 +160,7 @@ def train_dataset(
     # come from (seed, epoch) in numpy; per-image draws are keyed by position.
     mirror = _mirror_draws(epoch_seed, steps, batch_size, augment.flip)
     batches = tf.data.Dataset.zip(
-        _indexed_records(pack_dir, manifest, index, order[start_step:]),
+        _indexed_records(pack.shard_paths, index, order[start_step:]),
         tf.data.Dataset.from_tensor_slices(mirror[start_step:]),
     )
     decode = _train_batch_decoder(augment, size)
@@ -198,16 +173,17 @@ def train_dataset(
     return batches.prefetch(AUTOTUNE)
 
 
-def eval_dataset(pack_dir: str | Path, batch_size: int) -> tf.data.Dataset:
+def eval_dataset(pack: PackDir | str | Path, batch_size: int) -> tf.data.Dataset:
     """``(images float32 (B,S,S,3) in [0,255], labels int32 (B,), paths string (B,))`` in file order."""
-    manifest = read_manifest(pack_dir)
+    pack = PackDir.of(pack)
+    manifest = pack.manifest()
     _check_batch_size(batch_size)
-    index = _load_index(pack_dir)
+    index = pack.index()
     count = len(index["label"])
     batches = [
         np.arange(start, min(start + batch_size, count)) for start in range(0, count, batch_size)
     ]
-    dataset = _indexed_records(pack_dir, manifest, index, batches)
+    dataset = _indexed_records(pack.shard_paths, index, batches)
     decode = _eval_batch_decoder(int(manifest["image_size"]))
     return dataset.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
 
@@ -266,7 +242,7 @@ def _repeated(picks: np.ndarray) -> np.ndarray:
     return (np.diff(ordered, axis=-1) == 0).any(axis=-1)
 
 
-def _indexed_records(pack_dir, manifest: dict, index: dict, order):
+def _indexed_records(files: list[Path], index: dict, order):
     """Serialized records ``(B,)``, one batch per element: ``order`` is a sequence of int arrays
     (example indices in ``index.npz``), e.g. ``(steps, B)``.
 
@@ -274,7 +250,6 @@ def _indexed_records(pack_dir, manifest: dict, index: dict, order):
     shard, so the epoch's order is exact and costs no shuffle buffer; the
     Python generator runs once per batch, not per image.
     """
-    files = [Path(pack_dir) / s["file"] for s in manifest["shards"]]
     shard, offset, length = (
         [index[key][rows].tolist() for rows in order] for key in ("shard", "offset", "length")
     )
@@ -294,19 +269,6 @@ def _indexed_records(pack_dir, manifest: dict, index: dict, order):
     return tf.data.Dataset.from_generator(
         generate, output_signature=tf.TensorSpec((None,), tf.string)
     )
-
-
-def _load_index(pack_dir) -> dict[str, np.ndarray]:
-    path = Path(pack_dir) / INDEX
-    manifest = read_manifest(pack_dir)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            index = {name: data[name] for name in pack_check.INDEX_KEYS}
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise FfemError(f"{path}: unreadable pack index ({reason}); re-run ffem pack") from exc
-    pack_check.check_index(index, manifest, path)
-    return index
 
 
 # ---------------------------------------------------------------- parse and augment

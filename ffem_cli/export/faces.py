@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ffem_cli.data.image_list import load_image_list
+from ffem_cli.data.packdir import PackDir
 from ffem_cli.errors import FfemError
 from ffem_cli.images import ImageReadError, is_image_file, read_rgb
 from ffem_cli.inference.embedding import FacePrep
@@ -26,16 +27,16 @@ from ffem_cli.inference.embedding import FacePrep
 
 def pack_faces(pack_dir: Path, image_size: int, count: int) -> np.ndarray:
     """The first ``count`` faces of a pack (file order), uint8; ``FfemError`` on a size mismatch."""
-    from ffem_cli.data.pipeline import eval_dataset, read_manifest
+    from ffem_cli.data.pipeline import eval_dataset
 
-    manifest = read_manifest(pack_dir)
-    pack_size = int(manifest["image_size"])  # a required key (read_manifest checks it)
+    pack = PackDir(pack_dir)
+    pack_size = int(pack.manifest()["image_size"])  # a required key (PackDir.manifest checks it)
     if pack_size != image_size:
         raise FfemError(
             f"{pack_dir}: pack faces are {pack_size}x{pack_size} but the model takes {image_size}x{image_size}"
         )
     batches, total = [], 0
-    for images, _labels, _paths in eval_dataset(pack_dir, batch_size=64):
+    for images, _labels, _paths in eval_dataset(pack, batch_size=64):
         batch = np.clip(np.rint(np.asarray(images)), 0, 255).astype(np.uint8)
         batches.append(batch[: count - total])
         total += len(batches[-1])

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ffem_cli.console import progress_bar
+from ffem_cli.data.packdir import PackDir
 from ffem_cli.errors import FfemError
 from ffem_cli.inference.embedding import Embedder, compute_embeddings, embed_faces, folder_sources
 
@@ -43,9 +44,8 @@ def folder_embeddings(embedder: Embedder, root: Path, faces: Path | None, cache_
 
 def pack_embeddings(embedder: Embedder, pack_dir: Path, batch_size: int) -> LabelledEmbeddings:
     """Every face of a pack (file order); ``FfemError`` when its crop differs from the run's."""
-    from ffem_cli.data.pipeline import read_manifest
-
-    manifest = read_manifest(pack_dir)
+    pack = PackDir(pack_dir)
+    manifest = pack.manifest()
     prep = embedder.prep
     packed = (int(manifest["image_size"]), str(manifest["crop"]), float(manifest.get("margin", prep.margin)))
     wanted = (prep.image_size, prep.crop, prep.margin)
@@ -61,15 +61,14 @@ def pack_embeddings(embedder: Embedder, pack_dir: Path, batch_size: int) -> Labe
 
     with progress_bar() as bar:
         task = bar.add_task("embed pack", total=int(manifest["num_examples"]), unit="face")
-        keys, all_labels, vectors = pack_vectors(embed, pack_dir, batch_size, lambda n: bar.advance(task, n))
-    label_map = manifest.get("label_map") or {}
-    names = {int(label): str(name) for name, label in label_map.items()}
+        keys, all_labels, vectors = pack_vectors(embed, pack, batch_size, lambda n: bar.advance(task, n))
+    names = pack.label_names
     names = {int(label): names.get(int(label), str(label)) for label in np.unique(all_labels)}
     return LabelledEmbeddings(keys, all_labels, vectors, np.ones(len(keys), bool), names)
 
 
 def pack_vectors(
-    embed: Callable[[object], np.ndarray], pack_dir: Path, batch_size: int, on_batch: Callable[[int], None] | None = None
+    embed: Callable[[object], np.ndarray], pack_dir: PackDir | Path, batch_size: int, on_batch: Callable[[int], None] | None = None
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """``(image keys, labels (N,) int64, embeddings (N, D) float32)`` of every face of a pack, in file
     order, unaugmented: the one pack-embedding loop (``pack_embeddings``, training validation's

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ffem_cli.data.packdir import PackDir
 from ffem_cli.errors import FfemError
 
 
@@ -211,7 +212,7 @@ def _lfw_parts(key: str) -> tuple[str, int]:
 def labelled_keys(source: Path) -> tuple[list[str], np.ndarray]:
     """``(image keys, labels)`` of a labelled folder (relative paths) or a pack (its records' image-list keys)."""
     source = Path(source)
-    if (source / "manifest.json").is_file():
+    if PackDir(source).is_finished:
         return _pack_keys(source)
     from ffem_cli.images import scan_identity_folder
 
@@ -223,10 +224,7 @@ def _pack_keys(pack_dir: Path) -> tuple[list[str], np.ndarray]:
     """Paths and labels of every record of a pack, without decoding the faces."""
     import tensorflow as tf
 
-    from ffem_cli.data.pipeline import read_manifest
-
-    manifest = read_manifest(pack_dir)
-    files = [str(Path(pack_dir) / shard["file"]) for shard in manifest["shards"]]
+    files = [str(path) for path in PackDir(pack_dir).shard_paths]
     features = {"image/path": tf.io.FixedLenFeature([], tf.string), "image/label": tf.io.FixedLenFeature([], tf.int64)}
     keys, labels = [], []
     for batch in tf.data.TFRecordDataset(files).batch(4096).map(lambda r: tf.io.parse_example(r, features)):

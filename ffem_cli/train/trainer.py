@@ -24,6 +24,7 @@ import numpy as np
 
 from ffem_cli import atomic, faults
 from ffem_cli.console import err
+from ffem_cli.data.packdir import PackDir
 from ffem_cli.errors import FfemError
 from ffem_cli.hashing import file_sha256
 from ffem_cli.registry import lookup
@@ -77,7 +78,8 @@ def train(config: TrainConfig, run_path: str | Path, *, resume: bool = False, ar
         raise FfemError("no training data: give --data PACK_DIR (or data = ... in the config file)")
     check_writable(run.path, folder=True)
     config = _resolve_model(replace(config, data=str(Path(config.data).resolve())))
-    manifest = pack_check.check_pack(config.data, full=verify)
+    pack = PackDir(config.data)  # manifest and index read once for the whole start
+    manifest = pack_check.check_pack(pack, full=verify)
     _check_same_pack(run, config)
     config = _reconcile_with_existing_run(run, config, resume)
     if config.val_pack:
@@ -95,11 +97,11 @@ def train(config: TrainConfig, run_path: str | Path, *, resume: bool = False, ar
         strategy_module.check_batch(config.batch_size, replicas)
         keras.utils.set_random_seed(config.seed)  # same seed → same initial weights
         with strategy.scope():
-            embedder, loss_layer = _build(config, pack_classes)
+            embedder, loss_layer = _build(config, pack_classes, int(manifest["image_size"]))
         if replicas > 1 and config.sync_batchnorm:
             synchronize_batchnorm(embedder)
         pk = _pk(config, replicas)
-        steps = pipeline.steps_per_epoch(config.data, config.batch_size, pk)
+        steps = pipeline.steps_per_epoch(pack, config.batch_size, pk)
         if steps < 1:
             what = "identities with 2+ images" if pk else "images"
             raise FfemError(f"{config.data}: too few {what} for one batch of {config.batch_size}")
@@ -149,7 +151,7 @@ def _check_same_pack(run: RunDir, config: TrainConfig) -> None:
     if not run.config_path.is_file():
         return
     recorded = run.read_config().get("data", {}).get("manifest_sha256")
-    current = file_sha256(Path(config.data) / "manifest.json")
+    current = file_sha256(PackDir(config.data).manifest_path)
     if recorded and recorded != current:
         raise FfemError(f"{config.data}: is not the pack {run.path} started on (its manifest's sha256 "
                         f"{current[:12]}… differs from run.toml's {recorded[:12]}…); "
@@ -205,15 +207,13 @@ def synchronize_batchnorm(model) -> int:
     return count
 
 
-def _build(config: TrainConfig, num_classes: int) -> tuple[object, object]:
-    """Embedder (fresh, or ``--init-from``'s weights) and loss head, its weights created."""
+def _build(config: TrainConfig, num_classes: int, size: int) -> tuple[object, object]:
+    """Embedder (fresh, or ``--init-from``'s weights) for ``size``-pixel faces and loss head, its weights created."""
     from keras import ops
 
-    from ffem_cli.data.pipeline import read_manifest
     from ffem_cli.losses import build_loss
     from ffem_cli.models import build_embedder
 
-    size = int(read_manifest(config.data)["image_size"])
     embedder = build_embedder(config.backbone, config.pooling, config.embedding_size, size, config.dropout,
                               config.head_l2)
     if config.init_from:
@@ -276,7 +276,7 @@ def _compile(parts: _Parts, config: TrainConfig, steps: int) -> None:
 def _write_run_toml(run: RunDir, config: TrainConfig, manifest: dict, parts: _Parts, strategy,
                     argv: list[str] | None) -> None:
     run.path.mkdir(parents=True, exist_ok=True)
-    manifest_path = Path(config.data) / "manifest.json"
+    manifest_path = PackDir(config.data).manifest_path
     loss_config = {k: v for k, v in parts.loss_layer.get_config().items()
                    if isinstance(v, (int, float, str, bool)) and k not in ("name", "trainable")}
     previous = run.read_config() if run.config_path.is_file() else {}

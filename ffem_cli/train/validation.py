@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ffem_cli.data.packdir import PackDir
 from ffem_cli.errors import FfemError
 from ffem_cli.evaluate import metrics
 from ffem_cli.evaluate.pairfiles import PairList, read_pair_list
@@ -162,7 +163,7 @@ class ValSet:
 
 
 def _is_pack(path: Path | None) -> bool:
-    return path is not None and (path / "manifest.json").is_file()
+    return path is not None and PackDir(path).is_finished
 
 
 def parse_spec(spec: str, training_pack: str) -> ValSet:

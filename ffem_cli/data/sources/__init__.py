@@ -109,6 +109,7 @@ def open_source(path: Path, root: Path | None = None, crops: bool = False, stric
     (``images.path_under``; symlinks leaving it only with ``follow_symlinks``);
     RecordIO and TFRecord files are read as the user named them.
     """
+    from ffem_cli.data.packdir import PackDir
     from ffem_cli.data.sources.crops import CropsSource
     from ffem_cli.data.sources.image_list import ImageListSource
     from ffem_cli.data.sources.recordio import RecordIOSource
@@ -122,7 +123,7 @@ def open_source(path: Path, root: Path | None = None, crops: bool = False, stric
         return ImageListSource(path, root, strict_boxes, relabel, follow_symlinks)
     if path.suffix == ".rec" or (path.is_dir() and (path / "train.rec").exists()):
         return RecordIOSource(path)
-    if path.is_dir() and (path / "manifest.json").exists():
+    if path.is_dir() and PackDir(path).manifest_path.exists():
         raise FfemError(f"{path}: is an ffem pack already (train reads it as --data)")
     if path.suffix == ".tfrecord" or (path.is_dir() and not crops and any(path.glob("*.tfrecord"))):
         return SeedTFRecordSource(path, strict_boxes)
