@@ -212,3 +212,76 @@ def test_json_beyond_python_limits_is_one_line(tmp_path, text, reason):
     label_map.write_text(text)
     with pytest.raises(FfemError, match="unreadable label map"):
         load_label_map(label_map)
+
+
+# ---------------------------------------------------------------- streaming
+
+
+def entry_text(number: int) -> dict:
+    return {"label": number % 3, "x1": number, "y1": 2, "x2": number + 40, "y2": 50,
+            "landmarks": [[1.5, 2.25]] * 5, "score": 0.5, "group": "Asian" if number % 2 else "African"}
+
+
+@pytest.mark.parametrize("ascii_only", [True, False])
+def test_streaming_parse_across_tiny_chunks_matches_json_loads(tmp_path, monkeypatch, ascii_only):
+    """Chunks of 3 characters cut every key, number and escape; the entries come out as json.loads reads them."""
+    import ffem_cli.data.image_list as image_list
+
+    raw = {f"p{n}/caf\u00e9 \"{n}\"\t\u2603{n}.jpg": entry_text(n) for n in range(40)}
+    path = write(tmp_path, text="\n" + json.dumps(raw, indent=2, ensure_ascii=ascii_only) + "\n  ")
+    monkeypatch.setattr(image_list, "_CHUNK", 3)
+    loaded = load_image_list(path)
+    assert list(loaded) == list(raw)  # file order
+    for key, value in raw.items():
+        entry = loaded[key]
+        assert (entry.label, entry.box, entry.score, entry.group) == (
+            value["label"], (value["x1"], value["y1"], value["x2"], value["y2"]), 0.5, value["group"])
+        assert entry.landmarks.tolist() == value["landmarks"]
+
+
+@pytest.mark.parametrize("chunk", [3, 1 << 20])
+@pytest.mark.parametrize(
+    "broken",
+    [
+        '{"a/0.jpg": {"label": 0, "x1": 0, "y1": 0, "x2": 5, "y2": 5},\n "a/1.jpg": {"label": 0 "x1": 1}}',
+        '{"a/0.jpg": {"label": 0, "x1": 0, "y1": 0, "x2": 5, "y2": 5}\n "a/1.jpg": {}}',
+        '{"a/0.jpg": {"label": 0, "x1": 0, "y1": 0, "x2": 5, "y2": 5},\n\n "a/1.jpg" {}}',
+        '{"a/0.jpg": {"label": 0, "x1": 0, "y1": 0, "x2": 5, "y2": 5},\n "a/1.jpg": {"label": 0,',
+        '{"a/0.jpg": {"label": 0, "x1": 0, "y1": 0, "x2": 5, "y2": 5},\n "a/1.jpg": {"label": 0}, }',
+        '{"a/0.jpg": {"label": 0, "x1": 0, "y1": 0, "x2": 5, "y2": 5}}\n  {"extra": 1}',
+        '{"a/0.jpg": {"label": 0, "x1": 0, "y1": 0, "x2": 5, "y2": 5},\n "a/1.jpg": {"label": "unterminated',
+    ],
+)
+def test_malformed_json_mid_file_gives_json_position(tmp_path, monkeypatch, broken, chunk):
+    """The streaming parser names the line, column and message json.loads gives for the whole text."""
+    import ffem_cli.data.image_list as image_list
+
+    with pytest.raises(json.JSONDecodeError) as expected:
+        json.loads(broken)
+    monkeypatch.setattr(image_list, "_CHUNK", chunk)
+    path = write(tmp_path, text=broken)
+    exc = expected.value
+    assert error_of(path) == f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+
+
+def test_schema_error_in_a_late_entry_is_named_with_the_count(tmp_path, monkeypatch):
+    import ffem_cli.data.image_list as image_list
+
+    raw = {f"a/{n:03d}.jpg": {**GOOD, "label": n} for n in range(300)}
+    raw["a/250.jpg"]["x2"] = "wide"
+    raw["a/280.jpg"]["label"] = -4
+    raw["a/299.jpg"] = {**GOOD, "label": 299, "landmarks": [[0, 0]]}
+    monkeypatch.setattr(image_list, "_CHUNK", 64)
+    path = write(tmp_path, raw)
+    assert error_of(path) == f'{path}: "a/250.jpg": x2 "wide" is not an integer (and 2 more problems)'
+
+
+def test_streamed_list_is_numpy_columns(tmp_path):
+    from ffem_cli.data.image_list import scan_image_list
+
+    raw = {"b/1.jpg": {**GOOD, "label": 1, "group": "x"}, "a/1.jpg": {**GOOD, "landmarks": [[3, 4]] * 5}}
+    faces = scan_image_list(write(tmp_path, raw))
+    assert faces.keys.dtype.kind == "S" and faces.labels.tolist() == [1, 0]
+    assert faces.boxes.tolist() == [[10, 20, 50, 70]] * 2
+    assert faces.has_landmarks().tolist() == [False, True] and faces.group_names == ["x"]
+    assert faces.groups.tolist() == [0, -1]

@@ -364,6 +364,28 @@ def test_malformed_json_is_reported_with_its_position(labelled_list, tmp_path):
     assert finished_files(tmp_path / "out") == []
 
 
+@pytest.mark.parametrize("damage", ["malformed mid-file", "schema error in the last entry"])
+def test_streamed_list_error_is_one_line_before_any_output(labelled_list, tmp_path, monkeypatch, damage):
+    import ffem_cli.data.image_list as image_list
+
+    root, list_path = labelled_list
+    text = json.dumps(json.loads(list_path.read_text()), indent=1)
+    if damage == "malformed mid-file":
+        cut = text.index('"synthetic_3/')
+        text, where = text[:cut] + "]" + text[cut:], "malformed JSON at line"
+    else:
+        last = text.rindex('"label": ')
+        text, where = text[:last] + '"label": "x", "old": ' + text[last + 9:], 'label "x" is not an integer'
+    bad = tmp_path / "bad_list.json"
+    bad.write_text(text)
+    monkeypatch.setattr(image_list, "_CHUNK", 16)  # the error lies many chunks into the file
+    output = tmp_path / "out"
+    result = run_cli(bad, root, output)
+    assert result.exit_code == 1
+    assert error_line(result).startswith(f"error: {bad}: ") and where in error_line(result)
+    assert not output.exists()
+
+
 def test_align_without_landmarks_is_refused(labelled_list, tmp_path):
     root, list_path = labelled_list
     bad = write_list(tmp_path, list_path, lambda e: e[KEY].pop("landmarks"))

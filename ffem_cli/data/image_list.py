@@ -31,6 +31,7 @@ import concurrent.futures
 import json
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -44,6 +45,12 @@ from ffem_cli.hashing import file_sha256
 from ffem_cli.images import ImageReadError, image_size, path_under
 
 BOX_KEYS = ("x1", "y1", "x2", "y2")
+_CHUNK = 1 << 20  # characters read at a time while streaming a list
+_TAIL = 8  # a parse that ends this close to the end of the read text is retried with more text
+_COLUMN_ROWS = 1 << 16  # entries gathered as Python objects before they become numpy columns
+_MAX_LABEL = 2**31 - 1  # pack labels are int32
+_MAX_BOX_COORDINATE = 2**62  # boxes are int64 columns
+_NO_GROUP = -1
 
 
 @dataclass(frozen=True, eq=False)
@@ -119,6 +126,8 @@ def _key_problem(key: str) -> str | None:
     posix = PurePosixPath(key)
     if posix.is_absolute() or "\\" in key or ".." in posix.parts:
         return "the image path must be relative to ROOT (no leading /, no .., / separators)"
+    if "\x00" in key:
+        return "the image path holds a NUL character"
     return None
 
 
@@ -140,12 +149,17 @@ def parse_entry(key: str, raw: Any) -> tuple[FaceEntry | None, list[str]]:
         problems.append(f"label {_show(raw['label'])} is not an integer")
     elif label < 0:
         problems.append(f"label {label} is negative")
+    elif label > _MAX_LABEL:
+        problems.append(f"label {label} is too large (at most {_MAX_LABEL})")
 
     coords = []
     for name in BOX_KEYS:
         value = _as_int(raw[name])
         if value is None:
             problems.append(f"{name} {_show(raw[name])} is not an integer")
+        elif abs(value) > _MAX_BOX_COORDINATE:
+            problems.append(f"{name} {value} is beyond ±{_MAX_BOX_COORDINATE} pixels")
+            value = None
         coords.append(value)
     x1, y1, x2, y2 = coords
     if None not in coords and (x2 <= x1 or y2 <= y1):
@@ -182,9 +196,13 @@ def parse_entry(key: str, raw: Any) -> tuple[FaceEntry | None, list[str]]:
 
 def _raise_problems(prefix: str, problems: list[str]) -> None:
     if problems:
-        more = len(problems) - 1
-        suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-        raise FfemError(f"{prefix}: {problems[0]}{suffix}")
+        _raise_first(prefix, problems[0], len(problems) - 1)
+
+
+def _raise_first(prefix: str, problem: str, more: int) -> None:
+    """``FfemError``: ``prefix: problem`` and how many ``more`` problems there are."""
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    raise FfemError(f"{prefix}: {problem}{suffix}")
 
 
 def _limit_text(exc: BaseException) -> str:
@@ -214,6 +232,271 @@ class _DuplicateKey(Exception):
         self.key = key
 
 
+
+
+class _Reader:
+    """The text of a JSON file read ``_CHUNK`` characters at a time; ``text[pos:]`` is still to parse.
+
+    Text before ``pos`` is dropped on each refill; ``where(i)`` still gives the
+    file's line and column of ``text[i]``.
+    """
+
+    def __init__(self, handle, path: Path):
+        self.handle, self.path = handle, path
+        self.text, self.pos, self.eof = "", 0, False
+        self.lines_before, self.column_base = 0, 0  # of text[0]: newlines before it, characters after the last one
+        self.decoder = json.JSONDecoder(object_pairs_hook=_reject_duplicate_keys)
+
+    def refill(self) -> None:
+        dropped = self.text[: self.pos]
+        newlines = dropped.count("\n")
+        self.lines_before += newlines
+        self.column_base = len(dropped) - dropped.rfind("\n") - 1 if newlines else self.column_base + len(dropped)
+        chunk = self.handle.read(max(_CHUNK, len(self.text) - self.pos))  # doubles for an entry longer than a chunk
+        self.text, self.pos, self.eof = self.text[self.pos :] + chunk, 0, not chunk
+
+    def where(self, i: int) -> tuple[int, int]:
+        newlines = self.text.count("\n", 0, i)
+        column = i - self.text.rfind("\n", 0, i) if newlines else self.column_base + i + 1
+        return self.lines_before + newlines + 1, column
+
+    def malformed(self, i: int, message: str) -> FfemError:
+        line, column = self.where(i)
+        return FfemError(f"{self.path}: malformed JSON at line {line}, column {column}: {message}")
+
+    def peek(self) -> str:
+        """The next character that is not JSON whitespace (not consumed); ``""`` at the end of the file."""
+        while True:
+            while self.pos < len(self.text) and self.text[self.pos] in " \t\n\r":
+                self.pos += 1
+            if self.pos < len(self.text) or self.eof:
+                return self.text[self.pos : self.pos + 1]
+            self.refill()
+
+    def decode(self, parse):
+        """``parse(text, pos) -> (value, end)`` at ``pos``, with more text read while the value may be cut off."""
+        while True:
+            if len(self.text) - self.pos < _TAIL and not self.eof:
+                self.refill()
+            try:
+                value, end = parse(self.text, self.pos)
+            except json.JSONDecodeError as exc:
+                cut = exc.pos >= len(self.text) - _TAIL or exc.msg.startswith("Unterminated string")
+                if cut and not self.eof:
+                    self.refill()
+                    continue
+                raise self.malformed(exc.pos, exc.msg) from None
+            if end >= len(self.text) - _TAIL and not self.eof:
+                self.refill()
+                continue
+            self.pos = end
+            return value
+
+
+def iter_image_list(path: str | os.PathLike) -> Iterator[tuple[str, Any]]:
+    """``(key, raw entry)`` of each top-level entry in file order, parsed one entry at a time.
+
+    The file is read in chunks, so memory holds one chunk and one entry, not
+    the list. ``FfemError`` (one line, as ``load_image_list``) for an
+    unreadable file, malformed JSON (line and column), a top level that is not
+    an object, a duplicate key inside an entry, or JSON beyond Python's
+    limits. A duplicate top-level key is not detected here (``scan_image_list``
+    finds them after the pass).
+    """
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            reader = _Reader(handle, path)
+            if reader.peek() != "{":
+                _raise_not_an_object(path)
+            reader.pos += 1
+            following = reader.peek()
+            while following != "}":
+                if following != '"':
+                    raise reader.malformed(reader.pos, "Expecting property name enclosed in double quotes")
+                key = reader.decode(lambda text, pos: json.decoder.scanstring(text, pos + 1))
+                if reader.peek() != ":":
+                    raise reader.malformed(reader.pos, "Expecting ':' delimiter")
+                reader.pos += 1
+                reader.peek()
+                yield key, reader.decode(reader.decoder.raw_decode)
+                following = reader.peek()
+                if following == ",":
+                    reader.pos += 1
+                    following = reader.peek()
+                    if following == "}":  # json.loads refuses a trailing comma the same way
+                        raise reader.malformed(reader.pos, "Expecting property name enclosed in double quotes")
+                elif following != "}":
+                    raise reader.malformed(reader.pos, "Expecting ',' delimiter")
+            reader.pos += 1
+            if reader.peek():
+                raise reader.malformed(reader.pos, "Extra data")
+    except FileNotFoundError:
+        raise FfemError(f"{path}: no such image list") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FfemError(f"{path}: cannot read the image list ({exc})") from None
+    except _DuplicateKey as exc:
+        raise FfemError(f"{path}: {_show(exc.key)} appears more than once") from None
+    except (ValueError, RecursionError) as exc:  # over Python's integer-digit or nesting limits
+        raise FfemError(f"{path}: unreadable JSON ({_limit_text(exc)})") from None
+
+
+def _raise_not_an_object(path: Path) -> None:
+    """The error for a list whose top level is not an object (parsed whole: it is not a list of entries)."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise FfemError(f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    except (ValueError, RecursionError) as exc:
+        raise FfemError(f"{path}: unreadable JSON ({_limit_text(exc)})") from None
+    raise FfemError(f"{path}: the top level must be an object {{\"rel/path.jpg\": {{...}}}}, not {type(raw).__name__}")
+
+
+@dataclass
+class ListedFaces:
+    """An image list as numpy columns, one row per entry in file order (no Python object per face).
+
+    ``keys``: UTF-8 bytes (``S`` dtype) of each image path. ``labels`` int64
+    ``(n,)``. ``boxes`` int64 ``(n, 4)``: ``x1, y1, x2, y2`` pixels.
+    ``landmarks`` float32 ``(n, 5, 2)``, NaN for an entry without them.
+    ``scores`` float64 ``(n,)``, NaN for none. ``groups`` int32 ``(n,)``:
+    index into ``group_names``, ``-1`` for none.
+    """
+
+    keys: np.ndarray
+    labels: np.ndarray
+    boxes: np.ndarray
+    landmarks: np.ndarray
+    scores: np.ndarray
+    groups: np.ndarray
+    group_names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def key(self, row: int) -> str:
+        return self.keys[row].decode("utf-8", "surrogatepass")
+
+    def has_landmarks(self) -> np.ndarray:
+        """bool ``(n,)``: the entry gave landmarks."""
+        return ~np.isnan(self.landmarks[:, 0, 0])
+
+    def entry(self, row: int) -> FaceEntry:
+        landmarks = self.landmarks[row] if not np.isnan(self.landmarks[row, 0, 0]) else None
+        score = None if np.isnan(self.scores[row]) else float(self.scores[row])
+        group = self.group_names[self.groups[row]] if self.groups[row] != _NO_GROUP else None
+        return FaceEntry(int(self.labels[row]), tuple(self.boxes[row].tolist()), landmarks, score, group)
+
+    def take(self, rows: np.ndarray) -> ListedFaces:
+        """The rows ``rows`` (an int array), in that order."""
+        return ListedFaces(self.keys[rows], self.labels[rows], self.boxes[rows], self.landmarks[rows],
+                           self.scores[rows], self.groups[rows], self.group_names)
+
+
+_NO_LANDMARKS = np.full((5, 2), np.nan, np.float32)
+
+
+class _Columns:
+    """``ListedFaces`` being gathered: Python lists of at most ``_COLUMN_ROWS`` rows, then numpy blocks."""
+
+    def __init__(self):
+        self.blocks: list[tuple[np.ndarray, ...]] = []
+        self.rows: list[tuple] = []
+        self.group_code: dict[str, int] = {}
+
+    def add(self, key: str, entry: FaceEntry) -> None:
+        group = _NO_GROUP if entry.group is None else self.group_code.setdefault(entry.group, len(self.group_code))
+        landmarks = entry.landmarks if entry.landmarks is not None else _NO_LANDMARKS
+        score = np.nan if entry.score is None else entry.score
+        self.rows.append((key.encode("utf-8", "surrogatepass"), entry.label, entry.box, landmarks, score, group))
+        if len(self.rows) >= _COLUMN_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.rows:
+            keys, labels, boxes, landmarks, scores, groups = zip(*self.rows, strict=True)
+            self.blocks.append((np.array(keys, np.bytes_), np.array(labels, np.int64), np.array(boxes, np.int64),
+                                np.array(landmarks, np.float32), np.array(scores, np.float64),
+                                np.array(groups, np.int32)))
+            self.rows = []
+
+    def finish(self) -> ListedFaces:
+        self._flush()
+        if not self.blocks:
+            return ListedFaces(np.array([], np.bytes_), np.zeros(0, np.int64), np.zeros((0, 4), np.int64),
+                               np.zeros((0, 5, 2), np.float32), np.zeros(0), np.zeros(0, np.int32), [])
+        columns = [np.concatenate(parts) for parts in zip(*self.blocks, strict=True)]
+        return ListedFaces(*columns, group_names=list(self.group_code))
+
+
+def scan_image_list(path: str | os.PathLike, allow_gaps: bool = False) -> ListedFaces:
+    """Stream, validate and return an image list as columns (file order).
+
+    The checks and the one-line ``FfemError`` are those of ``load_image_list``;
+    the list is parsed entry by entry (``iter_image_list``), so a list of a
+    million entries is never held as Python objects. Everything is checked
+    before anything is returned.
+    """
+    path = Path(path)
+    columns = _Columns()
+    first: tuple[int, int, str] | None = None  # (row, 1, text) of the first entry problem
+    count = 0  # problems in all
+    respelled: dict[int, bytes] = {}  # row -> its key normalised, where that differs
+    for row, (key, value) in enumerate(iter_image_list(path)):
+        entry, entry_problems = parse_entry(key, value)
+        if entry_problems:
+            count += len(entry_problems)
+            first = first or (row, 1, f"{_show(key)}: {entry_problems[0]}")
+            entry = FaceEntry(0, (0, 0, 1, 1))  # a placeholder row: the list is refused below
+        if (normal := PurePosixPath(key).as_posix()) != key:
+            respelled[row] = normal.encode("utf-8", "surrogatepass")
+        columns.add(key, entry)
+    if not (columns.rows or columns.blocks):
+        raise FfemError(f"{path}: the image list has no entries")
+    faces = columns.finish()
+    _raise_twice_listed(path, faces)
+    aliases = _aliases(faces, respelled)  # (row, 0, text): before the row's own problems, as written
+    count += len(aliases)
+    found = [problem for problem in (first, *aliases) if problem is not None]
+    if found:
+        _raise_first(str(path), min(found, key=lambda problem: problem[:2])[2], count - 1)
+    gap = None if allow_gaps else label_gap_problem(faces.labels)
+    if gap:
+        _raise_first(str(path), gap, 0)
+    return faces
+
+
+def _raise_twice_listed(path: Path, faces: ListedFaces) -> None:
+    """``FfemError`` for a key written twice (the one whose second appearance comes first)."""
+    order = np.argsort(faces.keys, kind="stable")
+    same = np.flatnonzero(faces.keys[order[1:]] == faces.keys[order[:-1]])
+    if len(same):
+        second = order[same + 1].min()
+        raise FfemError(f"{path}: {_show(faces.key(second))} appears more than once")
+
+
+def _aliases(faces: ListedFaces, respelled: dict[int, bytes]) -> list[tuple[int, int, str]]:
+    """``(row, 0, problem)`` of each entry naming the same photo as an earlier entry spelled otherwise.
+
+    ``respelled``: the normalised key (``PurePosixPath.as_posix``, never
+    longer) of the rows where it differs from the key.
+    """
+    if not respelled:
+        return []
+    normal = faces.keys.copy()
+    normal[list(respelled)] = list(respelled.values())
+    order = np.argsort(normal, kind="stable")  # equal keys stay in file order
+    found = []
+    for at in np.flatnonzero(normal[order[1:]] == normal[order[:-1]]).tolist():
+        start = at
+        while start > 0 and normal[order[start - 1]] == normal[order[at]]:
+            start -= 1
+        first, later = int(order[start]), int(order[at + 1])
+        found.append((later, 0, f"{_show(faces.key(later))}: the same image as {_show(faces.key(first))} "
+                                "(one photo listed twice)"))
+    return found
+
+
 def load_image_list(path: str | os.PathLike, allow_gaps: bool = False) -> dict[str, FaceEntry]:
     """Read and validate an image list; return ``{relative path: FaceEntry}`` in file order.
 
@@ -224,44 +507,10 @@ def load_image_list(path: str | os.PathLike, allow_gaps: bool = False) -> dict[s
     ``label >= 0`` and a non-empty integer box, optional 5x2 numeric
     landmarks, numeric score and string group, and labels exactly ``0..N-1``
     (the missing labels are named) unless ``allow_gaps`` (``pack --relabel``).
+    ``scan_image_list`` does the same streaming, into numpy columns.
     """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FfemError(f"{path}: no such image list") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FfemError(f"{path}: cannot read the image list ({exc})") from None
-    try:
-        raw = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
-    except json.JSONDecodeError as exc:
-        raise FfemError(f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
-    except _DuplicateKey as exc:
-        raise FfemError(f"{path}: {_show(exc.key)} appears more than once") from None
-    except (ValueError, RecursionError) as exc:  # over Python's integer-digit or nesting limits
-        raise FfemError(f"{path}: unreadable JSON ({_limit_text(exc)})") from None
-    if not isinstance(raw, dict):
-        raise FfemError(f"{path}: the top level must be an object {{\"rel/path.jpg\": {{...}}}}, not {type(raw).__name__}")
-    if not raw:
-        raise FfemError(f"{path}: the image list has no entries")
-
-    entries: dict[str, FaceEntry] = {}
-    problems: list[str] = []
-    spelled: dict[str, str] = {}  # normalised key -> the key as written
-    for key, value in raw.items():
-        same = spelled.setdefault(PurePosixPath(key).as_posix(), key)
-        if same != key:
-            problems.append(f"{_show(key)}: the same image as {_show(same)} (one photo listed twice)")
-        entry, entry_problems = parse_entry(key, value)
-        problems.extend(f"{_show(key)}: {problem}" for problem in entry_problems)
-        if entry is not None:
-            entries[key] = entry
-    if not problems and not allow_gaps:
-        gap = label_gap_problem(np.array([entry.label for entry in entries.values()]))
-        if gap:
-            problems.append(gap)
-    _raise_problems(str(path), problems)
-    return entries
+    faces = scan_image_list(path, allow_gaps)
+    return {faces.key(row): faces.entry(row) for row in range(len(faces))}
 
 
 def label_gap_problem(labels: np.ndarray) -> str | None:
@@ -295,7 +544,20 @@ class BoxCheck:
     outside: dict[str, str]  # key -> "box (…) lies outside the WxH image"
 
 
-def _check_one(root: Path, key: str, entry: FaceEntry, follow_symlinks: bool) -> tuple[str | None, str, str]:
+INSIDE, CLIPPED, OUTSIDE = 0, 1, 2  # ``BoxFits.fit`` codes, as ``box_fit``'s names
+
+
+@dataclass
+class BoxFits:
+    """Where each row's box lies in its image: ``fit`` int8 ``(n,)`` of ``INSIDE``/``CLIPPED``/``OUTSIDE``;
+    ``outside``: row → "box (…) lies outside the WxH image" for the ``OUTSIDE`` rows, in row order."""
+
+    fit: np.ndarray
+    outside: dict[int, str]
+
+
+def _check_one(root: Path, key: str, box: tuple[int, int, int, int], follow_symlinks: bool
+               ) -> tuple[str | None, str, str]:
     """(problem, fit, box text) of one entry; fit as ``box_fit``."""
     try:
         width, height = image_size(path_under(root, key, follow_symlinks))
@@ -304,18 +566,18 @@ def _check_one(root: Path, key: str, entry: FaceEntry, follow_symlinks: bool) ->
             return f"{_show(key)}: missing file" + ("" if exc.detail == "no such file" else f" ({exc.detail})"), "", ""
         what = "unreadable image" if exc.reason == "corrupt" else exc.reason
         return f"{_show(key)}: {what} ({exc.detail})", "", ""
-    x1, y1, x2, y2 = entry.box
-    return None, box_fit(entry.box, width, height), f"box ({x1}, {y1}, {x2}, {y2}) lies outside the {width}x{height} image"
+    x1, y1, x2, y2 = box
+    return None, box_fit(box, width, height), f"box ({x1}, {y1}, {x2}, {y2}) lies outside the {width}x{height} image"
 
 
-def check_against_images(
-    entries: dict[str, FaceEntry],
+def check_listed_images(
+    faces: ListedFaces,
     root: str | os.PathLike,
     workers: int = 4,
     strict_boxes: bool = True,
     follow_symlinks: bool = False,
-) -> BoxCheck:
-    """Check that every entry's file exists under ``root`` and see where its box lies.
+) -> BoxFits:
+    """Check that every listed file exists under ``root`` and see where its box lies.
 
     With ``strict_boxes`` a box not wholly inside its image is an error;
     otherwise boxes crossing the border are returned as clipped and boxes with
@@ -332,27 +594,48 @@ def check_against_images(
     root = Path(root)
     if not root.is_dir():
         raise FfemError(f"{root}: image root is not a folder")
-    keys = list(entries)
-    # One task per slice of keys: a task per key spends more time in the
+    fit = np.zeros(len(faces), np.int8)
+    codes = {"inside": INSIDE, "clipped": CLIPPED, "outside": OUTSIDE}
+    # One task per slice of rows: a task per row spends more time in the
     # executor's locks than in reading a header (2,000 tasks: ~0.1 s).
-    slices = [keys[i::workers] for i in range(workers)]
 
-    def check_slice(part: list[str]) -> list[tuple[str, tuple[str | None, str, str]]]:
-        return [(key, _check_one(root, key, entries[key], follow_symlinks)) for key in part]
+    def check_slice(first: int) -> list[tuple[int, str | None, str]]:
+        found = []  # (row, problem, box text) of the rows that are not simply inside
+        for row in range(first, len(faces), workers):
+            problem, where, text = _check_one(root, faces.key(row), tuple(faces.boxes[row].tolist()), follow_symlinks)
+            if problem is None:
+                fit[row] = codes[where]
+            if problem is not None or where != "inside":
+                found.append((row, problem, text))
+        return found
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        found = dict(pair for part in pool.map(check_slice, slices) for pair in part)
-    problems = []
-    for key in keys:
-        problem, fit, text = found[key]
-        if problem is None and strict_boxes and fit != "inside":
-            problem = f"{_show(key)}: {text}"
-        if problem is not None:
-            problems.append(problem)
+        found = sorted(item for part in pool.map(check_slice, range(workers)) for item in part)
+    problems = [
+        problem if problem is not None else f"{_show(faces.key(row))}: {text}"
+        for row, problem, text in found
+        if problem is not None or strict_boxes
+    ]
     _raise_problems(str(root), problems)
+    return BoxFits(fit, {row: text for row, _, text in found if fit[row] == OUTSIDE})
+
+
+def check_against_images(
+    entries: dict[str, FaceEntry],
+    root: str | os.PathLike,
+    workers: int = 4,
+    strict_boxes: bool = True,
+    follow_symlinks: bool = False,
+) -> BoxCheck:
+    """``check_listed_images`` for ``{key: FaceEntry}``, by key."""
+    columns = _Columns()
+    for key, entry in entries.items():
+        columns.add(key, entry)
+    faces = columns.finish()
+    fits = check_listed_images(faces, root, workers, strict_boxes, follow_symlinks)
     return BoxCheck(
-        clipped=[key for key in keys if found[key][1] == "clipped"],
-        outside={key: found[key][2] for key in keys if found[key][1] == "outside"},
+        clipped=[faces.key(row) for row in np.flatnonzero(fits.fit == CLIPPED).tolist()],
+        outside={faces.key(row): text for row, text in fits.outside.items()},
     )
 
 
