@@ -145,12 +145,14 @@ def shown_name(rel: str) -> str:
     return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def path_under(root: str | Path, rel: str, follow_symlinks: bool = False) -> Path:
+def path_under(root: str | Path, rel: str, follow_symlinks: bool = False, real_root: str | None = None) -> Path:
     """``root / rel``, checked to stay inside ``root``; the input-path rule of every command.
 
     ``rel`` must be relative without ``..``; unless ``follow_symlinks``, its
-    real path (symlinks resolved) must lie inside the real path of ``root``.
-    Raises ``ImageReadError`` with reason ``outside-root`` (``bad-name`` for a NUL character).
+    real path (symlinks resolved) must lie inside the real path of ``root``
+    (``real_root``: ``os.path.realpath(root)`` when the caller has it, for
+    loops over many paths). Raises ``ImageReadError`` with reason
+    ``outside-root`` (``bad-name`` for a NUL character).
     """
     if "\0" in rel:
         raise ImageReadError(Path(root), "bad-name", f"the path {rel!r} holds a NUL character")
@@ -159,11 +161,30 @@ def path_under(root: str | Path, rel: str, follow_symlinks: bool = False) -> Pat
     if posix.is_absolute() or Path(rel).is_absolute() or ".." in posix.parts:
         raise ImageReadError(path, "outside-root", "the path must be relative to ROOT, without '..'")
     if not follow_symlinks:
-        real_root = os.path.realpath(root)
-        real = os.path.realpath(path)
-        if os.path.commonpath([real_root, real]) != real_root:
+        real_root = real_root or os.path.realpath(root)
+        real = _outside(real_root, posix.parts)
+        if real is not None:
             raise ImageReadError(path, "outside-root", f"a symlink to {real}, outside ROOT (--follow-symlinks allows it)")
     return path
+
+
+def _outside(real_root: str, parts: tuple[str, ...]) -> str | None:
+    """The real path of ``real_root/parts…`` when it leaves ``real_root``, else ``None``.
+
+    Only the components below the root are looked at (one ``lstat`` each);
+    the whole path is resolved only when one of them is a symlink.
+    """
+    current = real_root
+    for part in parts:
+        current = os.path.join(current, part)
+        try:
+            is_link = stat.S_ISLNK(os.lstat(current).st_mode)
+        except OSError:
+            return None  # nothing below a missing component: opening the path reports it
+        if is_link:
+            real = os.path.realpath(os.path.join(real_root, *parts))
+            return real if os.path.commonpath([real_root, real]) != real_root else None
+    return None
 
 
 EXIF_ORIENTATION = 0x0112

@@ -285,3 +285,38 @@ def test_streamed_list_is_numpy_columns(tmp_path):
     assert faces.boxes.tolist() == [[10, 20, 50, 70]] * 2
     assert faces.has_landmarks().tolist() == [False, True] and faces.group_names == ["x"]
     assert faces.groups.tolist() == [0, -1]
+
+
+HEADER_CHECK = """
+import sys
+from ffem_cli.data.image_list import OUTSIDE, check_listed_images, scan_image_list
+from ffem_cli.errors import FfemError
+faces = scan_image_list(sys.argv[1])
+for processes in (0, 2):
+    fits = check_listed_images(faces, sys.argv[2], strict_boxes=False, processes=processes)
+    print(processes, fits.fit.tolist(), fits.outside)
+faces = scan_image_list(sys.argv[3])
+for processes in (0, 2):
+    try:
+        check_listed_images(faces, sys.argv[2], processes=processes)
+    except FfemError as exc:
+        print(processes, exc)
+"""
+
+
+def test_header_checks_in_forked_processes_find_what_threads_find(tmp_path):
+    """``pack --workers 2`` checks headers in two forked processes (a subprocess here: no TensorFlow loaded)."""
+    import subprocess
+    import sys
+
+    make_images(tmp_path / "img", {f"a/{n}.jpg": (100, 80) for n in range(7)})
+    boxes = {n: (10, 10, 60, 60) for n in range(7)} | {2: (90, 10, 130, 60), 5: (120, 10, 160, 60)}
+    raw = {f"a/{n}.jpg": {"label": 0, "x1": b[0], "y1": b[1], "x2": b[2], "y2": b[3]} for n, b in boxes.items()}
+    good = write(tmp_path, raw)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**raw, "a/9.jpg": raw["a/0.jpg"], "a/8.jpg": raw["a/0.jpg"]}))
+    out = subprocess.run([sys.executable, "-c", HEADER_CHECK, str(good), str(tmp_path / "img"), str(bad)],
+                         capture_output=True, text=True, timeout=60, check=True).stdout.splitlines()
+    fits = "[0, 0, 1, 0, 0, 2, 0] {5: 'box (120, 10, 160, 60) lies outside the 100x80 image'}"
+    problem = f'{tmp_path / "img"}: "a/2.jpg": box (90, 10, 130, 60) lies outside the 100x80 image (and 3 more problems)'
+    assert out == [f"0 {fits}", f"2 {fits}", f"0 {problem}", f"2 {problem}"]

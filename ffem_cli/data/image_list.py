@@ -30,7 +30,9 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import math
+import multiprocessing
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -556,11 +558,11 @@ class BoxFits:
     outside: dict[int, str]
 
 
-def _check_one(root: Path, key: str, box: tuple[int, int, int, int], follow_symlinks: bool
+def _check_one(root: Path, key: str, box: tuple[int, int, int, int], follow_symlinks: bool, real_root: str
                ) -> tuple[str | None, str, str]:
     """(problem, fit, box text) of one entry; fit as ``box_fit``."""
     try:
-        width, height = image_size(path_under(root, key, follow_symlinks))
+        width, height = image_size(path_under(root, key, follow_symlinks, real_root))
     except ImageReadError as exc:
         if exc.reason == "missing":
             return f"{_show(key)}: missing file" + ("" if exc.detail == "no such file" else f" ({exc.detail})"), "", ""
@@ -576,6 +578,7 @@ def check_listed_images(
     workers: int = 4,
     strict_boxes: bool = True,
     follow_symlinks: bool = False,
+    processes: int = 0,
 ) -> BoxFits:
     """Check that every listed file exists under ``root`` and see where its box lies.
 
@@ -588,36 +591,74 @@ def check_listed_images(
     cache), in ``workers`` threads. Threads help while the files come from
     disk; once cached, header parsing holds the GIL and more threads only
     contend (2,000 cached LFW headers: 0.05 s with 1 thread, 0.07 s with 4,
-    0.16 s with 16). Raises ``FfemError`` naming the first bad entry (in
-    list order) and how many more there are.
+    0.16 s with 16). ``processes`` >= 2 splits the rows over that many forked
+    processes instead (``pack --workers``; threads when TensorFlow is loaded,
+    which is not fork-safe). Raises ``FfemError`` naming the first bad entry
+    (in list order) and how many more there are.
     """
     root = Path(root)
     if not root.is_dir():
         raise FfemError(f"{root}: image root is not a folder")
-    fit = np.zeros(len(faces), np.int8)
-    codes = {"inside": INSIDE, "clipped": CLIPPED, "outside": OUTSIDE}
-    # One task per slice of rows: a task per row spends more time in the
-    # executor's locks than in reading a header (2,000 tasks: ~0.1 s).
-
-    def check_slice(first: int) -> list[tuple[int, str | None, str]]:
-        found = []  # (row, problem, box text) of the rows that are not simply inside
-        for row in range(first, len(faces), workers):
-            problem, where, text = _check_one(root, faces.key(row), tuple(faces.boxes[row].tolist()), follow_symlinks)
-            if problem is None:
-                fit[row] = codes[where]
-            if problem is not None or where != "inside":
-                found.append((row, problem, text))
-        return found
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        found = sorted(item for part in pool.map(check_slice, range(workers)) for item in part)
+    job = _HeaderJob(faces, root, os.path.realpath(root), follow_symlinks)
+    if processes > 1 and "tensorflow" not in sys.modules:  # fork is unsafe once TensorFlow is loaded
+        found = _in_processes(job, processes)
+    else:
+        # One task per slice of rows: a task per row spends more time in the
+        # executor's locks than in reading a header (2,000 tasks: ~0.1 s).
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+            found = [item for part in pool.map(job.check, range(workers), [workers] * workers) for item in part]
+    found.sort()
+    fit = np.full(len(faces), INSIDE, np.int8)
+    for row, problem, code, _ in found:
+        if problem is None:
+            fit[row] = code
     problems = [
         problem if problem is not None else f"{_show(faces.key(row))}: {text}"
-        for row, problem, text in found
+        for row, problem, _, text in found
         if problem is not None or strict_boxes
     ]
     _raise_problems(str(root), problems)
-    return BoxFits(fit, {row: text for row, _, text in found if fit[row] == OUTSIDE})
+    return BoxFits(fit, {row: text for row, _, code, text in found if code == OUTSIDE})
+
+
+@dataclass
+class _HeaderJob:
+    """What every header checker needs; ``check(first, step)`` does rows ``first, first + step, …``."""
+
+    faces: ListedFaces
+    root: Path
+    real_root: str
+    follow_symlinks: bool
+
+    def check(self, first: int, step: int) -> list[tuple[int, str | None, int, str]]:
+        """``(row, problem, fit code, box text)`` of the rows that are not simply inside their image."""
+        found = []
+        for row in range(first, len(self.faces), step):
+            box = tuple(self.faces.boxes[row].tolist())
+            problem, where, text = _check_one(self.root, self.faces.key(row), box, self.follow_symlinks, self.real_root)
+            if problem is not None or where != "inside":
+                found.append((row, problem, _FIT_CODES.get(where, INSIDE), text))
+        return found
+
+
+_FIT_CODES = {"inside": INSIDE, "clipped": CLIPPED, "outside": OUTSIDE}
+_forked_job: _HeaderJob | None = None  # set just before forking: the children inherit it instead of a pickle
+
+
+def _check_forked(first: int, step: int) -> list[tuple[int, str | None, int, str]]:
+    return _forked_job.check(first, step)
+
+
+def _in_processes(job: _HeaderJob, processes: int) -> list[tuple[int, str | None, int, str]]:
+    """``job`` split over ``processes`` forked processes (header parsing holds the GIL: threads do not scale)."""
+    global _forked_job
+    _forked_job = job
+    try:
+        with multiprocessing.get_context("fork").Pool(processes) as pool:
+            parts = pool.starmap(_check_forked, [(first, processes) for first in range(processes)])
+    finally:
+        _forked_job = None
+    return [item for part in parts for item in part]
 
 
 def check_against_images(

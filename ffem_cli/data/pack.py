@@ -362,8 +362,8 @@ def source_names(sources: list[Source]) -> list[str]:
     return names
 
 
-def _open_tables(sources: list[Source], settings: PackSettings) -> list[SourceTable]:
-    tables = [source.table() for source in sources]
+def _open_tables(sources: list[Source], settings: PackSettings, workers: int) -> list[SourceTable]:
+    tables = [source.table(workers) for source in sources]
     if settings.crop == "align":
         for source, table in zip(sources, tables, strict=True):
             if table.lacks_landmarks:
@@ -519,7 +519,7 @@ def pack_sources(
     started = time.perf_counter()
     output = Path(output)
     _check_settings(settings, workers)
-    tables = _open_tables(sources, settings)
+    tables = _open_tables(sources, settings, workers)
     names = source_names(sources)
     shaped = shape(tables, names, shaping)
     if settings.shards > len(shaped.refs):

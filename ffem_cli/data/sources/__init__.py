@@ -81,8 +81,11 @@ class Source:
         """``{"path", "format", "fingerprint"}`` for the manifest (fingerprint: sha256 hex)."""
         raise NotImplementedError
 
-    def table(self) -> SourceTable:
-        """Open and check the source; ``FfemError`` naming the first problem."""
+    def table(self, workers: int = 1) -> SourceTable:
+        """Open and check the source; ``FfemError`` naming the first problem.
+
+        ``workers``: processes the checks may use (``pack --workers``).
+        """
         raise NotImplementedError
 
     def key(self, ref: int) -> str:

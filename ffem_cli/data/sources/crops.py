@@ -57,7 +57,7 @@ class CropsSource(Source):
             "fingerprint": hashlib.sha256(lines.encode()).hexdigest(),
         }
 
-    def table(self) -> SourceTable:
+    def table(self, workers: int = 1) -> SourceTable:
         folder = scan_identity_folder(self.path, depth=folder_depth(self.path))
         paths = [key for key in folder.paths if is_utf8_name(key)]
         self.keys = dict(enumerate(paths))

@@ -12,6 +12,7 @@ the list names the identities.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,7 @@ class ImageListSource(Source):
         self.follow_symlinks = follow_symlinks
         self.faces: ListedFaces | None = None  # the kept faces in ref order (or, in a job's copy, its refs')
         self.refs = np.zeros(0, np.int64)  # sorted: the refs ``faces`` holds, row by row
+        self.real_root: str | None = None  # os.path.realpath(root), once
 
     def describe(self) -> dict:
         return {
@@ -59,10 +61,11 @@ class ImageListSource(Source):
             "root": str(self.root.resolve()),
         }
 
-    def table(self) -> SourceTable:
+    def table(self, workers: int = 1) -> SourceTable:
         listed = scan_image_list(self.path, allow_gaps=self.relabel)
         fits = check_listed_images(
-            listed, self.root, strict_boxes=self.strict_boxes, follow_symlinks=self.follow_symlinks
+            listed, self.root, strict_boxes=self.strict_boxes, follow_symlinks=self.follow_symlinks,
+            processes=workers,
         )
         order = np.argsort(listed.keys, kind="stable")  # UTF-8 byte order = the keys' code point order
         rejected = [
@@ -70,6 +73,7 @@ class ImageListSource(Source):
         ]
         self.faces = listed.take(order[fits.fit[order] != OUTSIDE])
         self.refs = np.arange(len(self.faces), dtype=np.int64)
+        self.real_root = os.path.realpath(self.root)
         del listed, order
         used = np.unique(self.faces.groups[self.faces.groups >= 0]).tolist()
         group_names = sorted(self.faces.group_names[code] for code in used)
@@ -105,7 +109,7 @@ class ImageListSource(Source):
     def read(self, ref: int) -> Record:
         entry = self.faces.entry(self._row(ref))
         key = self.key(ref)
-        path = path_under(self.root, key, self.follow_symlinks)
+        path = path_under(self.root, key, self.follow_symlinks, self.real_root)
         return Record(key=key, path=path, box=entry.box, landmarks=entry.landmarks)
 
 

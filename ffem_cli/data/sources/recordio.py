@@ -110,7 +110,7 @@ class RecordIOSource(Source):
             digest.update(handle.read(1 << 20))
         return {"path": str(self.rec.resolve()), "format": self.format, "fingerprint": digest.hexdigest()}
 
-    def table(self) -> SourceTable:
+    def table(self, workers: int = 1) -> SourceTable:
         for needed in (self.rec, self.idx):
             if not needed.is_file():
                 raise FfemError(f"{needed}: missing (a RecordIO set is train.rec + train.idx + property)")

@@ -71,7 +71,7 @@ class SeedTFRecordSource(Source):
         fingerprint = hashlib.sha256(digests.encode()).hexdigest()
         return {"path": str(self.path.resolve()), "format": self.format, "fingerprint": fingerprint}
 
-    def table(self) -> SourceTable:
+    def table(self, workers: int = 1) -> SourceTable:
         refs, labels = array("q"), array("q")
         clipped, rejected = 0, []
         for number, file in enumerate(self.files):
