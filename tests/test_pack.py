@@ -538,3 +538,24 @@ def test_a_nan_margin_is_refused(labelled_list, tmp_path):
     root, list_path = labelled_list
     result = run_cli(list_path, root, tmp_path / "faces", "--margin", "nan")
     assert result.exit_code == 1 and "--margin must be a number within 0..10, got nan" in result.output
+
+
+def test_python_tfrecord_writer_is_byte_identical_to_tf_io(tmp_path):
+    """The worker's TensorFlow-free framing + Example encoding equals tf.io's bytes, and tf.data reads it back."""
+    import tensorflow as tf
+
+    from ffem_cli.data.pack import encode_example, tfrecord_frame
+
+    examples = [(b"", 0, "a.jpg"), (b"\xff\xd8" * 100, 127, "caf\u00e9/\u2603.jpg"), (bytes(range(256)) * 90, 2**31 - 1, "x" * 300)]
+    ours = tmp_path / "ours.tfrecord"
+    ours.write_bytes(b"".join(tfrecord_frame(encode_example(*example)) for example in examples))
+    theirs = tmp_path / "theirs.tfrecord"
+    with tf.io.TFRecordWriter(str(theirs)) as writer:
+        for encoded, label, path in examples:
+            writer.write(tf.train.Example(features=tf.train.Features(feature={
+                "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded])),
+                "image/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+                "image/path": tf.train.Feature(bytes_list=tf.train.BytesList(value=[path.encode()])),
+            })).SerializeToString())
+    assert ours.read_bytes() == theirs.read_bytes()
+    assert read_records(ours) == examples

@@ -23,6 +23,11 @@ since many tools write numbers that way); ``1.5``, ``true`` and strings are
 rejected. Other keys in an entry are ignored. ``<list stem>.label_map.json``
 beside the list maps identity name to label (named after its list, so two
 lists in one folder keep their own maps).
+
+Reading streams: ``iter_image_list`` parses the top-level object one entry
+at a time from 1 MiB chunks, ``scan_image_list`` validates each entry and
+keeps numpy columns (``ListedFaces``), ``load_image_list`` turns those into
+``{key: FaceEntry}`` for callers that want a dict.
 """
 
 from __future__ import annotations
