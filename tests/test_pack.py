@@ -556,6 +556,6 @@ def test_python_tfrecord_writer_is_byte_identical_to_tf_io(tmp_path):
                 "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded])),
                 "image/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
                 "image/path": tf.train.Feature(bytes_list=tf.train.BytesList(value=[path.encode()])),
-            })).SerializeToString())
+            })).SerializeToString(deterministic=True))  # map entries by key, as the pack writer orders them
     assert ours.read_bytes() == theirs.read_bytes()
     assert read_records(ours) == examples
