@@ -66,13 +66,14 @@ def write_pack(folder: Path, records: int, payload_bytes: int, classes: int = 10
                     columns[key].append(value)
                 position += len(example) + 16
         shards.append({"file": name, "count": len(rows), "sha256": file_sha256(folder / name)})
-    np.savez(folder / "index.npz", shard=np.asarray(columns["shard"], np.int32),
+    pack = PackDir(folder)
+    np.savez(pack.index_path, shard=np.asarray(columns["shard"], np.int32),
              offset=np.asarray(columns["offset"], np.int64), length=np.asarray(columns["length"], np.int64),
              label=np.asarray(columns["label"], np.int32))
     manifest = {"image_size": 112, "crop": "margin", "margin": 0.2, "num_examples": records,
                 "num_classes": classes, "shards": shards,
-                "index": {"file": "index.npz", "sha256": file_sha256(PackDir(folder).index_path)}}
-    PackDir(folder).manifest_path.write_text(json.dumps(manifest))
+                "index": {"file": pack.index_path.name, "sha256": file_sha256(pack.index_path)}}
+    pack.manifest_path.write_text(json.dumps(manifest))
 
 
 def read_all(folder: Path) -> None:
