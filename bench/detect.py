@@ -109,7 +109,9 @@ def main() -> None:
     agree = sum(1 for rel, box in loop_boxes.items() if rel in entries and iou(entries[rel].box, box) > 0.5)
     loop_rate, ffem_rate = len(paths) / loop_seconds, len(paths) / ffem_seconds
     print(f"decode only (PIL, 1 thread):         {len(paths) / decode_seconds:8.1f} images/s")
-    print(f"one-image loop MTCNN.detect_faces:   {loop_rate:8.1f} images/s ({loop_seconds:.1f} s, {len(loop_boxes)} with a face)")
+    print(
+        f"one-image loop MTCNN.detect_faces:   {loop_rate:8.1f} images/s ({loop_seconds:.1f} s, {len(loop_boxes)} with a face)"
+    )
     print(
         f"ffem detect (batch {options.batch_size}, {options.workers} decode threads): {ffem_rate:8.1f} images/s "
         f"({ffem_seconds:.1f} s, {summary.kept} kept, rejected {dict(summary.rejected)}, {summary.extra_faces} extra faces)"

@@ -49,9 +49,7 @@ from bench.reference import reference_line  # noqa: E402
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="few timed calls (a smoke run)")
-    parser.add_argument(
-        "--threads", type=int, default=1, help="threads for every runtime (default 1)"
-    )
+    parser.add_argument("--threads", type=int, default=1, help="threads for every runtime (default 1)")
     parser.add_argument("--backbone", default="mobilefacenet")
     return parser.parse_args()
 
@@ -83,9 +81,7 @@ def bench_faces(image_size: int, count: int) -> tuple[np.ndarray, str]:
     lfw = realdata.lfw_root()
     reason = realdata.missing_reason(lfw)
     if reason is None:
-        return faces.folder_faces(
-            lfw / "images", prep, count
-        ), f"LFW ({count} images, resized whole)"
+        return faces.folder_faces(lfw / "images", prep, count), f"LFW ({count} images, resized whole)"
     print(f"real-data part skipped: {reason}; using synthetic faces")
     return faces.synthetic_faces(prep, count), f"synthetic drawn faces ({count})"
 
@@ -94,11 +90,7 @@ def set_batchnorm_statistics(model, images: np.ndarray) -> None:
     """Moving mean/variance := the statistics of ``images`` (as after training)."""
     import keras
 
-    layers = [
-        layer
-        for layer in model._flatten_layers()
-        if isinstance(layer, keras.layers.BatchNormalization)
-    ]
+    layers = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
     for layer in layers:
         layer.momentum = 0.0
     model(images.astype("float32"), training=True)
@@ -144,8 +136,7 @@ def main() -> None:
         saved_model = Path(work) / "saved_model"
         converters.write_savedmodel(model, saved_model, size)
         exports = {
-            f"tflite {q}": converters.tflite_bytes(saved_model, q, faces[:128])
-            for q in converters.QUANTIZATIONS
+            f"tflite {q}": converters.tflite_bytes(saved_model, q, faces[:128]) for q in converters.QUANTIZATIONS
         }
         exports["onnx"] = converters.onnx_bytes(model, size)
         for name, content in exports.items():
@@ -158,9 +149,7 @@ def main() -> None:
     print(f"exported: {', '.join(f'{n} ({mb:.1f} MB)' for n, mb in sizes.items())}")
 
     print(f"timing batch 1: {rounds_one} interleaved rounds of 5 calls per runtime …")
-    times_one = interleaved_seconds(
-        {n: (lambda r=r, x=inputs[n][0]: r(x)) for n, r in runners.items()}, rounds_one, 5
-    )
+    times_one = interleaved_seconds({n: (lambda r=r, x=inputs[n][0]: r(x)) for n, r in runners.items()}, rounds_one, 5)
     print(f"timing batch {batch}: {rounds_many} interleaved rounds of 1 call per runtime …")
     times_many = interleaved_seconds(
         {n: (lambda r=r, x=inputs[n][1]: r(x)) for n, r in runners.items()}, rounds_many, 1
@@ -170,9 +159,7 @@ def main() -> None:
     throughput = {n: batch / statistics.median(t) for n, t in times_many.items()}
 
     baseline = min(["keras tf.function", "keras tf.function XLA"], key=latency.get)
-    print(
-        f"\nbaseline for ratios: {baseline} (the faster tf.function-compiled Keras call at batch 1)"
-    )
+    print(f"\nbaseline for ratios: {baseline} (the faster tf.function-compiled Keras call at batch 1)")
     header = (
         f"{'runtime':<23}{'b1 median ms':>13}{'x':>6}{'b1 best ms':>11}{'x':>6}"
         f"{'b64 faces/s':>12}{'x':>6}{'min cos':>9}{'mean cos':>9}"

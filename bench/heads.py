@@ -36,7 +36,7 @@ import time
 
 EMBEDDING_SIZE = 512
 BATCH = 128
-MIB = 2 ** 20
+MIB = 2**20
 
 
 def resident_bytes() -> int:
@@ -110,8 +110,10 @@ def tf_child(classes, rate, devices, steps):
     embeddings, labels = batch(classes)
     per_replica = BATCH // devices
     inputs = strategy.experimental_distribute_values_from_function(
-        lambda context: tuple(tf.constant(a[context.replica_id_in_sync_group * per_replica:][:per_replica])
-                              for a in (embeddings, labels)))
+        lambda context: tuple(
+            tf.constant(a[context.replica_id_in_sync_group * per_replica :][:per_replica]) for a in (embeddings, labels)
+        )
+    )
 
     def replica_step(embeddings, labels):
         with tf.GradientTape() as tape:
@@ -134,8 +136,7 @@ def jax_child(classes, rate, devices, steps):
     layout = keras.distribution.LayoutMap(mesh)
     layout[".*centres"] = ("shard", None)
     layout[".*kernel"] = (None, "shard")
-    keras.distribution.set_distribution(keras.distribution.ModelParallel(layout_map=layout,
-                                                                         batch_dim_name="shard"))
+    keras.distribution.set_distribution(keras.distribution.ModelParallel(layout_map=layout, batch_dim_name="shard"))
     from ffem_cli.losses import build_loss
 
     head = build_loss("arcface", classes, EMBEDDING_SIZE, sample_rate=rate)
@@ -192,10 +193,18 @@ def main():
     parser.add_argument("--classes", type=int, nargs="+")
     parser.add_argument("--sample-rate", type=float, default=0.1)
     parser.add_argument("--steps", type=int)
-    parser.add_argument("--config", action="append", choices=[name for _, _, name in CONFIGS],
-                        help="run only these configurations (repeatable; default all)")
-    parser.add_argument("--max-state-gib", type=float, default=6.0,
-                        help="skip configurations whose centres + momentum on all devices exceed this (shared machine)")
+    parser.add_argument(
+        "--config",
+        action="append",
+        choices=[name for _, _, name in CONFIGS],
+        help="run only these configurations (repeatable; default all)",
+    )
+    parser.add_argument(
+        "--max-state-gib",
+        type=float,
+        default=6.0,
+        help="skip configurations whose centres + momentum on all devices exceed this (shared machine)",
+    )
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -203,9 +212,11 @@ def main():
         return child(backend, int(classes), float(rate), int(devices), int(steps))
     sizes = args.classes or ([10_000, 100_000] if args.quick else [100_000, 1_000_000])
     steps = args.steps or (2 if args.quick else 3)
-    print(f"ArcFace head, D={EMBEDDING_SIZE}, global batch {BATCH}, SGD momentum; full (r=1) vs "
-          f"Partial FC r={args.sample_rate}; median of {steps} steps; {os.cpu_count()} CPU cores, "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"ArcFace head, D={EMBEDDING_SIZE}, global batch {BATCH}, SGD momentum; full (r=1) vs "
+        f"Partial FC r={args.sample_rate}; median of {steps} steps; {os.cpu_count()} CPU cores, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from bench.reference import reference_line
 
@@ -217,7 +228,7 @@ def main():
                 continue
             results = {}
             copies = devices if backend == "tf" else 1  # mirrored replicas each hold all of it
-            state_gib = 2 * classes * EMBEDDING_SIZE * 4 * copies / 2 ** 30
+            state_gib = 2 * classes * EMBEDDING_SIZE * 4 * copies / 2**30
             if state_gib > args.max_state_gib:
                 print(f"{classes:>9} {name:<14} skipped: {state_gib:.1f} GiB of state > --max-state-gib")
                 continue
@@ -226,12 +237,18 @@ def main():
                 if "error" in result:
                     print(f"{classes:>9} {name:<14} {rate:>4} failed: {result['error']}")
                     continue
-                print(f"{classes:>9} {name:<14} {rate:>4} {result['ms']:>9.1f} {result['state_mib']:>14.1f} "
-                      f"{result['step_peak_mib']:>14.1f}", flush=True)
+                print(
+                    f"{classes:>9} {name:<14} {rate:>4} {result['ms']:>9.1f} {result['state_mib']:>14.1f} "
+                    f"{result['step_peak_mib']:>14.1f}",
+                    flush=True,
+                )
             full, partial = results[1.0], results[args.sample_rate]
             if "error" not in full and "error" not in partial:
-                print(f"{'':>9} {name:<14} full/partial: time {full['ms'] / partial['ms']:.1f}x, step peak "
-                      f"{full['step_peak_mib'] / max(partial['step_peak_mib'], 1e-9):.1f}x", flush=True)
+                print(
+                    f"{'':>9} {name:<14} full/partial: time {full['ms'] / partial['ms']:.1f}x, step peak "
+                    f"{full['step_peak_mib'] / max(partial['step_peak_mib'], 1e-9):.1f}x",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

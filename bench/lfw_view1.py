@@ -116,10 +116,18 @@ class Recipe:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
         pack, evaluation = document.get("pack", {}), document.get("eval", {})
         shared = dict(document.get("train", {}))  # the ffem train --recipe layout (train/recipes.py)
-        per_stage = {stage: shared.pop(stage) for stage in ("classifier", "metric") if isinstance(shared.get(stage), dict)}
+        per_stage = {
+            stage: shared.pop(stage) for stage in ("classifier", "metric") if isinstance(shared.get(stage), dict)
+        }
         stages = tuple({**shared, **table} for table in per_stage.values()) or (shared,)
-        return cls(path, stages, int(pack.get("size", 112)), float(pack.get("margin", 0.0)),
-                   bool(pack.get("singletons", False)), bool(evaluation.get("flip", False)))
+        return cls(
+            path,
+            stages,
+            int(pack.get("size", 112)),
+            float(pack.get("margin", 0.0)),
+            bool(pack.get("singletons", False)),
+            bool(evaluation.get("flip", False)),
+        )
 
 
 # ---------------------------------------------------------------- pure parts
@@ -234,7 +242,9 @@ def train_faces(entries: dict[str, FaceEntry], images: Path, prep: FacePrep) -> 
         return np.stack(list(pool.map(lambda source: prepare_face(source, prep), sources, chunksize=64)))
 
 
-def score_both(embedder: Embedder, dev_train: PairList, dev_test: PairList, images: Path) -> tuple[ScoredPairs, ScoredPairs]:
+def score_both(
+    embedder: Embedder, dev_train: PairList, dev_test: PairList, images: Path
+) -> tuple[ScoredPairs, ScoredPairs]:
     scored = []
     for pairs in (dev_train, dev_test):
         names = dict.fromkeys([*pairs.first, *pairs.second])
@@ -248,20 +258,24 @@ def recall_at_1(embedder: Embedder, people: dict[str, int], images: Path) -> dic
     whose identity has another image is a query, all images form the gallery."""
     entries, _ = people_image_list(people, FACE_BOX, min_images=1)
     keys = sorted(entries)
-    embedded = compute_embeddings(embedder, [FaceSource(images / key, box=FACE_BOX) for key in keys], None, 128,
-                                  description="embed peopleDevTest")
+    embedded = compute_embeddings(
+        embedder, [FaceSource(images / key, box=FACE_BOX) for key in keys], None, 128, description="embed peopleDevTest"
+    )
     result = evaluate_retrieval(embedded.vectors, [entries[key].label for key in keys], embedded.valid)
     return {"recall@1": result.metrics["recall@1"], "queries": result.num_queries, "gallery": len(keys)}
 
 
-def evaluate(embedder: Embedder, pairs: tuple[PairList, PairList], test_people: dict[str, int],
-             images: Path) -> tuple[dict, ScoredPairs]:
+def evaluate(
+    embedder: Embedder, pairs: tuple[PairList, PairList], test_people: dict[str, int], images: Path
+) -> tuple[dict, ScoredPairs]:
     """Pair accuracies (``accuracies``) and peopleDevTest Recall@1 of one model; the scored test pairs."""
     train_scored, test_scored = score_both(embedder, *pairs, images)
     return {**accuracies(train_scored, test_scored), **recall_at_1(embedder, test_people, images)}, test_scored
 
 
-def stage_commands(recipe: Recipe, output: Path, pack_dir: Path, epochs: int | None) -> list[tuple[str, Path, list[str]]]:
+def stage_commands(
+    recipe: Recipe, output: Path, pack_dir: Path, epochs: int | None
+) -> list[tuple[str, Path, list[str]]]:
     """(name, run dir, ``ffem train`` arguments) per stage; each stage's table is written as a config file."""
     commands, previous = [], None
     for index, table in enumerate(recipe.stages):
@@ -289,19 +303,27 @@ def partial_fc_stage(stage: tuple[str, Path, list[str]], sample_rate: float) -> 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipe", default="lfw-small",
-                        help="recipe name (ffem_cli/train/recipes/NAME.toml) or a .toml path (default lfw-small)")
+    parser.add_argument(
+        "--recipe",
+        default="lfw-small",
+        help="recipe name (ffem_cli/train/recipes/NAME.toml) or a .toml path (default lfw-small)",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 epochs per stage")
     parser.add_argument("--epochs", type=int, help="epochs per stage instead of the recipe's (ranking runs)")
     parser.add_argument("--output", type=Path, help="output folder (default: a new temporary folder)")
-    parser.add_argument("--sample-rate", type=float,
-                        help="also train the last stage with Partial FC at this sample rate, from the same start (issue 15)")
+    parser.add_argument(
+        "--sample-rate",
+        type=float,
+        help="also train the last stage with Partial FC at this sample rate, from the same start (issue 15)",
+    )
     parser.add_argument("--pca-components", type=int, default=150)
     parser.add_argument("--no-whiten", action="store_true", help="eigenfaces without whitening")
     args = parser.parse_args()
     reference, reference_source = reference_rate()
-    print(f"reference loop (plain PIL decode+crop+encode, 1 process, {reference_source}): {reference:,.0f} img/s; "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"reference loop (plain PIL decode+crop+encode, 1 process, {reference_source}): {reference:,.0f} img/s; "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
+    )
 
     root = realdata.lfw_root()
     reason = realdata.missing_reason(root / "peopleDevTrain.txt")
@@ -321,13 +343,29 @@ def main() -> int:
     list_path = output / "image_list.json"
     write_image_list(list_path, entries)
     write_label_map(label_map_path(list_path), label_map)
-    print(f"recipe {recipe.path}; peopleDevTrain: {len(people)} people, {len(label_map)} used "
-          f"({len(entries)} images); box {FACE_BOX}, {recipe.size} px, crop margin {recipe.margin}; output {output}")
+    print(
+        f"recipe {recipe.path}; peopleDevTrain: {len(people)} people, {len(label_map)} used "
+        f"({len(entries)} images); box {FACE_BOX}, {recipe.size} px, crop margin {recipe.margin}; output {output}"
+    )
 
     pack_dir = output / "pack"
-    phases["pack"] = run_ffem(["pack", str(list_path), "--root", str(images), "--output", str(pack_dir),
-                               "--size", str(recipe.size), "--margin", str(recipe.margin), "--shards", "8"],
-                              output / "pack.log")
+    phases["pack"] = run_ffem(
+        [
+            "pack",
+            str(list_path),
+            "--root",
+            str(images),
+            "--output",
+            str(pack_dir),
+            "--size",
+            str(recipe.size),
+            "--margin",
+            str(recipe.margin),
+            "--shards",
+            "8",
+        ],
+        output / "pack.log",
+    )
     stages = stage_commands(recipe, output, pack_dir, epochs)
     if args.sample_rate is not None:
         stages.append(partial_fc_stage(stages[-1], args.sample_rate))
@@ -335,9 +373,13 @@ def main() -> int:
     for name, run, command in stages:
         phases[f"train_{name}"] = run_ffem(command, output / f"train_{name}.log")
         done = RunDir(run).read_metrics()
-        throughput[name] = {"trainer_images_per_second": images_per_second(run), "epochs": len(done),
-                            "steps": done[-1]["step"], "final_loss": done[-1]["loss"],
-                            "final_accuracy": done[-1].get("accuracy")}
+        throughput[name] = {
+            "trainer_images_per_second": images_per_second(run),
+            "epochs": len(done),
+            "steps": done[-1]["step"],
+            "final_loss": done[-1]["loss"],
+            "final_accuracy": done[-1].get("accuracy"),
+        }
 
     pairs = (read_lfw_pairs(root / "pairsDevTrain.txt"), read_lfw_pairs(root / "pairsDevTest.txt"))
     test_people = read_lfw_people(root / "peopleDevTest.txt")[0]
@@ -364,14 +406,24 @@ def main() -> int:
     report = {
         "protocol": "LFW View 1: train on peopleDevTrain, test on pairsDevTest; Recall@1 on peopleDevTest",
         "headline": "cv10_mean ± cv10_std: 10-fold cross-validated accuracy on pairsDevTest",
-        "recipe": {"path": str(recipe.path), "stages": list(recipe.stages), "size": recipe.size,
-                   "margin": recipe.margin, "singletons": recipe.singletons, "flip": recipe.flip,
-                   "epochs_override": epochs},
+        "recipe": {
+            "path": str(recipe.path),
+            "stages": list(recipe.stages),
+            "size": recipe.size,
+            "margin": recipe.margin,
+            "singletons": recipe.singletons,
+            "flip": recipe.flip,
+            "epochs_override": epochs,
+        },
         "identities": len(label_map),
         "training_images": len(entries),
         "face_box": list(FACE_BOX),
-        "eigenfaces": {"components": eigenfaces.components, "whiten": not args.no_whiten,
-                       "explained_variance": eigenfaces.explained, "color": "grayscale"},
+        "eigenfaces": {
+            "components": eigenfaces.components,
+            "whiten": not args.no_whiten,
+            "explained_variance": eigenfaces.explained,
+            "color": "grayscale",
+        },
         "seconds": phases,
         "budget_minutes_on_this_machine": budget,
         "reference_images_per_second": reference,
@@ -383,18 +435,33 @@ def main() -> int:
     curves = {name: metrics.roc_curve(s.scores, s.pairs.same)[:2] for name, s in scored_test.items()}
     plots.roc_png(output / "roc.png", curves, "LFW View 1: pairsDevTest")
 
-    rows = [[name, mean_std(r["cv10_mean"], r["cv10_std"]), f"{r['devtrain_threshold_test_accuracy']:.4f}",
-             r["auc"], r["eer"], f"{r['recall@1']:.4f}"] for name, r in results.items()]
-    print_table("LFW View 1 (pairsDevTest, 500 same + 500 different, identities unseen in training)",
-                ["method", "accuracy 10-fold (headline)", "acc. @ DevTrain threshold", "AUC", "EER",
-                 "Recall@1 peopleDevTest"], rows)
+    rows = [
+        [
+            name,
+            mean_std(r["cv10_mean"], r["cv10_std"]),
+            f"{r['devtrain_threshold_test_accuracy']:.4f}",
+            r["auc"],
+            r["eer"],
+            f"{r['recall@1']:.4f}",
+        ]
+        for name, r in results.items()
+    ]
+    print_table(
+        "LFW View 1 (pairsDevTest, 500 same + 500 different, identities unseen in training)",
+        ["method", "accuracy 10-fold (headline)", "acc. @ DevTrain threshold", "AUC", "EER", "Recall@1 peopleDevTest"],
+        rows,
+    )
     timing = [[phase, f"{seconds:.1f}"] for phase, seconds in phases.items()]
     for name, rates in throughput.items():
         timing.append([f"train {name}: images/s (trainer)", f"{rates['trainer_images_per_second']:.1f}"])
     timing.append(["reference loop, img/s", f"{reference:.0f}"])
     timing.append(["budget on this machine, min (60 x 2000 / reference)", f"{budget:.0f}"])
-    print_table("wall time (s) and training throughput", ["phase", "value"], timing,
-                caption=f"{os.cpu_count()} CPU cores; report: {output / 'report.json'}")
+    print_table(
+        "wall time (s) and training throughput",
+        ["phase", "value"],
+        timing,
+        caption=f"{os.cpu_count()} CPU cores; report: {output / 'report.json'}",
+    )
     return 0
 
 

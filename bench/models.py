@@ -80,9 +80,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, help="batch size (default 64, 16 with --quick)")
     parser.add_argument("--steps", type=int, help="timed steps (default 3, 1 with --quick)")
     parser.add_argument("--input-size", type=int, default=112)
-    parser.add_argument(
-        "--backbones", nargs="+", default=["mobilefacenet", "iresnet50"], choices=list(BACKBONES)
-    )
+    parser.add_argument("--backbones", nargs="+", default=["mobilefacenet", "iresnet50"], choices=list(BACKBONES))
     args = parser.parse_args()
     print(reference_line())
     batch = args.batch or (16 if args.quick else 64)

@@ -74,9 +74,7 @@ def write_list(keys: list[str], folder: Path) -> Path:
     names = sorted({key.split("/")[0] for key in keys})
     labels = {name: i for i, name in enumerate(names)}
     x1, y1, x2, y2 = BOX
-    entries = {
-        k: {"label": labels[k.split("/")[0]], "x1": x1, "y1": y1, "x2": x2, "y2": y2} for k in keys
-    }
+    entries = {k: {"label": labels[k.split("/")[0]], "x1": x1, "y1": y1, "x2": x2, "y2": y2} for k in keys}
     path = folder / "image_list.json"
     path.write_text(json.dumps(entries))
     return path
@@ -116,9 +114,7 @@ def writer_rates(root: Path, keys: list[str], folder: Path) -> tuple[float, floa
     payloads = []
     for key in keys:
         with Image.open(root / key) as image:
-            face = image.convert("RGB").resize(
-                (112, 112), Image.BILINEAR, box=square_around_box(BOX, 0.2)
-            )
+            face = image.convert("RGB").resize((112, 112), Image.BILINEAR, box=square_around_box(BOX, 0.2))
         buffer = io.BytesIO()
         face.save(buffer, format="JPEG", quality=settings.jpeg_quality)
         payloads.append(packing.encode_example(buffer.getvalue(), 0, key))
@@ -185,8 +181,10 @@ def processes_part(folder: Path, rounds: int) -> None:
             shutil.rmtree(out)
         best["plain2"] = max(best["plain2"], two_process_rate(root, keys))
     print(f"reference: PIL decode+crop+encode, 1 process : {best['plain']:8.1f} img/s")
-    print(f"plain loop in 2 processes, measured         : {best['plain2']:8.1f} img/s"
-          f"  ({best['plain2'] / best['plain']:.2f}x)")
+    print(
+        f"plain loop in 2 processes, measured         : {best['plain2']:8.1f} img/s"
+        f"  ({best['plain2'] / best['plain']:.2f}x)"
+    )
     print(f"ffem pack --workers 1 (whole command)       : {best['one']:8.1f} img/s")
     print(f"ffem pack --workers 2 (whole command)       : {best['two']:8.1f} img/s")
     print(f"2 workers / 1 worker                        : {best['two'] / best['one']:8.2f}   (goal >= 1.5)")
@@ -253,10 +251,16 @@ def _tree(pid: int) -> list[int]:
 def _memory_kb(pid: int) -> tuple[int, int]:
     """(RSS, PSS) in kB of one process; zeros when it has gone."""
     try:
-        rss = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                   if line.startswith("VmRSS:"))
-        pss = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
-                   if line.startswith("Pss:"))
+        rss = next(
+            int(line.split()[1])
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+            if line.startswith("VmRSS:")
+        )
+        pss = next(
+            int(line.split()[1])
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+            if line.startswith("Pss:")
+        )
     except (OSError, StopIteration):
         return 0, 0
     return rss, pss
@@ -282,12 +286,16 @@ def recordio_part(folder: Path, records: int, subset_identities: int) -> None:
     faces = lfw_faces(3000)
     started = time.perf_counter()
     size = write_big_recordio(folder / "rec", records, faces)
-    print(f"\n[RecordIO] {records:,} records ({size / 1e9:.2f} GB) from {len(faces):,} LFW faces, "
-          f"generated in {time.perf_counter() - started:.0f} s")
+    print(
+        f"\n[RecordIO] {records:,} records ({size / 1e9:.2f} GB) from {len(faces):,} LFW faces, "
+        f"generated in {time.perf_counter() - started:.0f} s"
+    )
     rec = str(folder / "rec")
     rate, rss, pss = measured_command(["pack", rec, "-o", str(folder / "all"), "--shards", "64"], records)
-    print(f"copy-through, all {records:,} records           : {rate:8.0f} img/s, "
-          f"peak RSS {rss:.2f} GB (one process), PSS {pss:.2f} GB (process tree)   (goal < 1.5 GB)")
+    print(
+        f"copy-through, all {records:,} records           : {rate:8.0f} img/s, "
+        f"peak RSS {rss:.2f} GB (one process), PSS {pss:.2f} GB (process tree)   (goal < 1.5 GB)"
+    )
     shutil.rmtree(folder / "all")
     subset = ["--identities", str(subset_identities), "--shards", "16"]
     images = subset_identities * 10
@@ -343,17 +351,11 @@ def in_process_part(count: int, rounds: int) -> None:
         best = {"plain": 0.0, "one": 0.0, "two": 0.0, "plain2": 0.0}
         for round_number in range(args.rounds):  # alternate, keep each variant's best round
             best["plain"] = max(best["plain"], ceiling_rate(root, keys))
-            best["one"] = max(
-                best["one"], pack_rate(list_path, root, folder / f"w1-{round_number}", 1)
-            )
+            best["one"] = max(best["one"], pack_rate(list_path, root, folder / f"w1-{round_number}", 1))
             best["plain2"] = max(best["plain2"], two_process_rate(root, keys))
-            best["two"] = max(
-                best["two"], pack_rate(list_path, root, folder / f"w2-{round_number}", 2)
-            )
+            best["two"] = max(best["two"], pack_rate(list_path, root, folder / f"w2-{round_number}", 2))
         ceiling, one, two, measured_two = best["plain"], best["one"], best["two"], best["plain2"]
-        print(
-            f"best of {args.rounds} alternating rounds; load average now {os.getloadavg()[0]:.2f}"
-        )
+        print(f"best of {args.rounds} alternating rounds; load average now {os.getloadavg()[0]:.2f}")
         print(f"PIL decode+crop+encode, 1 process  : {ceiling:8.1f} img/s")
         print(f"2-core ceiling (2x that)           : {2 * ceiling:8.1f} img/s")
         print(f"ffem pack, 1 worker                : {one:8.1f} img/s")

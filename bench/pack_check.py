@@ -55,24 +55,46 @@ def write_pack(folder: Path, records: int, payload_bytes: int, classes: int = 10
         position = 0
         with open(folder / name, "wb") as handle:
             for row in rows:
-                example = tf.train.Example(features=tf.train.Features(feature={
-                    "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[rng.bytes(payload_bytes)])),
-                    "image/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(labels[row])])),
-                    "image/path": tf.train.Feature(bytes_list=tf.train.BytesList(value=[f"{row}.jpg".encode()])),
-                })).SerializeToString()
+                example = tf.train.Example(
+                    features=tf.train.Features(
+                        feature={
+                            "image/encoded": tf.train.Feature(
+                                bytes_list=tf.train.BytesList(value=[rng.bytes(payload_bytes)])
+                            ),
+                            "image/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(labels[row])])),
+                            "image/path": tf.train.Feature(
+                                bytes_list=tf.train.BytesList(value=[f"{row}.jpg".encode()])
+                            ),
+                        }
+                    )
+                ).SerializeToString()
                 handle.write(tfrecord_frame(example))
-                for key, value in (("shard", number), ("offset", position + 12), ("length", len(example)),
-                                   ("label", int(labels[row]))):
+                for key, value in (
+                    ("shard", number),
+                    ("offset", position + 12),
+                    ("length", len(example)),
+                    ("label", int(labels[row])),
+                ):
                     columns[key].append(value)
                 position += len(example) + 16
         shards.append({"file": name, "count": len(rows), "sha256": file_sha256(folder / name)})
     pack = PackDir(folder)
-    np.savez(pack.index_path, shard=np.asarray(columns["shard"], np.int32),
-             offset=np.asarray(columns["offset"], np.int64), length=np.asarray(columns["length"], np.int64),
-             label=np.asarray(columns["label"], np.int32))
-    manifest = {"image_size": 112, "crop": "margin", "margin": 0.2, "num_examples": records,
-                "num_classes": classes, "shards": shards,
-                "index": {"file": pack.index_path.name, "sha256": file_sha256(pack.index_path)}}
+    np.savez(
+        pack.index_path,
+        shard=np.asarray(columns["shard"], np.int32),
+        offset=np.asarray(columns["offset"], np.int64),
+        length=np.asarray(columns["length"], np.int64),
+        label=np.asarray(columns["label"], np.int32),
+    )
+    manifest = {
+        "image_size": 112,
+        "crop": "margin",
+        "margin": 0.2,
+        "num_examples": records,
+        "num_classes": classes,
+        "shards": shards,
+        "index": {"file": pack.index_path.name, "sha256": file_sha256(pack.index_path)},
+    }
     pack.manifest_path.write_text(json.dumps(manifest))
 
 
@@ -97,9 +119,11 @@ def main() -> None:
         size = sum(p.stat().st_size for p in folder.glob("*.tfrecord")) / 1e6
         timings = {"cheap": [], "verify": [], "read": []}
         for _ in range(args.rounds):
-            for name, run in (("cheap", lambda: pack_check.check_pack(folder)),
-                              ("verify", lambda: pack_check.check_pack(folder, full=True)),
-                              ("read", lambda: read_all(folder))):
+            for name, run in (
+                ("cheap", lambda: pack_check.check_pack(folder)),
+                ("verify", lambda: pack_check.check_pack(folder, full=True)),
+                ("read", lambda: read_all(folder)),
+            ):
                 started = time.perf_counter()
                 run()
                 timings[name].append(time.perf_counter() - started)

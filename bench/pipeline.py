@@ -158,9 +158,7 @@ def main() -> None:
         flip_colour = augment(brightness=0.15, contrast=0.2, saturation=0.2)
 
         def train(option, pk=None):
-            return lambda e: pipeline.train_dataset(
-                pack_dir, batch, epoch=e, seed=0, augment=option, pk=pk
-            )
+            return lambda e: pipeline.train_dataset(pack_dir, batch, epoch=e, seed=0, augment=option, pk=pk)
 
         variants = {
             RAW: lambda e: raw_dataset(files, labels, batch, e),
@@ -178,8 +176,9 @@ def main() -> None:
         for _ in range(rounds):
             for name, make in variants.items():
                 images, setup, streaming, cpu = measure(make, epochs)
-                rows[name].append((images / streaming, images / (setup + streaming), setup / epochs,
-                                   cpu / images * 1e6))
+                rows[name].append(
+                    (images / streaming, images / (setup + streaming), setup / epochs, cpu / images * 1e6)
+                )
         print(
             f"{len(files)} LFW crops 112x112, batch {batch}, {epochs} epoch(s) x {rounds} rounds "
             f"interleaved, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
@@ -194,8 +193,7 @@ def main() -> None:
             stream_ratio = spread([f[0] / r[0] for f, r in zip(figures, raw, strict=True)])
             whole_ratio = spread([f[1] / r[1] for f, r in zip(figures, raw, strict=True)])
             print(
-                f"{name:46s}: {stream:8.0f}        | {stream_ratio}"
-                f" | {whole_ratio} | {setup:.2f}          | {cpu:4.0f}"
+                f"{name:46s}: {stream:8.0f}        | {stream_ratio} | {whole_ratio} | {setup:.2f}          | {cpu:4.0f}"
             )
         print("goal: training mode >= 0.80 of raw")
 

@@ -76,5 +76,7 @@ def reference_rate(seconds: float = 2.0) -> tuple[float, str]:
 def reference_line(seconds: float = 2.0) -> str:
     """One line for a benchmark's printout: the reference rate, its images, CPUs and load."""
     rate, source = reference_rate(seconds)
-    return (f"reference loop (plain PIL decode+crop+encode, 1 process, {source}): {rate:,.0f} img/s; "
-            f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+    return (
+        f"reference loop (plain PIL decode+crop+encode, 1 process, {source}): {rate:,.0f} img/s; "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
+    )

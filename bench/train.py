@@ -83,9 +83,7 @@ def gpu_name() -> str | None:
         if not tf.config.list_physical_devices("GPU"):
             return None
         return nvidia_smi_name() or "unknown GPU"
-    raise SystemExit(
-        f"bench/train.py supports the tensorflow and jax backends, not {keras.backend.backend()}"
-    )
+    raise SystemExit(f"bench/train.py supports the tensorflow and jax backends, not {keras.backend.backend()}")
 
 
 def nvidia_smi_name() -> str | None:
@@ -119,9 +117,7 @@ def synthetic_batch(batch: int, classes: int):
 
 def build_training_model(backbone: str, classes: int, xla: bool) -> TrainingModel:
     """The trainer's model under the current policy: embedder + ArcFace head, SGD on WarmupDecay."""
-    embedder = build_embedder(
-        backbone, BACKBONES[backbone].default_pooling, EMBEDDING_SIZE, IMAGE_SIZE
-    )
+    embedder = build_embedder(backbone, BACKBONES[backbone].default_pooling, EMBEDDING_SIZE, IMAGE_SIZE)
     loss_layer = build_loss("arcface", classes, EMBEDDING_SIZE)
     # create the head's weights by one call, as the trainer does
     loss_layer(ops.zeros((2, EMBEDDING_SIZE)), ops.zeros((2,), "int32"))
@@ -131,9 +127,7 @@ def build_training_model(backbone: str, classes: int, xla: bool) -> TrainingMode
     return model
 
 
-def bench_step(
-    backbone: str, policy: str, xla: bool, batch: int, classes: int, warmup: int, steps: int
-) -> dict:
+def bench_step(backbone: str, policy: str, xla: bool, batch: int, classes: int, warmup: int, steps: int) -> dict:
     """Seconds of warm-up and images/s of ``steps`` timed ``train_on_batch`` calls for one setting.
 
     The precision policy stays set while the step is traced and timed, as in the trainer.
@@ -185,25 +179,15 @@ def parse_args(on_gpu: bool):
         help="jit_compile (default both; JAX: on; CPU: off only for iresnet50)",
     )
     parser.add_argument("--steps", type=int, help="timed steps (default 20 on a GPU, 2 on a CPU)")
-    parser.add_argument(
-        "--warmup", type=int, help="untimed steps first (default 3 on a GPU, 1 on a CPU)"
-    )
-    parser.add_argument(
-        "--classes", type=int, default=1000, help="ArcFace head width (default 1000)"
-    )
+    parser.add_argument("--warmup", type=int, help="untimed steps first (default 3 on a GPU, 1 on a CPU)")
+    parser.add_argument("--classes", type=int, default=1000, help="ArcFace head width (default 1000)")
     args = parser.parse_args()
     print(reference_line())
     jax = keras.backend.backend() == "jax"
-    args.backbones = args.backbones or (
-        ["mobilefacenet"] if args.quick else ["mobilefacenet", "iresnet50"]
-    )
-    args.batch_size = args.batch_size or (
-        16 if args.quick else (512 if jax else 128) if on_gpu else 32
-    )
+    args.backbones = args.backbones or (["mobilefacenet"] if args.quick else ["mobilefacenet", "iresnet50"])
+    args.batch_size = args.batch_size or (16 if args.quick else (512 if jax else 128) if on_gpu else 32)
     args.steps = args.steps or (2 if args.quick or not on_gpu else 20)
-    args.warmup = (
-        args.warmup if args.warmup is not None else (3 if on_gpu and not args.quick else 1)
-    )
+    args.warmup = args.warmup if args.warmup is not None else (3 if on_gpu and not args.quick else 1)
     return args
 
 
@@ -222,9 +206,7 @@ def main() -> None:
     args = parse_args(gpu is not None)
     backend = keras.backend.backend()
     mixed_policy = "mixed_float16" if gpu and backend == "tensorflow" else "mixed_bfloat16"
-    policies = {"fp32": ["float32"], "mixed": [mixed_policy], "both": ["float32", mixed_policy]}[
-        args.precision
-    ]
+    policies = {"fp32": ["float32"], "mixed": [mixed_policy], "both": ["float32", mixed_policy]}[args.precision]
     device = gpu or f"CPU ({os.cpu_count()} cores)"
     print(
         f"keras {keras.__version__}, backend {backend}, device {device}; batch {args.batch_size} at "
@@ -232,15 +214,8 @@ def main() -> None:
         f"{args.steps} timed steps per row"
     )
     if backend == "jax" and args.xla is None:
-        print(
-            "JAX: every row is XLA-compiled (jit_compile=False would be op-by-op eager; --xla off runs it)"
-        )
-    if (
-        not gpu
-        and backend != "jax"
-        and args.xla is None
-        and set(args.backbones) - {"mobilefacenet"}
-    ):
+        print("JAX: every row is XLA-compiled (jit_compile=False would be op-by-op eager; --xla off runs it)")
+    if not gpu and backend != "jax" and args.xla is None and set(args.backbones) - {"mobilefacenet"}:
         print(
             "CPU: no XLA rows for backbones other than mobilefacenet (minutes of XLA compile and "
             "slow XLA CPU convolutions on 2 cores); --xla both runs them"
@@ -253,9 +228,7 @@ def main() -> None:
     for backbone in args.backbones:
         for policy in policies:
             for xla in xla_modes(args.xla, backbone, gpu is not None):
-                row = bench_step(
-                    backbone, policy, xla, args.batch_size, args.classes, args.warmup, args.steps
-                )
+                row = bench_step(backbone, policy, xla, args.batch_size, args.classes, args.warmup, args.steps)
                 tflops = row["images_per_s"] * row["train_flops_per_image"] / 1e12
                 peak = peak_tflops(gpu, policy != "float32")
                 share = f"{tflops / peak:.1%}" if peak else "-"
@@ -266,10 +239,7 @@ def main() -> None:
                     flush=True,
                 )
     if gpu and peak_tflops(gpu, True) is None:
-        print(
-            f"peak FLOP/s of {gpu!r} unknown: no fraction printed (known: "
-            f"{', '.join(f for f, _, _ in GPU_PEAKS)})"
-        )
+        print(f"peak FLOP/s of {gpu!r} unknown: no fraction printed (known: {', '.join(f for f, _, _ in GPU_PEAKS)})")
 
 
 if __name__ == "__main__":

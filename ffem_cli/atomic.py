@@ -112,7 +112,8 @@ def check_owned(path: str | os.PathLike, owns: Callable[[str], bool] | None = No
             "choose a new folder, or empty it yourself"
         )
     foreign = [
-        name for name in entries
+        name
+        for name in entries
         if name != OUTPUT_MARKER and name not in (listed or ()) and not (owns is not None and owns(name))
     ]
     if foreign:

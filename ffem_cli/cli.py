@@ -79,11 +79,24 @@ def main_callback(
 
 
 register(app, detect.detect, convert.convert, pack.pack, inspect.inspect, train.train)
-evaluate_app = typer.Typer(help="Evaluate an embedding model: RFW, LFW, pair lists, labelled folders, insightface .bin sets.", no_args_is_help=True)
+evaluate_app = typer.Typer(
+    help="Evaluate an embedding model: RFW, LFW, pair lists, labelled folders, insightface .bin sets.",
+    no_args_is_help=True,
+)
 register(evaluate_app, *evaluate.COMMANDS)
 app.add_typer(evaluate_app, name="eval")
-register(app, export.export, calibrate.calibrate, verify.verify, pairs.pairs, embed.embed, embed.search,
-         gallery.gallery, embed.map_command, models.models)
+register(
+    app,
+    export.export,
+    calibrate.calibrate,
+    verify.verify,
+    pairs.pairs,
+    embed.embed,
+    embed.search,
+    gallery.gallery,
+    embed.map_command,
+    models.models,
+)
 
 
 def main() -> None:

@@ -164,7 +164,9 @@ def path_under(root: str | Path, rel: str, follow_symlinks: bool = False, real_r
         real_root = real_root or os.path.realpath(root)
         real = _outside(real_root, posix.parts)
         if real is not None:
-            raise ImageReadError(path, "outside-root", f"a symlink to {real}, outside ROOT (--follow-symlinks allows it)")
+            raise ImageReadError(
+                path, "outside-root", f"a symlink to {real}, outside ROOT (--follow-symlinks allows it)"
+            )
     return path
 
 
@@ -224,7 +226,9 @@ def _regular_file(path: Path) -> Path:
 
 def _check_pixels(path: Path, width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
-        raise ImageReadError(path, "too-large", f"{width}x{height} = {width * height:,} pixels, over --max-pixels {max_pixels:,}")
+        raise ImageReadError(
+            path, "too-large", f"{width}x{height} = {width * height:,} pixels, over --max-pixels {max_pixels:,}"
+        )
 
 
 @contextlib.contextmanager

@@ -52,8 +52,11 @@ class Entry:
             parameters = inspect.signature(self.build).parameters.values()
         except (TypeError, ValueError):  # a builtin without a signature
             parameters = ()
-        found = {p.name: p.default for p in parameters
-                 if p.default is not inspect.Parameter.empty and p.name not in NOT_OPTIONS}
+        found = {
+            p.name: p.default
+            for p in parameters
+            if p.default is not inspect.Parameter.empty and p.name not in NOT_OPTIONS
+        }
         return {**found, **self.overrides}
 
     def describe_defaults(self) -> str:

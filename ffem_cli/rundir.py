@@ -93,7 +93,7 @@ class RunDir:
         if type(size) is not int or size < 1:
             raise FfemError(f"{self.config_path}: data.image_size must be a positive integer, got {size!r}")
         if crop not in ("margin", "align"):
-            raise FfemError(f"{self.config_path}: data.crop must be \"margin\" or \"align\", got {crop!r}")
+            raise FfemError(f'{self.config_path}: data.crop must be "margin" or "align", got {crop!r}')
         if type(margin) not in (int, float) or not math.isfinite(margin) or margin < 0:
             raise FfemError(f"{self.config_path}: data.margin must be a number >= 0, got {margin!r}")
         return {**data, "image_size": size, "crop": crop, "margin": float(margin)}
@@ -119,8 +119,12 @@ class RunDir:
         """Drop ``metrics.jsonl`` lines of epochs after ``epoch`` (to be trained again after a
         fall-back to an older checkpoint) and lines cut by a kill, so no epoch is logged twice."""
         lines = self._metric_lines()
-        kept = [line for line, record in lines if record is not _TORN
-                and not (isinstance(record, dict) and isinstance(record.get("epoch"), int) and record["epoch"] > epoch)]
+        kept = [
+            line
+            for line, record in lines
+            if record is not _TORN
+            and not (isinstance(record, dict) and isinstance(record.get("epoch"), int) and record["epoch"] > epoch)
+        ]
         if len(kept) != len(lines):
             atomic.write_text(self.metrics_path, "".join(f"{line}\n" for line in kept))
 
@@ -170,8 +174,10 @@ def load_model_file(path: str | Path):
         text = " ".join(str(exc).split())
         if "safe_mode" in text:
             held = re.search(r"`(\w+)` layer", text)
-            raise FfemError(f"{path}: refused: the model holds code ({held.group(1) if held else 'a Python function'}); "
-                            "ffem loads models in Keras safe mode and runs no code from a file") from None
+            raise FfemError(
+                f"{path}: refused: the model holds code ({held.group(1) if held else 'a Python function'}); "
+                "ffem loads models in Keras safe mode and runs no code from a file"
+            ) from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise FfemError(f"{path}: cannot load model ({type(exc).__name__}: {first[:300]})") from None
     check_embedder_shapes(model, path)
@@ -182,8 +188,9 @@ def check_embedder_shapes(model, path: str | Path) -> None:
     """One input ``(N, S, S, 3)`` and one output ``(N, D)`` (one vector per face); ``FfemError`` otherwise."""
     inputs, outputs = model.inputs or [], model.outputs or []
     if len(inputs) != 1 or len(outputs) != 1:
-        raise FfemError(f"{path}: an embedder has one input and one output, this model has "
-                        f"{len(inputs)} and {len(outputs)}")
+        raise FfemError(
+            f"{path}: an embedder has one input and one output, this model has {len(inputs)} and {len(outputs)}"
+        )
     shape_in, shape_out = tuple(inputs[0].shape), tuple(outputs[0].shape)
     if len(shape_in) != 4 or shape_in[-1] != 3:
         raise FfemError(f"{path}: an embedder takes (N, S, S, 3) faces, this model takes {shape_in}")

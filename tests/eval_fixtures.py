@@ -30,7 +30,13 @@ def make_run(root: Path, embedding_size: int = 16, seed: int = 0) -> Path:
     model.save(run.embedder_path)
     run.write_config(
         {
-            "data": {"pack": "/nowhere/pack", "image_size": IMAGE_SIZE, "crop": "margin", "margin": 0.2, "num_classes": 4},
+            "data": {
+                "pack": "/nowhere/pack",
+                "image_size": IMAGE_SIZE,
+                "crop": "margin",
+                "margin": 0.2,
+                "num_classes": 4,
+            },
             "model": {"backbone": "tiny", "pooling": "gap", "embedding_size": embedding_size},
         }
     )

@@ -25,11 +25,13 @@ def test_presets_take_single_options_and_refuse_bad_ones():
     assert Augment.preset("flip", {"hue": 0.1}) == Augment(hue=0.1)
     assert Augment.preset("strong", {"scale": [0.8, 1.0]}).scale == (0.8, 1.0)
     assert Augment.preset("off", {}) == Augment.off()
-    for options, message in [({"hew": 0.1}, r"unknown augment option 'hew'"),
-                             ({"scale": [1.0, 0.8]}, r"scale must be \[low, high\]"),
-                             ({"greyscale": 1.5}, r"greyscale must be at most 1"),
-                             ({"contrast": -0.1}, r"contrast must be a non-negative number"),
-                             ({"flip": 1}, r"flip must be true or false")]:
+    for options, message in [
+        ({"hew": 0.1}, r"unknown augment option 'hew'"),
+        ({"scale": [1.0, 0.8]}, r"scale must be \[low, high\]"),
+        ({"greyscale": 1.5}, r"greyscale must be at most 1"),
+        ({"contrast": -0.1}, r"contrast must be a non-negative number"),
+        ({"flip": 1}, r"flip must be true or false"),
+    ]:
         with pytest.raises(FfemError, match=message):
             Augment.preset("flip", options)
     with pytest.raises(FfemError, match="unknown augment 'wild'"):

@@ -14,8 +14,21 @@ runner = CliRunner()
 def test_help_lists_every_command():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("detect", "pack", "train", "eval", "export", "calibrate", "verify", "pairs", "embed", "search",
-                    "gallery", "map", "models"):
+    for command in (
+        "detect",
+        "pack",
+        "train",
+        "eval",
+        "export",
+        "calibrate",
+        "verify",
+        "pairs",
+        "embed",
+        "search",
+        "gallery",
+        "map",
+        "models",
+    ):
         assert f" {command} " in result.output
 
 

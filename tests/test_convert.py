@@ -26,8 +26,12 @@ def seed_box(points) -> tuple[int, int, int, int]:
     left = np.linalg.norm(np.subtract(points[0], points[2]))
     right = np.linalg.norm(np.subtract(points[1], points[2]))
     shift = -(1 - right / left) * 1.2 if left > right else (1 - left / right) * 1.2
-    return tuple(np.array([min(xs) - width + width * shift, min(ys) - height,
-                           max(xs) + width + width * shift, max(ys) + height], dtype=np.int32).tolist())
+    return tuple(
+        np.array(
+            [min(xs) - width + width * shift, min(ys) - height, max(xs) + width + width * shift, max(ys) + height],
+            dtype=np.int32,
+        ).tolist()
+    )
 
 
 @pytest.mark.parametrize("points", [POINTS, [[30, 50], [70, 52], [60, 66], [38, 82], [66, 80]]])
@@ -39,8 +43,10 @@ def test_vggface2_loose_boxes_and_landmarks(tmp_path):
     bb = tmp_path / "loose_bb_train.csv"
     bb.write_text('NAME_ID,X,Y,W,H\n"n000002/0001_01",-10,20,100,120\n"n000003/0002_01",5,6,50,60\n')
     lm = tmp_path / "loose_landmark_train.csv"
-    lm.write_text("NAME_ID,P1X,P1Y,P2X,P2Y,P3X,P3Y,P4X,P4Y,P5X,P5Y\n"
-                  '"n000002/0001_01",' + ",".join(str(v) for p in POINTS for v in p) + "\n")
+    lm.write_text(
+        "NAME_ID,P1X,P1Y,P2X,P2Y,P3X,P3Y,P4X,P4Y,P5X,P5Y\n"
+        '"n000002/0001_01",' + ",".join(str(v) for p in POINTS for v in p) + "\n"
+    )
     result = run("convert", "vggface2", bb, lm, "-o", tmp_path / "out" / "image_list.json")
     assert result.exit_code == 0, result.output
     entries = load_image_list(tmp_path / "out" / "image_list.json")
@@ -53,8 +59,9 @@ def test_vggface2_loose_boxes_and_landmarks(tmp_path):
 def test_rfw_landmarks_give_boxes_groups_and_keys(tmp_path):
     lmk = tmp_path / "African_lmk.txt"
     coords = " ".join(str(v) for p in POINTS for v in p)
-    lmk.write_text(f"test/data/African/m.01/m.01_0001.jpg m.01 {coords}\n"
-                   f"test/data/African/m.02/m.02_0003.jpg m.02 {coords}\n")
+    lmk.write_text(
+        f"test/data/African/m.01/m.01_0001.jpg m.01 {coords}\ntest/data/African/m.02/m.02_0003.jpg m.02 {coords}\n"
+    )
     result = run("convert", "rfw", lmk, "-o", tmp_path / "image_list.json")
     assert result.exit_code == 0, result.output
     entries = load_image_list(tmp_path / "image_list.json")

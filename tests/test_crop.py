@@ -116,18 +116,14 @@ def test_alignment_puts_the_landmarks_on_the_template(size, angle, scale):
     # Photo landmarks: the template rotated, scaled and moved (scale 3 exercises the pre-reduction).
     rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
     landmarks = (ARCFACE_TEMPLATE - 56) @ (scale * rotation).T + [200, 150]
-    crop = crop_face(
-        dots_image(landmarks, sigma=2.0 * scale), None, landmarks, size=size, align=True
-    )
+    crop = crop_face(dots_image(landmarks, sigma=2.0 * scale), None, landmarks, size=size, align=True)
     template = ARCFACE_TEMPLATE * size / 112
     found = dot_centres(crop, template, radius=6 * size / 112)
     assert np.abs(found - template).max() < 1.0
 
 
 def test_alignment_of_irregular_landmarks_matches_the_least_squares_transform():
-    landmarks = np.array(
-        [[150.3, 120.2], [210.7, 130.1], [180.0, 160.0], [155.0, 200.0], [205.0, 205.0]]
-    )
+    landmarks = np.array([[150.3, 120.2], [210.7, 130.1], [180.0, 160.0], [155.0, 200.0], [205.0, 205.0]])
     crop = crop_face(dots_image(landmarks, sigma=4.0), None, landmarks, size=112, align=True)
     matrix = alignment_matrix(landmarks, 112)
     expected = landmarks @ matrix[:, :2].T + matrix[:, 2]

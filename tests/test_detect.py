@@ -74,7 +74,9 @@ class FakeDetector:
             height, width = image.shape[:2]
             if image.mean() > 50:
                 xs, ys = [0.3, 0.7, 0.5, 0.35, 0.65], [0.4, 0.4, 0.55, 0.7, 0.7]
-                rows.append([index, 4, 5, width - 3, height - 2, 0.99, *(x * width for x in xs), *(y * height for y in ys)])
+                rows.append(
+                    [index, 4, 5, width - 3, height - 2, 0.99, *(x * width for x in xs), *(y * height for y in ys)]
+                )
         return np.asarray(rows, dtype=np.float64).reshape(-1, 16)
 
 
@@ -140,13 +142,19 @@ def test_non_faces_corrupt_and_tiny_images_are_rejected_with_reasons(astronaut_r
     }
     assert rejects["tiny/t.png"]["detail"] == "10x10 image, --min-face-size 20"
     assert summary.rejected == {"corrupt": 1, "no-face": 2, "too-small": 1}
-    assert sorted(p.name for p in output.parent.iterdir()) == ["image_list.json", "image_list.label_map.json", "image_list.rejects.json"]
+    assert sorted(p.name for p in output.parent.iterdir()) == [
+        "image_list.json",
+        "image_list.label_map.json",
+        "image_list.rejects.json",
+    ]
 
 
 def test_cli_prints_the_summary(tmp_path):
     root = tmp_path / "photos"
     save(root, "astronaut/a.jpg", skimage.data.astronaut())
-    result = CliRunner().invoke(app, ["detect", str(root), "--output", str(tmp_path / "list.json"), "--threshold", "0.9"])
+    result = CliRunner().invoke(
+        app, ["detect", str(root), "--output", str(tmp_path / "list.json"), "--threshold", "0.9"]
+    )
     assert result.exit_code == 0, result.output
     assert "kept (one face each)" in result.output and "images/s" in result.output
     assert list(load_image_list(tmp_path / "list.json")) == ["astronaut/a.jpg"]
@@ -168,7 +176,9 @@ def test_cli_help_documents_the_face_choice():
 )
 def test_cli_rejects_bad_thresholds(tmp_path, value, message):
     grey_folder(tmp_path / "photos", ["a/1.jpg"])
-    result = CliRunner().invoke(app, ["detect", str(tmp_path / "photos"), "-o", str(tmp_path / "l.json"), "--threshold", value])
+    result = CliRunner().invoke(
+        app, ["detect", str(tmp_path / "photos"), "-o", str(tmp_path / "l.json"), "--threshold", value]
+    )
     assert result.exit_code == 1
     assert f"error: {message}" in " ".join(result.output.split())
     assert not (tmp_path / "l.json").exists()
@@ -214,7 +224,9 @@ def test_depth_2_keeps_the_group_for_pack_groups(tmp_path):
     detect_folder(root, tmp_path / "l.json", detector=FakeDetector(), depth=2)
     entries = load_image_list(tmp_path / "l.json")
     assert {rel: (e.label, e.group) for rel, e in entries.items()} == {
-        "African/m1/1.jpg": (0, "African"), "African/m1/2.jpg": (0, "African"), "Asian/m2/1.jpg": (1, "Asian")
+        "African/m1/1.jpg": (0, "African"),
+        "African/m1/2.jpg": (0, "African"),
+        "Asian/m2/1.jpg": (1, "Asian"),
     }
     assert json.loads((tmp_path / "l.label_map.json").read_text()) == {"African/m1": 0, "Asian/m2": 1}
     with pytest.raises(FfemError, match="images must sit directly in ROOT/<identity>/, not deeper"):

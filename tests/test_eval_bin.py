@@ -107,8 +107,9 @@ def test_eval_bin_gives_one_table_for_several_files(tmp_path):
     run = make_run(tmp_path)
     write_bin(tmp_path / "lfw.bin", 20, seed=1, as_array=False)
     write_bin(tmp_path / "cfp_fp.bin", 30, seed=2, as_array=True)
-    result = CliRunner().invoke(app, ["eval", "bin", str(tmp_path / "lfw.bin"), str(tmp_path / "cfp_fp.bin"),
-                                      "--run", str(run)])
+    result = CliRunner().invoke(
+        app, ["eval", "bin", str(tmp_path / "lfw.bin"), str(tmp_path / "cfp_fp.bin"), "--run", str(run)]
+    )
     assert result.exit_code == 0, result.output
     assert "lfw" in result.output and "cfp_fp" in result.output
     out_dir = run / "eval" / "bin"

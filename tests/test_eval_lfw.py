@@ -72,8 +72,12 @@ def mini_lfw(tmp_path_factory):
         a, b = NAMES[fold % 4], NAMES[(fold + 1) % 4]
         lines += [f"{a}\t1\t{2 + fold % 2}", f"{a}\t{1 + fold % 3}\t{b}\t2"]
     (root / "pairs.txt").write_text("\n".join(lines) + "\n")
-    (root / "pairsDevTrain.txt").write_text(f"2\n{NAMES[0]}\t1\t2\n{NAMES[1]}\t1\t3\n{NAMES[0]}\t1\t{NAMES[1]}\t1\n{NAMES[2]}\t1\t{NAMES[3]}\t1\n")
-    (root / "pairsDevTest.txt").write_text(f"2\n{NAMES[2]}\t1\t2\n{NAMES[3]}\t2\t3\n{NAMES[0]}\t2\t{NAMES[3]}\t1\n{NAMES[1]}\t2\t{NAMES[2]}\t3\n")
+    (root / "pairsDevTrain.txt").write_text(
+        f"2\n{NAMES[0]}\t1\t2\n{NAMES[1]}\t1\t3\n{NAMES[0]}\t1\t{NAMES[1]}\t1\n{NAMES[2]}\t1\t{NAMES[3]}\t1\n"
+    )
+    (root / "pairsDevTest.txt").write_text(
+        f"2\n{NAMES[2]}\t1\t2\n{NAMES[3]}\t2\t3\n{NAMES[0]}\t2\t{NAMES[3]}\t1\n{NAMES[1]}\t2\t{NAMES[2]}\t3\n"
+    )
     return root, make_run(root)
 
 
@@ -125,7 +129,9 @@ def test_lfw_people_file_contradicting_pairs(mini_lfw, tmp_path):
     (copy / "people.txt").write_text("10\n" + "1\nNobody\t1\n" * 10)
     result = invoke("eval", "lfw", "--root", copy, "--run", run, "--output-dir", tmp_path / "o")
     assert result.exit_code == 1
-    assert f"error: {copy / 'pairs.txt'} line 2: {NAMES[0]} is not in fold 1 of {copy / 'people.txt'}" in " ".join(result.output.split())
+    assert f"error: {copy / 'pairs.txt'} line 2: {NAMES[0]} is not in fold 1 of {copy / 'people.txt'}" in " ".join(
+        result.output.split()
+    )
 
 
 @pytest.mark.realdata

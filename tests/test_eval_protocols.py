@@ -100,7 +100,9 @@ def test_missing_race_folder(workspace, tmp_path):
     out = tmp_path / "out"
     result = invoke("eval", "rfw", "--root", rfw, "--run", workspace["run"], "--output-dir", out)
     assert result.exit_code == 1
-    expected = f"error: {rfw / 'images/test/data/Indian'}: missing race folder (RFW races: African, Asian, Caucasian, Indian)"
+    expected = (
+        f"error: {rfw / 'images/test/data/Indian'}: missing race folder (RFW races: African, Asian, Caucasian, Indian)"
+    )
     assert expected in " ".join(result.output.split())
     assert not out.exists()
 
@@ -123,7 +125,9 @@ def test_empty_pair_list(workspace, tmp_path, synthetic_faces):
     root, _ = synthetic_faces
     empty = tmp_path / "pairs.csv"
     empty.write_text("\n\n")
-    result = invoke("eval", "pairs", "--list", empty, "--root", root, "--run", workspace["run"], "--output-dir", tmp_path / "o")
+    result = invoke(
+        "eval", "pairs", "--list", empty, "--root", root, "--run", workspace["run"], "--output-dir", tmp_path / "o"
+    )
     assert result.exit_code == 1
     assert f"error: {empty}: empty list (no pairs)" in " ".join(result.output.split())
     assert not (tmp_path / "o").exists()
@@ -137,7 +141,12 @@ def write_pair_list(root, path):
     lines = []
     for label, paths in by_label.items():
         other = by_label[(label + 1) % len(by_label)]
-        lines += [f"1,{paths[0]},{paths[1]}", f"1,{paths[2]},{paths[3]}", f"0,{paths[0]},{other[0]}", f"0,{paths[1]},{other[2]}"]
+        lines += [
+            f"1,{paths[0]},{paths[1]}",
+            f"1,{paths[2]},{paths[3]}",
+            f"0,{paths[0]},{other[0]}",
+            f"0,{paths[1]},{other[2]}",
+        ]
     path.write_text("\n".join(lines) + "\n")
     return lines
 
@@ -240,7 +249,13 @@ def test_folder_with_face_list_uses_its_boxes_and_counts_unlisted_images(workspa
     model = keras.models.load_model(workspace["run"] / "embedder.keras")
     rel = sorted(entries)[0]
     e = entries[rel]
-    face = crop_face(read_rgb(root / rel), (e["x1"], e["y1"], e["x2"], e["y2"]), np.array(e["landmarks"]), size=IMAGE_SIZE, margin=0.2)
+    face = crop_face(
+        read_rgb(root / rel),
+        (e["x1"], e["y1"], e["x2"], e["y2"]),
+        np.array(e["landmarks"]),
+        size=IMAGE_SIZE,
+        margin=0.2,
+    )
     expected = model.predict_on_batch(face[None].astype(np.float32))[0]
     sources = embedding.folder_sources(root, [rel], faces)
     embedder = load_embedder(workspace["run"], None)
@@ -296,6 +311,8 @@ def test_a_report_from_before_the_marker_is_still_replaced(workspace, tmp_path):
     out.mkdir()
     (out / "report.json").write_text(json.dumps({"ffem_version": "0.1", "files": ["races.csv"]}))
     (out / "races.csv").write_text("race\n")
-    result = invoke("eval", "rfw", "--root", workspace["rfw"], "--run", workspace["run"], "--race", "Asian", "--output-dir", out)
+    result = invoke(
+        "eval", "rfw", "--root", workspace["rfw"], "--run", workspace["run"], "--race", "Asian", "--output-dir", out
+    )
     assert result.exit_code == 0, result.output
     assert (out / ".ffem-output").is_file()

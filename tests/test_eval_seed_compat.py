@@ -163,7 +163,9 @@ def test_rfw_reports_both_recalls_seed_crop_and_shared_identities(workspace, tmp
     shared = sorted(p.name for p in (data / "Asian").iterdir())[0]
     shutil.copytree(data / "Asian" / shared, data / "Indian" / shared)
     out = tmp_path / "out"
-    result = invoke("eval", "rfw", "--root", rfw, "--run", workspace["run"], "--crop", "seed", "--output-dir", out, "--no-cache")
+    result = invoke(
+        "eval", "rfw", "--root", rfw, "--run", workspace["run"], "--crop", "seed", "--output-dir", out, "--no-cache"
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert report["preparation"]["crop"] == "seed"
@@ -175,7 +177,18 @@ def test_rfw_reports_both_recalls_seed_crop_and_shared_identities(workspace, tmp
 
 
 def test_rfw_unknown_crop_is_one_line(workspace, tmp_path):
-    result = invoke("eval", "rfw", "--root", workspace["rfw"], "--run", workspace["run"], "--crop", "square", "--output-dir", tmp_path / "o")
+    result = invoke(
+        "eval",
+        "rfw",
+        "--root",
+        workspace["rfw"],
+        "--run",
+        workspace["run"],
+        "--crop",
+        "square",
+        "--output-dir",
+        tmp_path / "o",
+    )
     assert result.exit_code == 1
     assert "error: --crop must be 'seed'" in result.output
 
@@ -188,7 +201,9 @@ def _lfw_tree(root, side: int, massface: bool):
     for name in names:
         person = synthetic.make_identity(rng)
         photos[name] = [synthetic.render(person, rng, canvas=side)[0] for _ in range(3)]
-    pairs = [(names[i % 4], 0, names[i % 4], 1 + i % 2) for i in range(6)] + [(names[i % 4], 0, names[(i + 1) % 4], 2) for i in range(6)]
+    pairs = [(names[i % 4], 0, names[i % 4], 1 + i % 2) for i in range(6)] + [
+        (names[i % 4], 0, names[(i + 1) % 4], 2) for i in range(6)
+    ]
     if massface:
         lines = []
         for index, (a, i, b, j) in enumerate(pairs):
@@ -225,7 +240,18 @@ def test_lfw_massface_pair_folders_with_concatenated_flips(workspace, tmp_path):
     _lfw_tree(root, 112, massface=True)
     out = tmp_path / "out"
     result = invoke(
-        "eval", "lfw", "--root", root, "--run", workspace["run"], "--flip", "--flip-mode", "concat", "--output-dir", out, "--no-cache"
+        "eval",
+        "lfw",
+        "--root",
+        root,
+        "--run",
+        workspace["run"],
+        "--flip",
+        "--flip-mode",
+        "concat",
+        "--output-dir",
+        out,
+        "--no-cache",
     )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
@@ -248,8 +274,14 @@ def test_massface_pair_folder_must_hold_two_images(tmp_path):
 def test_pair_list_ee488b_score_file_and_figures(workspace, tmp_path, synthetic_faces):
     root, _ = synthetic_faces
     people = sorted(p.name for p in root.iterdir() if p.is_dir())
-    lines = [f"1,{p}/{sorted(x.name for x in (root / p).iterdir())[0]},{p}/{sorted(x.name for x in (root / p).iterdir())[1]}" for p in people]
-    lines += [f"0,{a}/{sorted(x.name for x in (root / a).iterdir())[0]},{b}/{sorted(x.name for x in (root / b).iterdir())[0]}" for a, b in zip(people, people[1:], strict=False)]
+    lines = [
+        f"1,{p}/{sorted(x.name for x in (root / p).iterdir())[0]},{p}/{sorted(x.name for x in (root / p).iterdir())[1]}"
+        for p in people
+    ]
+    lines += [
+        f"0,{a}/{sorted(x.name for x in (root / a).iterdir())[0]},{b}/{sorted(x.name for x in (root / b).iterdir())[0]}"
+        for a, b in zip(people, people[1:], strict=False)
+    ]
     pair_list = tmp_path / "list.csv"
     pair_list.write_text("\n".join(lines) + "\n")
     scores = tmp_path / "scores.csv"
@@ -260,7 +292,9 @@ def test_pair_list_ee488b_score_file_and_figures(workspace, tmp_path, synthetic_
     assert result.exit_code == 0, result.output
     rows = [line.split(",") for line in scores.read_text().splitlines()]
     assert len(rows) == len(lines) and all(len(r) == 4 for r in rows)
-    assert [r[1] for r in rows] == [line[0] for line in lines] and [r[2] for r in rows] == [line.split(",")[1] for line in lines]
+    assert [r[1] for r in rows] == [line[0] for line in lines] and [r[2] for r in rows] == [
+        line.split(",")[1] for line in lines
+    ]
     float(rows[0][0])  # headerless: the first field is a score
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["eer_ee488b_percent"] >= 100 * report["eer"] - 1e-9

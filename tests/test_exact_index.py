@@ -70,7 +70,9 @@ def test_batches_beyond_the_scan_size_take_the_float32_blocks(clustered):
     batch = queries[: SCAN_QUERIES + 1]
     index = ExactIndex(gallery, threads=1)
     np.testing.assert_array_equal(index.search(batch, 5)[1], topk_search(batch, gallery, 5)[1])
-    np.testing.assert_array_equal(index.search(batch[:SCAN_QUERIES], 5)[1], topk_search(batch[:SCAN_QUERIES], gallery, 5)[1])
+    np.testing.assert_array_equal(
+        index.search(batch[:SCAN_QUERIES], 5)[1], topk_search(batch[:SCAN_QUERIES], gallery, 5)[1]
+    )
 
 
 def test_bad_shapes_are_refused(clustered):

@@ -35,9 +35,7 @@ def make_run(path: Path, with_embedder: bool = True, seed: int = 0, size: int = 
         # Batch-norm statistics of real inputs (as after training): with the
         # initial ones every face gets almost the same embedding, and parity
         # would be trivially high.
-        batch_norms = [
-            layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)
-        ]
+        batch_norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
         for layer in batch_norms:
             layer.momentum = 0.0
         model(
@@ -96,11 +94,7 @@ def check_faces():
 
 
 def cosines(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
-    return (
-        (reference * other).sum(1)
-        / np.linalg.norm(reference, axis=1)
-        / np.linalg.norm(other, axis=1)
-    )
+    return (reference * other).sum(1) / np.linalg.norm(reference, axis=1) / np.linalg.norm(other, axis=1)
 
 
 def keras_embeddings(run: RunDir, images: np.ndarray) -> np.ndarray:
@@ -141,10 +135,7 @@ def test_every_export_is_written_with_metadata_and_parity(exported):
         assert parity[name]["min_cosine"] >= 0.9999 and parity[name]["threshold"] == 0.9999
     assert parity["model-float16.tflite"]["min_cosine"] >= 0.999
     assert parity["model-int8-full.tflite"]["threshold"] is None
-    assert (
-        "calibration"
-        in json.loads((export_dir / "model-int8-full.tflite.json").read_text())["parity"]
-    )
+    assert "calibration" in json.loads((export_dir / "model-int8-full.tflite.json").read_text())["parity"]
     for name in ("model-int8.tflite", "model-int8-full.tflite"):
         assert 0.9 < parity[name]["mean_cosine"] <= 1.0 + 1e-6
     assert "model-int8-full.tflite" in result.stdout and "min cos" in result.stdout
@@ -154,9 +145,7 @@ def test_savedmodel_takes_uint8_faces_and_matches_keras(exported, check_faces):
     import tensorflow as tf
 
     run, _ = exported
-    signature = tf.saved_model.load(str(run.export_dir / "saved_model")).signatures[
-        "serving_default"
-    ]
+    signature = tf.saved_model.load(str(run.export_dir / "saved_model")).signatures["serving_default"]
     spec = signature.structured_input_signature[1]["faces"]
     assert spec.dtype == tf.uint8 and spec.shape.as_list() == [None, SIZE, SIZE, 3]
     embeddings = signature(faces=tf.constant(check_faces))["embeddings"].numpy()
@@ -191,16 +180,26 @@ def test_full_integer_model_takes_uint8_and_quantizes_inside(exported):
     assert np.int8 in kinds  # activations and weights are int8 inside
 
 
-def test_seed_quantization_levels_1_and_2_each_get_a_parity_figure(
-    tmp_path, face_pack, check_faces
-):
+def test_seed_quantization_levels_1_and_2_each_get_a_parity_figure(tmp_path, face_pack, check_faces):
     """The FFEM seed's convert_tflite level 1 (integer with float fallback) and level 2
     (full integer, uint8 in and uint8 out)."""
     import tensorflow as tf
 
     run = make_run(tmp_path / "levels")
-    result = invoke("--run", run.path, "-f", "tflite", "-q", "int8-fallback", "-q", "int8-uint8",
-                    "--calibration", face_pack, "--calibration-faces", 24)
+    result = invoke(
+        "--run",
+        run.path,
+        "-f",
+        "tflite",
+        "-q",
+        "int8-fallback",
+        "-q",
+        "int8-uint8",
+        "--calibration",
+        face_pack,
+        "--calibration-faces",
+        24,
+    )
     assert result.exit_code == 0, result.output + result.stderr
     parity = json.loads((run.export_dir / "parity.json").read_text())["exports"]
     assert set(parity) == {"model-int8-fallback.tflite", "model-int8-uint8.tflite"}
@@ -227,9 +226,7 @@ def test_onnx_runtime_matches_keras(exported, check_faces):
 
     run, _ = exported
     model = onnx.load(str(run.export_dir / "model.onnx"))
-    assert (
-        max(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")) >= 17
-    )
+    assert max(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")) >= 17
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
     embeddings = runtimes.onnx_runtime(run.export_dir / "model.onnx", threads=1)(check_faces)
     assert cosines(keras_embeddings(run, check_faces), embeddings).min() >= 0.9999
@@ -248,9 +245,7 @@ def test_a_drifting_onnx_export_fails_and_is_not_written(tmp_path, monkeypatch):
         "nothing was written under that name"
     )
     export_dir = run.export_dir
-    assert (
-        not (export_dir / "model.onnx").exists() and not (export_dir / "model.onnx.json").exists()
-    )
+    assert not (export_dir / "model.onnx").exists() and not (export_dir / "model.onnx.json").exists()
     assert (export_dir / "model.tflite").is_file()  # the export before it passed and stays
     assert list(json.loads((export_dir / "parity.json").read_text())["exports"]) == ["model.tflite"]
     assert leftovers(export_dir) == []
@@ -259,12 +254,8 @@ def test_a_drifting_onnx_export_fails_and_is_not_written(tmp_path, monkeypatch):
 def test_a_drifting_savedmodel_leaves_no_folder(tmp_path, monkeypatch):
     run = make_run(tmp_path / "run")
     load = runtimes.savedmodel_runtime
-    monkeypatch.setattr(
-        runtimes, "savedmodel_runtime", lambda path: lambda x: load(path)(x)[:, ::-1].copy()
-    )
-    result = invoke(
-        "--run", run.path, "-f", "savedmodel", "--parity-faces", 4, "--output", tmp_path / "out"
-    )
+    monkeypatch.setattr(runtimes, "savedmodel_runtime", lambda path: lambda x: load(path)(x)[:, ::-1].copy())
+    result = invoke("--run", run.path, "-f", "savedmodel", "--parity-faces", 4, "--output", tmp_path / "out")
     assert result.exit_code == 1
     assert "error: saved_model: parity check failed" in error_line(result)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []
@@ -297,8 +288,7 @@ def test_parity_images_folder_is_cut_with_the_image_list(tmp_path, synthetic_fac
         (["-f", "tflit"], "unknown format 'tflit'; choose from: savedmodel, tflite, onnx"),
         (
             ["-q", "int4"],
-            "unknown quantization 'int4'; choose from: none, float16, int8, int8-full, "
-            "int8-fallback, int8-uint8",
+            "unknown quantization 'int4'; choose from: none, float16, int8, int8-full, int8-fallback, int8-uint8",
         ),
         (["-f", "onnx", "-q", "float16"], "--quantize float16 applies to --format tflite only"),
         (
@@ -325,9 +315,7 @@ def test_missing_run_or_embedder_or_pack_gives_one_line(tmp_path):
     result = invoke("--run", run.path, "-f", "onnx")
     assert result.stderr.strip() == f"error: {run.path}: no embedder.keras (has training finished?)"
     run = make_run(tmp_path / "run2")
-    result = invoke(
-        "--run", run.path, "-f", "tflite", "-q", "int8-full", "--calibration", tmp_path / "nopack"
-    )
+    result = invoke("--run", run.path, "-f", "tflite", "-q", "int8-full", "--calibration", tmp_path / "nopack")
     assert result.stderr.strip() == (
         f"error: {tmp_path / 'nopack'}: --calibration must be a pack directory (ffem pack output); no such folder"
     )
@@ -338,9 +326,7 @@ def test_missing_run_or_embedder_or_pack_gives_one_line(tmp_path):
 
 def test_model_file_with_conflicting_image_size(tmp_path):
     run = make_run(tmp_path / "run")
-    result = invoke(
-        "--model", run.embedder_path, "--image-size", 112, "-f", "onnx", "-o", tmp_path / "out"
-    )
+    result = invoke("--model", run.embedder_path, "--image-size", 112, "-f", "onnx", "-o", tmp_path / "out")
     assert result.stderr.strip() == (
         f"error: {run.embedder_path}: conflicting input sizes [64, 112] (model input, run.toml data.image_size, --image-size)"
     )
@@ -350,11 +336,7 @@ def test_val_pairs_report_accuracy_at_the_keras_threshold(tmp_path, synthetic_fa
     run = make_run(tmp_path / "run")
     root, _ = synthetic_faces
     lines = [f"1,synthetic_{i}/000.jpg,synthetic_{i}/{j:03d}.jpg" for i in range(6) for j in (1, 2)]
-    lines += [
-        f"0,synthetic_{i}/000.jpg,synthetic_{(i + 1) % 6}/{j:03d}.jpg"
-        for i in range(6)
-        for j in (1, 2)
-    ]
+    lines += [f"0,synthetic_{i}/000.jpg,synthetic_{(i + 1) % 6}/{j:03d}.jpg" for i in range(6) for j in (1, 2)]
     pair_list = tmp_path / "pairs.txt"
     pair_list.write_text("\n".join(lines) + "\n")
     result = invoke(
@@ -375,9 +357,7 @@ def test_val_pairs_with_a_missing_image_gives_one_line(tmp_path, synthetic_faces
     run = make_run(tmp_path / "run")
     root, _ = synthetic_faces
     pair_list = tmp_path / "pairs.txt"
-    pair_list.write_text(
-        "1,synthetic_0/000.jpg,synthetic_0/099.jpg\n0,synthetic_0/000.jpg,synthetic_1/000.jpg\n"
-    )
+    pair_list.write_text("1,synthetic_0/000.jpg,synthetic_0/099.jpg\n0,synthetic_0/000.jpg,synthetic_1/000.jpg\n")
     result = invoke("--run", run.path, "-f", "onnx", "--val-pairs", pair_list, "--val-root", root)
     assert result.exit_code == 1
     assert result.stderr.strip().startswith(f"error: {pair_list}")
@@ -387,13 +367,9 @@ def test_val_pairs_with_a_missing_image_gives_one_line(tmp_path, synthetic_faces
 
 def test_calibration_pack_of_another_face_size_is_refused(tmp_path, face_pack):
     run = make_run(tmp_path / "run", size=48)
-    result = invoke(
-        "--run", run.path, "-f", "tflite", "-q", "int8-full", "--calibration", face_pack
-    )
+    result = invoke("--run", run.path, "-f", "tflite", "-q", "int8-full", "--calibration", face_pack)
     assert result.exit_code == 1
-    assert result.stderr.strip() == (
-        f"error: {face_pack}: pack faces are 64x64 but the model takes 48x48"
-    )
+    assert result.stderr.strip() == (f"error: {face_pack}: pack faces are 64x64 but the model takes 48x48")
     assert not run.export_dir.exists()
 
 
@@ -404,7 +380,9 @@ def test_parity_faces_of_an_aligned_run_from_a_list_without_landmarks_are_margin
     image = np.zeros((120, 100, 3), np.uint8)
     image[30:70, 20:60] = 255
     Image.fromarray(image).save(tmp_path / "a.png")
-    (tmp_path / "image_list.json").write_text(json.dumps({"a.png": {"label": 0, "x1": 20, "y1": 30, "x2": 60, "y2": 70}}))
+    (tmp_path / "image_list.json").write_text(
+        json.dumps({"a.png": {"label": 0, "x1": 20, "y1": 30, "x2": 60, "y2": 70}})
+    )
     prep = FacePrep(image_size=32, crop="align", margin=0.25)
     got = faces.folder_faces(tmp_path, prep, 4)
     assert got.shape == (1, 32, 32, 3)

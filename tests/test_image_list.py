@@ -39,7 +39,7 @@ def error_of(path) -> str:
 @pytest.mark.parametrize(
     ("obj", "expected"),
     [
-        ([1, 2], "the top level must be an object {\"rel/path.jpg\": {...}}, not list"),
+        ([1, 2], 'the top level must be an object {"rel/path.jpg": {...}}, not list'),
         ({}, "the image list has no entries"),
         ({"a/1.jpg": [1, 2]}, '"a/1.jpg": entry is a list, not an object'),
         ({"a/1.jpg": 7}, '"a/1.jpg": entry is 7, not an object'),
@@ -51,11 +51,23 @@ def error_of(path) -> str:
         ({"a/1.jpg": {**GOOD, "x1": 10.5}}, '"a/1.jpg": x1 10.5 is not an integer'),
         ({"a/1.jpg": {**GOOD, "x2": 10}}, '"a/1.jpg": box (10, 20, 10, 70) is empty: need x2 > x1 and y2 > y1'),
         ({"a/1.jpg": {**GOOD, "y2": 5}}, '"a/1.jpg": box (10, 20, 50, 5) is empty: need x2 > x1 and y2 > y1'),
-        ({"a/1.jpg": {**GOOD, "landmarks": [[1, 2]] * 4}}, '"a/1.jpg": landmarks must be 5 [x, y] pairs of finite numbers'),
-        ({"a/1.jpg": {**GOOD, "landmarks": [[1, "2"]] * 5}}, '"a/1.jpg": landmarks must be 5 [x, y] pairs of finite numbers'),
-        ({"a/1.jpg": {**GOOD, "landmarks": [[1, 2, 3]] * 5}}, '"a/1.jpg": landmarks must be 5 [x, y] pairs of finite numbers'),
+        (
+            {"a/1.jpg": {**GOOD, "landmarks": [[1, 2]] * 4}},
+            '"a/1.jpg": landmarks must be 5 [x, y] pairs of finite numbers',
+        ),
+        (
+            {"a/1.jpg": {**GOOD, "landmarks": [[1, "2"]] * 5}},
+            '"a/1.jpg": landmarks must be 5 [x, y] pairs of finite numbers',
+        ),
+        (
+            {"a/1.jpg": {**GOOD, "landmarks": [[1, 2, 3]] * 5}},
+            '"a/1.jpg": landmarks must be 5 [x, y] pairs of finite numbers',
+        ),
         ({"a/1.jpg": {**GOOD, "score": "high"}}, '"a/1.jpg": score "high" is not a number'),
-        ({"/abs/1.jpg": GOOD}, '"/abs/1.jpg": the image path must be relative to ROOT (no leading /, no .., / separators)'),
+        (
+            {"/abs/1.jpg": GOOD},
+            '"/abs/1.jpg": the image path must be relative to ROOT (no leading /, no .., / separators)',
+        ),
         ({"../1.jpg": GOOD}, '"../1.jpg": the image path must be relative to ROOT (no leading /, no .., / separators)'),
         (
             {"a/1.jpg": GOOD, "c/1.jpg": {**GOOD, "label": 2}},
@@ -163,7 +175,10 @@ def test_check_against_images_missing_file_and_box_outside(tmp_path):
     }
     with pytest.raises(FfemError) as caught:
         check_against_images(entries, tmp_path)
-    assert str(caught.value) == f'{tmp_path}: "a/2.png": box (10, 10, 60, 81) lies outside the 100x80 image (and 1 more problem)'
+    assert (
+        str(caught.value)
+        == f'{tmp_path}: "a/2.png": box (10, 10, 60, 81) lies outside the 100x80 image (and 1 more problem)'
+    )
     del entries["a/2.png"]
     with pytest.raises(FfemError) as caught:
         check_against_images(entries, tmp_path)
@@ -218,8 +233,16 @@ def test_json_beyond_python_limits_is_one_line(tmp_path, text, reason):
 
 
 def entry_text(number: int) -> dict:
-    return {"label": number % 3, "x1": number, "y1": 2, "x2": number + 40, "y2": 50,
-            "landmarks": [[1.5, 2.25]] * 5, "score": 0.5, "group": "Asian" if number % 2 else "African"}
+    return {
+        "label": number % 3,
+        "x1": number,
+        "y1": 2,
+        "x2": number + 40,
+        "y2": 50,
+        "landmarks": [[1.5, 2.25]] * 5,
+        "score": 0.5,
+        "group": "Asian" if number % 2 else "African",
+    }
 
 
 @pytest.mark.parametrize("ascii_only", [True, False])
@@ -227,7 +250,7 @@ def test_streaming_parse_across_tiny_chunks_matches_json_loads(tmp_path, monkeyp
     """Chunks of 3 characters cut every key, number and escape; the entries come out as json.loads reads them."""
     import ffem_cli.data.image_list as image_list
 
-    raw = {f"p{n}/caf\u00e9 \"{n}\"\t\u2603{n}.jpg": entry_text(n) for n in range(40)}
+    raw = {f'p{n}/caf\u00e9 "{n}"\t\u2603{n}.jpg': entry_text(n) for n in range(40)}
     path = write(tmp_path, text="\n" + json.dumps(raw, indent=2, ensure_ascii=ascii_only) + "\n  ")
     monkeypatch.setattr(image_list, "_CHUNK", 3)
     loaded = load_image_list(path)
@@ -235,7 +258,11 @@ def test_streaming_parse_across_tiny_chunks_matches_json_loads(tmp_path, monkeyp
     for key, value in raw.items():
         entry = loaded[key]
         assert (entry.label, entry.box, entry.score, entry.group) == (
-            value["label"], (value["x1"], value["y1"], value["x2"], value["y2"]), 0.5, value["group"])
+            value["label"],
+            (value["x1"], value["y1"], value["x2"], value["y2"]),
+            0.5,
+            value["group"],
+        )
         assert entry.landmarks.tolist() == value["landmarks"]
 
 
@@ -315,8 +342,15 @@ def test_header_checks_in_forked_processes_find_what_threads_find(tmp_path):
     good = write(tmp_path, raw)
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({**raw, "a/9.jpg": raw["a/0.jpg"], "a/8.jpg": raw["a/0.jpg"]}))
-    out = subprocess.run([sys.executable, "-c", HEADER_CHECK, str(good), str(tmp_path / "img"), str(bad)],
-                         capture_output=True, text=True, timeout=60, check=True).stdout.splitlines()
+    out = subprocess.run(
+        [sys.executable, "-c", HEADER_CHECK, str(good), str(tmp_path / "img"), str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.splitlines()
     fits = "[0, 0, 1, 0, 0, 2, 0] {5: 'box (120, 10, 160, 60) lies outside the 100x80 image'}"
-    problem = f'{tmp_path / "img"}: "a/2.jpg": box (90, 10, 130, 60) lies outside the 100x80 image (and 3 more problems)'
+    problem = (
+        f'{tmp_path / "img"}: "a/2.jpg": box (90, 10, 130, 60) lies outside the 100x80 image (and 3 more problems)'
+    )
     assert out == [f"0 {fits}", f"2 {fits}", f"0 {problem}", f"2 {problem}"]

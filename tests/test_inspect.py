@@ -55,12 +55,18 @@ def test_inspect_image_list_counts_clipped_and_rejected(tmp_path):
     (root / "a").mkdir(parents=True)
     (root / "a" / "1.jpg").write_bytes(jpeg((100, 100), 1))
     (root / "a" / "2.jpg").write_bytes(jpeg((100, 100), 2))
-    entries = {"a/1.jpg": {"label": 0, "x1": -5, "y1": 0, "x2": 50, "y2": 50},
-               "a/2.jpg": {"label": 0, "x1": 200, "y1": 0, "x2": 250, "y2": 50}}
+    entries = {
+        "a/1.jpg": {"label": 0, "x1": -5, "y1": 0, "x2": 50, "y2": 50},
+        "a/2.jpg": {"label": 0, "x1": 200, "y1": 0, "x2": 250, "y2": 50},
+    }
     (tmp_path / "image_list.json").write_text(json.dumps(entries))
     result = run("inspect", tmp_path / "image_list.json", "--root", root)
     assert result.exit_code == 0, result.output
-    lines = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in result.output.splitlines() if line.count("│") == 3}
+    lines = {
+        line.split("│")[1].strip(): line.split("│")[2].strip()
+        for line in result.output.splitlines()
+        if line.count("│") == 3
+    }
     assert lines["images"] == "1" and lines["boxes clipped"] == "1" and lines["rejected (box outside)"] == "1"
 
 

@@ -29,8 +29,11 @@ def test_people_image_list_keeps_people_with_two_or_more_images(tmp_path):
     entries, label_map = lfw_view1.people_image_list(people, BOX)
     assert label_map == {"Al_A": 0, "Zoe_B": 1}
     assert sorted(entries) == [
-        "Al_A/Al_A_0001.jpg", "Al_A/Al_A_0002.jpg", "Al_A/Al_A_0003.jpg",
-        "Zoe_B/Zoe_B_0001.jpg", "Zoe_B/Zoe_B_0002.jpg",
+        "Al_A/Al_A_0001.jpg",
+        "Al_A/Al_A_0002.jpg",
+        "Al_A/Al_A_0003.jpg",
+        "Zoe_B/Zoe_B_0001.jpg",
+        "Zoe_B/Zoe_B_0002.jpg",
     ]
     assert [entries[k].label for k in sorted(entries)] == [0, 0, 0, 1, 1]
     assert {entries[k].box for k in entries} == {BOX}
@@ -95,7 +98,9 @@ def test_eigenfaces_cosine_separates_identities_better_than_raw_chance():
     rng = np.random.default_rng(1)
     faces, labels = _faces(rng, identities=10, per_identity=6)
     for whiten in (False, True):
-        vectors = lfw_view1.Eigenfaces(components=9, whiten=whiten).fit(faces).predict_on_batch(faces.astype(np.float32))
+        vectors = (
+            lfw_view1.Eigenfaces(components=9, whiten=whiten).fit(faces).predict_on_batch(faces.astype(np.float32))
+        )
         similarity = vectors @ vectors.T
         same = (labels[:, None] == labels[None]) & ~np.eye(labels.size, dtype=bool)
         different = labels[:, None] != labels[None]

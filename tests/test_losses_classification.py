@@ -43,6 +43,7 @@ def arcface_target(m):
     def target(cos):
         theta = np.arccos(np.clip(cos, -1, 1))
         return np.where(theta + m <= math.pi, np.cos(theta + m), cos - m * math.sin(m))
+
     return target
 
 
@@ -61,11 +62,9 @@ MARGIN_CASES = {
 def test_margin_heads_match_numpy(name, seed):
     embeddings, labels = batch(seed)
     layer = build_loss(name, C, D)
-    expected = margin_ce(cosines_of(layer, embeddings), labels, layer.scale,
-                         MARGIN_CASES[name](layer))
+    expected = margin_ce(cosines_of(layer, embeddings), labels, layer.scale, MARGIN_CASES[name](layer))
     assert float(layer(embeddings, labels)) == pytest.approx(expected, rel=1e-4, abs=1e-4)
-    np.testing.assert_allclose(layer.logits(embeddings), cosines_of(layer, embeddings),
-                               atol=1e-5)
+    np.testing.assert_allclose(layer.logits(embeddings), cosines_of(layer, embeddings), atol=1e-5)
 
 
 def test_registry_defaults_are_the_documented_ones():
@@ -81,8 +80,7 @@ def test_arcface_fallback_past_pi_and_easy_margin():
     # θ_y = 170° so θ + m > π: target continues as cos θ − m sin m.
     theta = math.radians(170)
     cos = np.array([[math.cos(theta)]], dtype="float32")
-    assert float(layer.margin(cos)[0, 0]) == pytest.approx(
-        math.cos(theta) - 0.5 * math.sin(0.5), abs=1e-5)
+    assert float(layer.margin(cos)[0, 0]) == pytest.approx(math.cos(theta) - 0.5 * math.sin(0.5), abs=1e-5)
     easy = build_loss("arcface", 2, 2, easy_margin=True)
     values = np.array([[-0.3], [0.6]], dtype="float32")
     expected = [-0.3, math.cos(math.acos(0.6) + 0.5)]
@@ -98,8 +96,7 @@ def test_combined_margin_covers_sphereface_and_stays_monotone():
     np.testing.assert_allclose(values, psi, atol=2e-4)
     assert np.all(np.diff(values) < 1e-6)
     cosface_like = build_loss("combined-margin", 2, 2, m1=1.0, m2=0.0, m3=0.35)
-    np.testing.assert_allclose(cosface_like.margin(np.array([[0.4]], "float32")), [[0.05]],
-                               atol=1e-5)
+    np.testing.assert_allclose(cosface_like.margin(np.array([[0.4]], "float32")), [[0.05]], atol=1e-5)
 
 
 def test_softmax_and_l2_softmax_match_numpy():
@@ -108,8 +105,7 @@ def test_softmax_and_l2_softmax_match_numpy():
         layer = build_loss(name, C, D)
         layer.bias.assign(np.linspace(-1, 1, C).astype("float32"))
         logits = features @ layer.kernel.numpy() + layer.bias.numpy()
-        assert float(layer(embeddings, labels)) == pytest.approx(softmax_ce(logits, labels),
-                                                                  rel=1e-5)
+        assert float(layer(embeddings, labels)) == pytest.approx(softmax_ce(logits, labels), rel=1e-5)
         np.testing.assert_allclose(layer.logits(embeddings), logits, rtol=1e-4, atol=1e-4)
 
 
@@ -173,8 +169,7 @@ def test_one_identity_batch_and_duplicates(name):
     layer = build_loss(name, C, D)
     value = float(layer(embeddings, labels))
     if name in MARGIN_CASES:
-        expected = margin_ce(cosines_of(layer, embeddings), labels, layer.scale,
-                             MARGIN_CASES[name](layer))
+        expected = margin_ce(cosines_of(layer, embeddings), labels, layer.scale, MARGIN_CASES[name](layer))
         # float32 cross-entropy is log-sum-exp(s·cos) − s·cos_y with s·cos up to 64: when the
         # loss is near 0 (random weights can make it ~1e-4) the cancellation leaves ~64 ulp(1)
         # ≈ 8e-6 absolute error, so a relative bound alone is flaky there.

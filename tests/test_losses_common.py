@@ -13,10 +13,12 @@ from ffem_cli.errors import FfemError
 from ffem_cli.losses import LOSSES, MINERS, build_loss, build_miner
 
 C, D = 4, 8
-SMALL = {"groupface": {"groups": 4, "gdn_units": 6}, "softtriple": {"centers_per_class": 3},
-         # a seeded draw, so that a clone from the config draws the same negatives
-         "ee488b-triplet": {"miner": keras.saving.serialize_keras_object(
-             MINERS["random-negative"].build(seed=1))}}
+SMALL = {
+    "groupface": {"groups": 4, "gdn_units": 6},
+    "softtriple": {"centers_per_class": 3},
+    # a seeded draw, so that a clone from the config draws the same negatives
+    "ee488b-triplet": {"miner": keras.saving.serialize_keras_object(MINERS["random-negative"].build(seed=1))},
+}
 
 
 def make(name, **options):
@@ -72,8 +74,19 @@ def test_miner_config_round_trip(name):
     assert miner.__class__.from_config(miner.get_config()).get_config() == miner.get_config()
 
 
-@pytest.mark.parametrize("name", ["arcface", "subcenter-arcface", "softmax-center", "groupface",
-                                  "softtriple", "proxy-anchor", "triplet", "multi-similarity"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "arcface",
+        "subcenter-arcface",
+        "softmax-center",
+        "groupface",
+        "softtriple",
+        "proxy-anchor",
+        "triplet",
+        "multi-similarity",
+    ],
+)
 def test_model_with_loss_survives_save_and_load(name, tmp_path):
     options = {"miner": "batch-semi-hard"} if name == "triplet" else {}
     layer = make(name, **options)
@@ -112,8 +125,9 @@ def test_bad_names_and_options_are_one_line_errors():
         build_loss("arcfce", C, D)
     with pytest.raises(FfemError) as error:
         build_loss("arcface", C, D, margn=0.3)
-    assert str(error.value) == ("loss 'arcface' has no option 'margn' "
-                                "(options: easy_margin, margin, sample_rate, scale)")
+    assert str(error.value) == (
+        "loss 'arcface' has no option 'margn' (options: easy_margin, margin, sample_rate, scale)"
+    )
     with pytest.raises(FfemError, match=r"^unknown miner 'hard'; choose one of: batch-all, "):
         build_loss("triplet", C, D, miner="hard")
     with pytest.raises(FfemError, match=r"^unknown distance 'l1'; choose one of: "):
@@ -152,7 +166,13 @@ def test_every_loss_runs_on_the_jax_backend():
     """Value and gradient of every loss under ``jax.jit`` with KERAS_BACKEND=jax."""
     pytest.importorskip("jax")
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
-    result = subprocess.run([sys.executable, "-c", JAX_SCRIPT], env=env, capture_output=True,
-                            text=True, timeout=300, cwd=os.path.join(os.path.dirname(__file__), ".."))
+    result = subprocess.run(
+        [sys.executable, "-c", JAX_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=os.path.join(os.path.dirname(__file__), ".."),
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == f"ok {len(LOSSES)}"

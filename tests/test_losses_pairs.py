@@ -45,6 +45,7 @@ def hand_batches():
 
 # ---- NumPy miners: each returns the set of chosen (a, p, n) --------------------------------
 
+
 def triplet_cands(d, y):
     for a, p, n in itertools.product(range(len(y)), repeat=3):
         if a != p and y[a] == y[p] and y[a] != y[n]:
@@ -88,12 +89,17 @@ def np_min_positive(farthest):
             if pos:
                 chosen.add((a, (max if farthest else min)(pos, key=lambda p: d[a, p]), n))
         return chosen
+
     return mine
 
 
-NP_MINERS = {"batch-all": np_batch_all, "batch-hard": np_batch_hard,
-             "batch-semi-hard": np_semi_hard, "batch-min-min": np_min_positive(False),
-             "batch-min-max": np_min_positive(True)}
+NP_MINERS = {
+    "batch-all": np_batch_all,
+    "batch-hard": np_batch_hard,
+    "batch-semi-hard": np_semi_hard,
+    "batch-min-min": np_min_positive(False),
+    "batch-min-max": np_min_positive(True),
+}
 
 
 def mined_set(miner, d, y, margin=MARGIN):
@@ -148,28 +154,40 @@ def test_distances_match_numpy(name):
 
 # ---- pair losses ---------------------------------------------------------------------------
 
+
 def np_triplet(d, triplets, m):
     if not triplets:
         return 0.0
     return float(np.mean([max(0.0, d[a, p] - d[a, n] + m) for a, p, n in triplets]))
 
 
-@pytest.mark.parametrize("miner", ["batch-all", "batch-hard", "batch-semi-hard",
-                                   "batch-min-min", "batch-min-max", None])
+@pytest.mark.parametrize(
+    "miner", ["batch-all", "batch-hard", "batch-semi-hard", "batch-min-min", "batch-min-max", None]
+)
 @pytest.mark.parametrize("distance", ["squared-euclidean", "cosine"])
 def test_triplet_loss_over_each_miner(miner, distance):
     x, y = random_batch(6)
     d = np_distance(distance, x)
     layer = build_loss("triplet", 0, D, miner=miner, distance=distance, margin=MARGIN)
-    chosen = (NP_MINERS[miner](d, y, MARGIN) if miner else set(triplet_cands(d, y)))
+    chosen = NP_MINERS[miner](d, y, MARGIN) if miner else set(triplet_cands(d, y))
     assert float(layer(x, y)) == pytest.approx(np_triplet(d, chosen, MARGIN), abs=1e-5)
 
 
 @pytest.mark.parametrize("case", sorted(hand_batches()))
 @pytest.mark.parametrize("loss", ["triplet", "contrastive", "multi-similarity"])
-@pytest.mark.parametrize("miner", ["batch-all", "batch-hard", "batch-semi-hard",
-                                   "batch-random", "batch-min-min", "batch-min-max",
-                                   "multi-similarity", None])
+@pytest.mark.parametrize(
+    "miner",
+    [
+        "batch-all",
+        "batch-hard",
+        "batch-semi-hard",
+        "batch-random",
+        "batch-min-min",
+        "batch-min-max",
+        "multi-similarity",
+        None,
+    ],
+)
 def test_pair_losses_compose_with_every_miner_on_hand_batches(case, loss, miner):
     x, y = hand_batches()[case]
     value = float(build_loss(loss, 0, D, miner=miner)(x, y))
@@ -230,6 +248,7 @@ def test_triplets_to_pairs_deduplicates():
 
 # ---- proxy losses --------------------------------------------------------------------------
 
+
 def proxy_cos(layer, x):
     return unit(x.astype(np.float64)) @ unit(layer.proxies.numpy().T.astype(np.float64)).T
 
@@ -241,8 +260,9 @@ def test_proxy_nca_matches_movshovitz_attias(labels):
         y = np.zeros(B, int)
     layer = build_loss("proxy-nca", 4, D, scale=3.0)
     dist = ((3 * unit(x)[:, None, :] - 3 * unit(layer.proxies.numpy().T)[None]) ** 2).sum(-1)
-    expected = np.mean([dist[i, y[i]] + np.log(sum(np.exp(-dist[i, z]) for z in range(4)
-                                                    if z != y[i])) for i in range(B)])
+    expected = np.mean(
+        [dist[i, y[i]] + np.log(sum(np.exp(-dist[i, z]) for z in range(4) if z != y[i])) for i in range(B)]
+    )
     assert float(layer(x, y)) == pytest.approx(expected, rel=1e-4)
 
 

@@ -86,8 +86,7 @@ def batch_hard(d, y):
         positives = [k for k in range(len(y)) if k != a and y[k] == y[a]]
         negatives = [k for k in range(len(y)) if y[k] != y[a]]
         if positives and negatives:
-            triplets.append((a, max(positives, key=lambda k: d[a, k]),
-                             min(negatives, key=lambda k: d[a, k])))
+            triplets.append((a, max(positives, key=lambda k: d[a, k]), min(negatives, key=lambda k: d[a, k])))
     return triplets
 
 
@@ -95,8 +94,7 @@ def batch_hard(d, y):
 def test_adversarial_triplet_matches_seed_000(seed):
     x, y = batch(seed)
     d = squared_distances(x)
-    expected = np.mean([np.log(1 + d[a, p]) - np.log(1e-3 + d[a, n])
-                        for a, p, n in batch_hard(d, y)])
+    expected = np.mean([np.log(1 + d[a, p]) - np.log(1e-3 + d[a, n]) for a, p, n in batch_hard(d, y)])
     assert float(build_loss("adversarial-triplet", 0, D)(x, y)) == pytest.approx(expected, rel=1e-4)
 
 
@@ -155,8 +153,7 @@ def test_massface_triplet_defaults_and_the_batch_all_cap():
 def test_pool_triplet_mines_batch_anchors_against_the_pool():
     x, y = batch(6)
     first, second = x[:6], x[6:]
-    layer = build_loss("pool-triplet", 0, D, miner="batch-hard", margin=0.3, pool_size=8,
-                       refresh_every=1)
+    layer = build_loss("pool-triplet", 0, D, miner="batch-hard", margin=0.3, pool_size=8, refresh_every=1)
     empty_pool = float(layer(first, y[:6]))  # no training call yet: the pool is empty
     d = squared_distances(first)
     expected = np.mean([max(0.0, d[a, p] - d[a, n] + 0.3) for a, p, n in batch_hard(d, y[:6])])

@@ -54,9 +54,7 @@ def test_pooling_none_takes_the_backbones_published_head():
 def test_first_layer_maps_pixels_to_centred_range(mobilefacenet):
     normalize = mobilefacenet.get_layer("normalize_pixels")
     values = np.array([[[[0.0, 127.5, 255.0]]]], dtype="float32")
-    np.testing.assert_allclose(
-        np.asarray(normalize(values)), [[[[-127.5 / 128, 0.0, 127.5 / 128]]]], atol=1e-7
-    )
+    np.testing.assert_allclose(np.asarray(normalize(values)), [[[[-127.5 / 128, 0.0, 127.5 / 128]]]], atol=1e-7)
 
 
 @pytest.mark.parametrize("pooling", sorted(POOLINGS))
@@ -182,9 +180,7 @@ def test_save_and_load_give_identical_outputs(tmp_path, backbone, pooling):
     loaded = keras.models.load_model(path)
     assert loaded.name == "embedder"
     pixels = random_pixels(3, seed=2)
-    np.testing.assert_array_equal(
-        np.asarray(loaded(pixels, training=False)), np.asarray(model(pixels, training=False))
-    )
+    np.testing.assert_array_equal(np.asarray(loaded(pixels, training=False)), np.asarray(model(pixels, training=False)))
 
 
 @pytest.fixture(params=["mixed_float16", "mixed_bfloat16"])

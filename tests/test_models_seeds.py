@@ -40,8 +40,7 @@ def test_mobilenetv3_minimalistic_is_relu6_without_se_at_3_9m():
     assert "Multiply" not in kinds and "Activation" not in kinds  # no SE gates, no hard-swish
     relus = [layer for layer in layers if isinstance(layer, keras.layers.ReLU)]
     assert relus and all(layer.get_config()["max_value"] == 6.0 for layer in relus)
-    assert {layer.kernel_size for layer in layers
-            if isinstance(layer, keras.layers.DepthwiseConv2D)} == {(3, 3)}
+    assert {layer.kernel_size for layer in layers if isinstance(layer, keras.layers.DepthwiseConv2D)} == {(3, 3)}
     # MobileNetV3 top: 1×1 conv 960 → 1280 (bias), then the 1000-way 1×1 conv
     top = 960 * 1280 + 1280 + imagenet_top(1280)
     assert backbone.count_params() + top == pytest.approx(3.9e6, rel=0.02)  # Howard et al. 2019
@@ -89,8 +88,7 @@ def test_backbone_only_copy_keeps_the_new_head(tmp_path):
     for before, after in zip(head_before, target.get_layer("gnap_embedding_bn").weights, strict=True):
         np.testing.assert_array_equal(before, after.numpy())
     with pytest.raises(FfemError, match="is not this run's backbone"):
-        transfer.copy_backbone(build_embedder("mobilefacenet", "gdc", 16, 96),
-                               build_embedder("tiny", "gap", 16, 96))
+        transfer.copy_backbone(build_embedder("mobilefacenet", "gdc", 16, 96), build_embedder("tiny", "gap", 16, 96))
 
 
 def test_weights_from_a_local_keras_applications_h5(tmp_path):

@@ -26,8 +26,21 @@ def invoke(*args):
         ("gallery.parquet", ["embed", "{root}", "-o", "{file}", "--model", "{dir}/none.keras"]),
         ("strip.png", ["search", "{dir}/q.jpg", "--gallery", "{dir}/g.parquet", "-o", "{file}"]),
         ("map.png", ["map", "--gallery", "{dir}/g.parquet", "-o", "{file}"]),
-        ("scores.csv", ["eval", "pairs", "--list", "{dir}/l.csv", "--root", "{root}", "--model", "{dir}/none.keras",
-                        "--output", "{file}"]),
+        (
+            "scores.csv",
+            [
+                "eval",
+                "pairs",
+                "--list",
+                "{dir}/l.csv",
+                "--root",
+                "{root}",
+                "--model",
+                "{dir}/none.keras",
+                "--output",
+                "{file}",
+            ],
+        ),
     ],
 )
 def test_an_existing_output_file_is_refused_and_kept(tmp_path, name, command):

@@ -32,11 +32,7 @@ def finished_files(output: Path) -> list[str]:
     """Names under ``output`` that would make it look like (part of) a finished pack."""
     if not output.exists():
         return []
-    return sorted(
-        p.name
-        for p in output.iterdir()
-        if p.name == "manifest.json" or p.name.endswith(".tfrecord")
-    )
+    return sorted(p.name for p in output.iterdir() if p.name == "manifest.json" or p.name.endswith(".tfrecord"))
 
 
 def read_records(path: Path) -> list[tuple[bytes, int, str]]:
@@ -204,9 +200,7 @@ def test_resume_refuses_other_settings(packed, labelled_list, tmp_path):
     root, list_path = labelled_list
     shutil.copytree(source, tmp_path / "faces")
     with pytest.raises(FfemError, match="made from another list or with other settings"):
-        pack(
-            list_path, root, tmp_path / "faces", PackSettings(shards=4, image_size=96), resume=True
-        )
+        pack(list_path, root, tmp_path / "faces", PackSettings(shards=4, image_size=96), resume=True)
 
 
 KILLER = textwrap.dedent(
@@ -231,9 +225,7 @@ KILLER = textwrap.dedent(
 )
 
 
-def test_killed_pack_leaves_nothing_that_looks_finished_and_resume_completes(
-    packed, labelled_list, tmp_path
-):
+def test_killed_pack_leaves_nothing_that_looks_finished_and_resume_completes(packed, labelled_list, tmp_path):
     clean, _ = packed
     root, list_path = labelled_list
     output = tmp_path / "faces"
@@ -334,14 +326,11 @@ KEY = "synthetic_1/000.jpg"
         (
             "label gap",
             lambda e: [v.update(label=v["label"] + 1) for v in e.values() if v["label"] >= 2],
-            "{list}: labels must be 0..N-1 without gaps: label 2 is missing (highest label 6); "
-            "--relabel compacts them",
+            "{list}: labels must be 0..N-1 without gaps: label 2 is missing (highest label 6); --relabel compacts them",
         ),
     ],
 )
-def test_bad_list_entry_is_named_and_nothing_is_written(
-    labelled_list, tmp_path, case, edit, message
-):
+def test_bad_list_entry_is_named_and_nothing_is_written(labelled_list, tmp_path, case, edit, message):
     root, list_path = labelled_list
     bad = write_list(tmp_path, list_path, edit)
     box = json.loads(list_path.read_text())[KEY]
@@ -375,7 +364,7 @@ def test_streamed_list_error_is_one_line_before_any_output(labelled_list, tmp_pa
         text, where = text[:cut] + "]" + text[cut:], "malformed JSON at line"
     else:
         last = text.rindex('"label": ')
-        text, where = text[:last] + '"label": "x", "old": ' + text[last + 9:], 'label "x" is not an integer'
+        text, where = text[:last] + '"label": "x", "old": ' + text[last + 9 :], 'label "x" is not an integer'
     bad = tmp_path / "bad_list.json"
     bad.write_text(text)
     monkeypatch.setattr(image_list, "_CHUNK", 16)  # the error lies many chunks into the file
@@ -391,9 +380,7 @@ def test_align_without_landmarks_is_refused(labelled_list, tmp_path):
     bad = write_list(tmp_path, list_path, lambda e: e[KEY].pop("landmarks"))
     result = run_cli(bad, root, tmp_path / "out", "--align")
     assert result.exit_code == 1
-    assert (
-        error_line(result) == f"error: {bad}: entry '{KEY}' has no landmarks, which --align needs"
-    )
+    assert error_line(result) == f"error: {bad}: entry '{KEY}' has no landmarks, which --align needs"
     assert finished_files(tmp_path / "out") == []
 
 
@@ -477,7 +464,9 @@ def test_a_folder_that_is_not_a_pack_is_refused_and_left_alone(labelled_list, tm
     assert result.exit_code == 1
     assert "exists and is not an ffem pack" in " ".join(result.output.split())
     assert sorted((p.name, p.read_text()) for p in folder.iterdir()) == [
-        (".tmp-notes", "draft"), ("a.txt", "keep"), ("index.npz", "mine")
+        (".tmp-notes", "draft"),
+        ("a.txt", "keep"),
+        ("index.npz", "mine"),
     ]
 
 
@@ -546,16 +535,26 @@ def test_python_tfrecord_writer_is_byte_identical_to_tf_io(tmp_path):
 
     from ffem_cli.data.pack import encode_example, tfrecord_frame
 
-    examples = [(b"", 0, "a.jpg"), (b"\xff\xd8" * 100, 127, "caf\u00e9/\u2603.jpg"), (bytes(range(256)) * 90, 2**31 - 1, "x" * 300)]
+    examples = [
+        (b"", 0, "a.jpg"),
+        (b"\xff\xd8" * 100, 127, "caf\u00e9/\u2603.jpg"),
+        (bytes(range(256)) * 90, 2**31 - 1, "x" * 300),
+    ]
     ours = tmp_path / "ours.tfrecord"
     ours.write_bytes(b"".join(tfrecord_frame(encode_example(*example)) for example in examples))
     theirs = tmp_path / "theirs.tfrecord"
     with tf.io.TFRecordWriter(str(theirs)) as writer:
         for encoded, label, path in examples:
-            writer.write(tf.train.Example(features=tf.train.Features(feature={
-                "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded])),
-                "image/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
-                "image/path": tf.train.Feature(bytes_list=tf.train.BytesList(value=[path.encode()])),
-            })).SerializeToString(deterministic=True))  # map entries by key, as the pack writer orders them
+            writer.write(
+                tf.train.Example(
+                    features=tf.train.Features(
+                        feature={
+                            "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded])),
+                            "image/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+                            "image/path": tf.train.Feature(bytes_list=tf.train.BytesList(value=[path.encode()])),
+                        }
+                    )
+                ).SerializeToString(deterministic=True)
+            )  # map entries by key, as the pack writer orders them
     assert ours.read_bytes() == theirs.read_bytes()
     assert read_records(ours) == examples

@@ -18,8 +18,7 @@ C, D, B = 40, 16, 8
 
 def batch(seed=0):
     rng = np.random.default_rng(seed)
-    return (tf.constant(rng.normal(size=(B, D)).astype("float32")),
-            tf.constant(rng.integers(0, C, B).astype("int32")))
+    return (tf.constant(rng.normal(size=(B, D)).astype("float32")), tf.constant(rng.integers(0, C, B).astype("int32")))
 
 
 @pytest.mark.parametrize("name", MARGIN_HEADS)
@@ -34,11 +33,13 @@ def test_every_class_sampled_equals_the_full_head(name):
         tape.watch(embeddings)
         full_loss, sampled_loss = full(embeddings, labels), sampled(embeddings, labels)
     np.testing.assert_allclose(sampled_loss.numpy(), full_loss.numpy(), rtol=1e-5)
-    np.testing.assert_allclose(tape.gradient(sampled_loss, embeddings), tape.gradient(full_loss, embeddings),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        tape.gradient(sampled_loss, embeddings), tape.gradient(full_loss, embeddings), rtol=1e-4, atol=1e-5
+    )
     centre_gradient = tf.convert_to_tensor(tape.gradient(sampled_loss, sampled.centres))
-    np.testing.assert_allclose(centre_gradient, tf.transpose(tape.gradient(full_loss, full.kernel)),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        centre_gradient, tf.transpose(tape.gradient(full_loss, full.kernel)), rtol=1e-4, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("name", MARGIN_HEADS)

@@ -79,9 +79,7 @@ def test_augmentation_off_yields_the_stored_pixels(pack_dir):
 
 def test_default_augmentation_only_mirrors_some_images(pack_dir):
     stored = {img.tobytes() for imgs, _, _ in as_arrays(eval_dataset(pack_dir, 36)) for img in imgs}
-    images = np.concatenate(
-        [x for x, _ in as_arrays(train_dataset(pack_dir, 4, epoch=0, seed=1, augment=True))]
-    )
+    images = np.concatenate([x for x, _ in as_arrays(train_dataset(pack_dir, 4, epoch=0, seed=1, augment=True))])
     kept = [img.tobytes() in stored for img in images]
     mirrored = [img[:, ::-1].tobytes() in stored for img in images]
     assert all(k or m for k, m in zip(kept, mirrored, strict=True))
@@ -126,9 +124,7 @@ def test_pk_leaves_out_single_image_identities_and_samples_small_ones_with_repla
                 assert len(set(chosen.tolist())) == 4
     np.testing.assert_array_equal(batches, pk_batches(labels, (2, 4), seed=0, epoch=0))
     assert not np.array_equal(batches, pk_batches(labels, (2, 4), seed=0, epoch=1))
-    with pytest.raises(
-        FfemError, match="P×K batches need 5 identities with at least 2 images; the pack has 4"
-    ):
+    with pytest.raises(FfemError, match="P×K batches need 5 identities with at least 2 images; the pack has 4"):
         pk_batches(labels, (5, 2), seed=0, epoch=0)
 
 
@@ -149,17 +145,12 @@ def test_eval_dataset_yields_every_face_once_in_file_order(pack_dir, synthetic_f
 def test_read_manifest_errors(tmp_path, pack_dir):
     with pytest.raises(FfemError) as caught:
         PackDir(tmp_path).manifest()
-    assert (
-        str(caught.value)
-        == f"{tmp_path}: not a finished pack (no manifest.json); run ffem pack first"
-    )
+    assert str(caught.value) == f"{tmp_path}: not a finished pack (no manifest.json); run ffem pack first"
     PackDir(tmp_path).manifest_path.write_text("{")
     with pytest.raises(FfemError, match=r"manifest.json: unreadable manifest \(Expecting"):
         PackDir(tmp_path).manifest()
     PackDir(tmp_path).manifest_path.write_text(json.dumps({"image_size": 112}))
-    with pytest.raises(
-        FfemError, match="malformed manifest \\(missing crop, num_examples, num_classes, shards\\)"
-    ):
+    with pytest.raises(FfemError, match="malformed manifest \\(missing crop, num_examples, num_classes, shards\\)"):
         PackDir(tmp_path).manifest()
     assert PackDir(pack_dir).manifest()["num_examples"] == 36
 
@@ -194,9 +185,7 @@ def test_pack_and_pipeline_over_300_lfw_images(lfw_root, tmp_path):
     result = pack(list_path, images, tmp_path / "lfw", PackSettings(shards=4), workers=2)
     assert result.images == len(entries) and result.skipped == []
     assert PackDir(tmp_path / "lfw").manifest()["num_classes"] == label
-    images_, labels = next(
-        iter(train_dataset(tmp_path / "lfw", 0, epoch=0, seed=0, augment=True, pk=(8, 4)))
-    )
+    images_, labels = next(iter(train_dataset(tmp_path / "lfw", 0, epoch=0, seed=0, augment=True, pk=(8, 4))))
     assert images_.shape == (32, 112, 112, 3)
     assert len(set(labels.numpy().tolist())) == 8
     count = sum(int(b[0].shape[0]) for b in eval_dataset(tmp_path / "lfw", 64))

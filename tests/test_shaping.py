@@ -56,8 +56,9 @@ def test_max_images_per_identity_is_a_seeded_choice():
     assert counts.tolist() == [1, 2, 2, 2]
     same = shape([table(LABELS)], ["s"], Shaping(max_images_per_identity=2, seed=5))
     assert shaped.refs.tolist() == same.refs.tolist()
-    kept_of_3 = {tuple(shape([table(LABELS)], ["s"], Shaping(max_images_per_identity=2, seed=s)).refs[-2:])
-                 for s in range(10)}
+    kept_of_3 = {
+        tuple(shape([table(LABELS)], ["s"], Shaping(max_images_per_identity=2, seed=s)).refs[-2:]) for s in range(10)
+    }
     assert len(kept_of_3) > 1
 
 
@@ -106,8 +107,18 @@ def test_pack_merges_two_recordio_sets_through_the_cli(tmp_path):
     write_recordio(tmp_path / "ms1m", faces)
     write_recordio(tmp_path / "glint", faces[:2])
     result = CliRunner().invoke(
-        app, ["pack", str(tmp_path / "ms1m"), str(tmp_path / "glint" / "train.rec"), "-o", str(tmp_path / "p"),
-              "--shards", "1", "--max-images-per-identity", "1"],
+        app,
+        [
+            "pack",
+            str(tmp_path / "ms1m"),
+            str(tmp_path / "glint" / "train.rec"),
+            "-o",
+            str(tmp_path / "p"),
+            "--shards",
+            "1",
+            "--max-images-per-identity",
+            "1",
+        ],
     )
     assert result.exit_code == 0, result.output
     manifest = PackDir(tmp_path / "p").read_manifest_json()

@@ -129,8 +129,14 @@ def _damage(recordio: Path, case: str) -> str:
 
 @pytest.mark.parametrize(
     "case",
-    ["truncated .rec", "record cut inside its image", "idx offset past the end", "bad magic", "header points past the idx",
-     "property disagrees with the labels"],
+    [
+        "truncated .rec",
+        "record cut inside its image",
+        "idx offset past the end",
+        "bad magic",
+        "header points past the idx",
+        "property disagrees with the labels",
+    ],
 )
 def test_damaged_recordio_gives_one_error_line_and_no_pack(recordio, tmp_path, case):
     expected = _damage(recordio, case)
@@ -160,7 +166,9 @@ def test_seed_tfrecord_is_cropped_with_the_pack_settings(tmp_path):
     assert len(by_key) == 5
     offsets = [offset for offset, _ in iter_frames(open(source, "rb"))]
     image, label = by_key[f"train.tfrecord@{offsets[0]}"]
-    expected = crop_face(np.asarray(Image.open(io.BytesIO(items[0][0])).convert("RGB")), items[0][2], size=64, margin=0.1)
+    expected = crop_face(
+        np.asarray(Image.open(io.BytesIO(items[0][0])).convert("RGB")), items[0][2], size=64, margin=0.1
+    )
     got = np.asarray(Image.open(io.BytesIO(image)).convert("RGB"), dtype=np.int16)
     assert label == 0 and np.abs(got - expected).mean() < 3  # JPEG round trip only
     manifest = PackDir(tmp_path / "p").read_manifest_json()
@@ -237,7 +245,8 @@ def test_crops_follow_the_input_path_rule_and_guarded_reads(tmp_path):
     assert result.exit_code == 0, result.output
     manifest = PackDir(tmp_path / "p").read_manifest_json()
     assert {(s["path"], s["reason"]) for s in manifest["skipped"]} == {
-        ("bob/out.jpg", "outside-root"), ("bob/gone.jpg", "missing")
+        ("bob/out.jpg", "outside-root"),
+        ("bob/gone.jpg", "missing"),
     }
     assert manifest["num_examples"] == 3 and manifest["label_map"] == {"ann": 0, "bob": 1}
     rejects = json.loads((tmp_path / "p" / "rejects.json").read_text())
@@ -264,8 +273,12 @@ def _list(tmp_path: Path, boxes: dict[str, tuple[int, tuple[int, int, int, int]]
 def test_loose_boxes_are_clipped_counted_and_rejected_without_stopping_the_pack(tmp_path):
     list_path, root = _list(
         tmp_path,
-        {"a/1.jpg": (0, (10, 10, 90, 90)), "a/2.jpg": (0, (-15, -8, 80, 100)),
-         "b/1.jpg": (1, (150, 100, 260, 190)), "b/2.jpg": (1, (210, 0, 260, 50))},
+        {
+            "a/1.jpg": (0, (10, 10, 90, 90)),
+            "a/2.jpg": (0, (-15, -8, 80, 100)),
+            "b/1.jpg": (1, (150, 100, 260, 190)),
+            "b/2.jpg": (1, (210, 0, 260, 50)),
+        },
     )
     result = run("pack", list_path, "--root", root, "-o", tmp_path / "p", "--shards", "1")
     assert result.exit_code == 0, result.output
@@ -324,8 +337,21 @@ def test_depth_2_image_list_is_shaped_by_group_and_merged_with_recordio(recordio
     assert result.exit_code == 0, result.output
     manifest = PackDir(tmp_path / "p").read_manifest_json()
     assert manifest["label_map"] == {"Asian/m2": 0} and manifest["label_groups"] == ["Asian"]
-    result = run("pack", list_path, recordio, "--root", root, "-o", tmp_path / "q", "--shards", "1",
-                 "--identities", "3", "--seed", "1")
+    result = run(
+        "pack",
+        list_path,
+        recordio,
+        "--root",
+        root,
+        "-o",
+        tmp_path / "q",
+        "--shards",
+        "1",
+        "--identities",
+        "3",
+        "--seed",
+        "1",
+    )
     assert result.exit_code == 0, result.output
     manifest = PackDir(tmp_path / "q").read_manifest_json()
     assert manifest["num_classes"] == 3 and manifest["shaping"]["identities"] == 3

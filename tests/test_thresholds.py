@@ -56,7 +56,10 @@ def test_interval_covers_the_true_threshold_about_95_percent():
     far, n, trials = 0.05, 400, 400
     truth = norm.ppf(1 - far)
     rng = np.random.default_rng(4)
-    covered = sum(low <= truth <= high for low, high in (thresholds.threshold_interval(rng.normal(size=n), far) for _ in range(trials)))
+    covered = sum(
+        low <= truth <= high
+        for low, high in (thresholds.threshold_interval(rng.normal(size=n), far) for _ in range(trials))
+    )
     assert 0.93 <= covered / trials <= 1.0
 
 

@@ -16,7 +16,12 @@ def test_stage_defaults_follow_the_seed_recipe():
     assert (classifier.loss, classifier.optimizer, classifier.lr) == ("l2-softmax", "adam", 1e-4)
     metric = C.resolve({}, {"stage": "metric"})
     assert (metric.loss, metric.optimizer, metric.lr, metric.momentum, metric.nesterov) == (
-        "arcface", "sgd", 1e-3, 0.9, True)
+        "arcface",
+        "sgd",
+        1e-3,
+        0.9,
+        True,
+    )
 
 
 def test_flags_override_the_file_which_overrides_stage_defaults(tmp_path):

@@ -33,8 +33,24 @@ def _env():
 
 def test_sigkill_mid_run_then_resume_completes(pack_dir, tmp_path):
     run = tmp_path / "run"
-    flags = ["--data", str(pack_dir), "--run", str(run), "--backbone", "tiny", "--embedding-size", "32",
-             "--batch-size", "16", "--lr", "0.003", "--epochs", "10", "--checkpoint-every", "3"]
+    flags = [
+        "--data",
+        str(pack_dir),
+        "--run",
+        str(run),
+        "--backbone",
+        "tiny",
+        "--embedding-size",
+        "32",
+        "--batch-size",
+        "16",
+        "--lr",
+        "0.003",
+        "--epochs",
+        "10",
+        "--checkpoint-every",
+        "3",
+    ]
     command = [sys.executable, "-c", "from ffem_cli.cli import main; main()", "train", *flags]
     process = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -82,8 +98,13 @@ SCRIPT = textwrap.dedent("""
 
 
 def _run_script(script, pack_dir, tmp_path, *args) -> dict:
-    done = subprocess.run([sys.executable, str(script), str(pack_dir), str(tmp_path), *args], env=_env(),
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(script), str(pack_dir), str(tmp_path), *args],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 

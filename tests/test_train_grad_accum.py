@@ -72,10 +72,22 @@ SCRIPT = textwrap.dedent(
 
 
 def _run(backend: str, devices: int) -> dict:
-    env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2",
-           "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(REPO_ROOT)}
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(devices)], env=env, capture_output=True,
-                          text=True, timeout=240, cwd=REPO_ROOT)
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": backend,
+        "JAX_PLATFORMS": "cpu",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "CUDA_VISIBLE_DEVICES": "",
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(devices)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=REPO_ROOT,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -103,8 +115,18 @@ def test_trainer_counts_updates_and_resumes_mid_accumulation(tmp_path):
     """``ffem train --grad-accum 2``: the LR schedule runs on updates; a stop between the two
     batches of an update resumes to the same weights as an uninterrupted run."""
     pack_dir = make_pack(tmp_path, identities=4, images_per_identity=8)
-    flags = dict(data=str(pack_dir), backbone="tiny", embedding_size=16, batch_size=8, lr=0.01, epochs=2,
-                 augment="off", grad_accum=2, schedule="cosine", checkpoint_every=3)
+    flags = dict(
+        data=str(pack_dir),
+        backbone="tiny",
+        embedding_size=16,
+        batch_size=8,
+        lr=0.01,
+        epochs=2,
+        augment="off",
+        grad_accum=2,
+        schedule="cosine",
+        checkpoint_every=3,
+    )
     whole = train(C.resolve({}, flags), tmp_path / "whole", show_progress=False)
     halted = train(C.resolve({}, flags), tmp_path / "halted", show_progress=False, halt_at_step=3)
     assert halted.halted and whole.steps == 8

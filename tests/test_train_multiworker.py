@@ -41,7 +41,8 @@ FLAGS = [
     "3",
     "--freeze-backbone-epochs",
     "2",
-    "--augment", "off",
+    "--augment",
+    "off",
     "--checkpoint-every",
     "100",
 ]
@@ -90,9 +91,7 @@ def test_two_workers_on_loopback_follow_the_single_process_loss_curve(pack_dir, 
             "TF_CPP_MIN_LOG_LEVEL": "2",
             "CUDA_VISIBLE_DEVICES": "",
             "TMPDIR": str(scratch),
-            "TF_CONFIG": json.dumps(
-                {"cluster": cluster, "task": {"type": "worker", "index": index}}
-            ),
+            "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
         }
         command = [
             sys.executable,
@@ -105,11 +104,7 @@ def test_two_workers_on_loopback_follow_the_single_process_loss_curve(pack_dir, 
             str(run),
             *FLAGS,
         ]
-        workers.append(
-            subprocess.Popen(
-                command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-            )
-        )
+        workers.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     try:
         outputs = [worker.communicate(timeout=150) for worker in workers]
     finally:
@@ -159,12 +154,25 @@ def start_workers(pack_dir, run, tmp_path, cluster, flags, tag):
     for index in range(2):
         scratch = tmp_path / f"scratch-{tag}{index}"
         scratch.mkdir()
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "", "TMPDIR": str(scratch),
-               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
-        command = [sys.executable, "-c", "from ffem_cli.cli import main; main()", "train",
-                   "--data", str(pack_dir), "--run", str(run), *flags]
-        workers.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True))
+        env = {
+            **os.environ,
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "CUDA_VISIBLE_DEVICES": "",
+            "TMPDIR": str(scratch),
+            "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+        }
+        command = [
+            sys.executable,
+            "-c",
+            "from ffem_cli.cli import main; main()",
+            "train",
+            "--data",
+            str(pack_dir),
+            "--run",
+            str(run),
+            *flags,
+        ]
+        workers.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     return workers
 
 
@@ -177,9 +185,8 @@ def test_a_killed_worker_restarted_with_the_job_resumes_from_the_shared_checkpoi
     from ffem_cli.train import checkpoint
 
     run = tmp_path / "run"
-    flags = [*FLAGS[:FLAGS.index("--checkpoint-every")], "--checkpoint-every", "4"]
-    workers = start_workers(pack_dir, run, tmp_path, {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]},
-                            flags, "a")
+    flags = [*FLAGS[: FLAGS.index("--checkpoint-every")], "--checkpoint-every", "4"]
+    workers = start_workers(pack_dir, run, tmp_path, {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}, flags, "a")
     try:
         deadline = time.time() + 240
         while time.time() < deadline and not checkpoint.list_checkpoints(run / "checkpoints"):
@@ -201,8 +208,7 @@ def test_a_killed_worker_restarted_with_the_job_resumes_from_the_shared_checkpoi
     step = int(kept[-1].name[5:14])
     assert 0 < step < 18 and step % 6  # mid-epoch
 
-    workers = start_workers(pack_dir, run, tmp_path, {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]},
-                            flags, "b")
+    workers = start_workers(pack_dir, run, tmp_path, {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}, flags, "b")
     try:
         outputs = [worker.communicate(timeout=300) for worker in workers]
     finally:

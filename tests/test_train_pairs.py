@@ -57,7 +57,8 @@ def metric_flags(pack_dir, run, *extra):
         "adam",
         "--lr",
         "0.003",
-        "--augment", "off",
+        "--augment",
+        "off",
         "--checkpoint-every",
         "100",
         *extra,
@@ -115,9 +116,7 @@ def test_triplet_batch_hard_on_pk_batches_with_validation(pack_dir, tmp_path, ba
 
 def test_pair_loss_refuses_fewer_than_two_images_per_identity(pack_dir, tmp_path):
     run = tmp_path / "k1"
-    result = CliRunner().invoke(
-        app, metric_flags(pack_dir, run, "--loss", "triplet", "--images-per-identity", "1")
-    )
+    result = CliRunner().invoke(app, metric_flags(pack_dir, run, "--loss", "triplet", "--images-per-identity", "1"))
     assert result.exit_code == 1
     assert result.output.strip().endswith(
         "error: loss 'triplet' compares images of the same identity: it needs at least 2 images per "
@@ -126,9 +125,7 @@ def test_pair_loss_refuses_fewer_than_two_images_per_identity(pack_dir, tmp_path
     assert not run.exists()
 
     # a pack whose identities all have a single image cannot fill one P×K batch
-    singles = make_pack(
-        tmp_path / "singles", identities=8, images_per_identity=1, seed=2, image_size=32
-    )
+    singles = make_pack(tmp_path / "singles", identities=8, images_per_identity=1, seed=2, image_size=32)
     run = tmp_path / "singles_run"
     result = CliRunner().invoke(app, metric_flags(singles, run, "--loss", "contrastive"))
     assert result.exit_code == 1

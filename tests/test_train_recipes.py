@@ -32,24 +32,39 @@ def test_the_four_seed_recipes_ship_and_resolve_for_both_stages():
 def test_recipes_set_the_seed_defaults():
     first = C.resolve({}, {"recipe": "ffem-001"})
     assert (first.stage, first.backbone, first.loss, first.optimizer, first.lr, first.epochs) == (
-        "classifier", "mobilenetv3-minimalistic", "l2-softmax", "adam", 1e-4, 50)
+        "classifier",
+        "mobilenetv3-minimalistic",
+        "l2-softmax",
+        "adam",
+        1e-4,
+        50,
+    )
     assert (first.dropout, first.head_l2, first.pooling) == (0.3, 5e-4, "gnap")
     second = C.resolve({}, {"recipe": "ffem-001", "stage": "metric"})
-    assert (second.loss, second.optimizer, second.nesterov, second.dropout) == (
-        "angular-margin", "sgd", True, 0.5)
+    assert (second.loss, second.optimizer, second.nesterov, second.dropout) == ("angular-margin", "sgd", True, 0.5)
     assert C.resolve({}, {"recipe": "ffem-003"}).loss == "softmax-center"
     ee = C.resolve({}, {"recipe": "ee488b"})
     assert (ee.backbone, ee.loss, ee.batch_size, ee.classes_per_batch, ee.images_per_identity) == (
-        "thin-resnet34-se", "amsoftmax", 200, 200, 1)
+        "thin-resnet34-se",
+        "amsoftmax",
+        200,
+        200,
+        1,
+    )
     assert (ee.schedule, ee.decay_every, ee.decay_factor, ee.epochs) == ("step", 5.0, 0.9, 70)
     triplet = C.resolve({}, {"recipe": "massface", "stage": "metric"})
-    assert (triplet.loss, triplet.optimizer, triplet.batch_size, triplet.images_per_identity,
-            triplet.embedding_size) == ("massface-triplet", "adagrad", 205, 5, 1024)
+    assert (
+        triplet.loss,
+        triplet.optimizer,
+        triplet.batch_size,
+        triplet.images_per_identity,
+        triplet.embedding_size,
+    ) == ("massface-triplet", "adagrad", 205, 5, 1024)
 
 
 def test_a_recipe_sits_under_the_config_file_and_the_flags(tmp_path):
     path = tmp_path / "c.toml"
-    path.write_text('[train]\nlr = 0.01\nepochs = 7\n')
+    path.write_text("[train]\nlr = 0.01\nepochs = 7\n")
     config = C.resolve(C.read_config_file(path), {"recipe": "ee488b", "epochs": 3})
     assert (config.lr, config.epochs, config.backbone) == (0.01, 3, "thin-resnet34-se")
     with pytest.raises(FfemError, match=r"^unknown recipe 'ee4888'; choose one of: .*ee488b"):
@@ -58,8 +73,9 @@ def test_a_recipe_sits_under_the_config_file_and_the_flags(tmp_path):
 
 def test_any_toml_in_the_recipe_folder_is_a_recipe(tmp_path, monkeypatch):
     (tmp_path / "lfw-small.toml").write_text(
-        '[recipe]\nsummary = "s"\nsource = "t"\n[train]\nepochs = 4\nbackbone = "tiny"\n')
-    (tmp_path / "broken.toml").write_text('[train]\nepoks = 4\n')
+        '[recipe]\nsummary = "s"\nsource = "t"\n[train]\nepochs = 4\nbackbone = "tiny"\n'
+    )
+    (tmp_path / "broken.toml").write_text("[train]\nepoks = 4\n")
     monkeypatch.setattr(recipes, "RECIPE_DIR", tmp_path)
     assert recipes.recipe_names() == ["broken", "lfw-small"]
     assert C.resolve({}, {"recipe": "lfw-small"}).epochs == 4
@@ -88,12 +104,10 @@ def _lr(schedule, step):
 
 def test_step_every_n_and_exponential_schedules():
     every = WarmupDecay(1e-3, total_steps=100, decay="step", every=5, factor=0.9)
-    assert [_lr(every, t) for t in (0, 4, 5, 14, 15)] == pytest.approx(
-        [1e-3, 1e-3, 9e-4, 8.1e-4, 7.29e-4])
+    assert [_lr(every, t) for t in (0, 4, 5, 14, 15)] == pytest.approx([1e-3, 1e-3, 9e-4, 8.1e-4, 7.29e-4])
     stairs = WarmupDecay(0.1, total_steps=100, decay="exponential", every=10, factor=0.5)
     assert [_lr(stairs, t) for t in (9, 10, 25)] == pytest.approx([0.1, 0.05, 0.025])
-    smooth = WarmupDecay(0.1, total_steps=100, decay="exponential", every=10, factor=0.5,
-                         staircase=False)
+    smooth = WarmupDecay(0.1, total_steps=100, decay="exponential", every=10, factor=0.5, staircase=False)
     assert _lr(smooth, 5) == pytest.approx(0.1 * 0.5**0.5)
     assert _lr(WarmupDecay.from_config(smooth.get_config()), 5) == _lr(smooth, 5)
     with pytest.raises(FfemError, match="exponential schedule needs --decay-every"):
@@ -114,11 +128,32 @@ def pack_dir(tmp_path_factory):
 
 def test_train_with_a_recipe_prints_and_records_it(pack_dir, tmp_path):
     run = tmp_path / "run"
-    result = CliRunner().invoke(app, [
-        "train", "--recipe", "ee488b", "--data", str(pack_dir), "--run", str(run),
-        "--backbone", "tiny", "--embedding-size", "16", "--classes-per-batch", "6", "--epochs", "1",
-        "--augment-option", "hue=0.05", "--augment-option", "cutout=0.5",
-        "--augment-option", "cutout_size=0.3"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--recipe",
+            "ee488b",
+            "--data",
+            str(pack_dir),
+            "--run",
+            str(run),
+            "--backbone",
+            "tiny",
+            "--embedding-size",
+            "16",
+            "--classes-per-batch",
+            "6",
+            "--epochs",
+            "1",
+            "--augment-option",
+            "hue=0.05",
+            "--augment-option",
+            "cutout=0.5",
+            "--augment-option",
+            "cutout_size=0.3",
+        ],
+    )
     assert result.exit_code == 0, result.output
     printed = " ".join(result.output.split())
     assert "recipe ee488b (classifier stage): " in printed

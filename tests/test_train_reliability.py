@@ -29,8 +29,22 @@ from ffem_cli.train.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
 # 96 images, batch 16: 6 steps per epoch, 12 in all; checkpoints at steps 5, 6 (epoch end), 10, 12
-ARGS = ["--backbone", "tiny", "--embedding-size", "32", "--batch-size", "16", "--lr", "0.003", "--epochs", "2",
-        "--checkpoint-every", "5", "--augment", "off"]
+ARGS = [
+    "--backbone",
+    "tiny",
+    "--embedding-size",
+    "32",
+    "--batch-size",
+    "16",
+    "--lr",
+    "0.003",
+    "--epochs",
+    "2",
+    "--checkpoint-every",
+    "5",
+    "--augment",
+    "off",
+]
 
 
 @pytest.fixture(scope="module")
@@ -68,14 +82,20 @@ def assert_same_run(run: Path, reference: Path) -> None:
 def run_ffem(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """``ffem ARGS`` in a fresh Python process."""
     environment = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
-    return subprocess.run([sys.executable, "-c", "from ffem_cli.cli import main; main()", *args],
-                          capture_output=True, text=True, env=environment, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-c", "from ffem_cli.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=600,
+    )
 
 
 def test_kill_just_before_the_final_embedder_save_resumes_to_the_uninterrupted_run(pack_dir, reference, tmp_path):
     run = tmp_path / "run"
-    killed = run_ffem("train", "--data", str(pack_dir), "--run", str(run), *ARGS,
-                      env={"FFEM_KILL_AT": "train:before-embedder-save:2"})
+    killed = run_ffem(
+        "train", "--data", str(pack_dir), "--run", str(run), *ARGS, env={"FFEM_KILL_AT": "train:before-embedder-save:2"}
+    )
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert [r["epoch"] for r in metrics(run)] == [1, 2]  # epoch 2 was logged, its embedder not written
     result = CliRunner().invoke(app, ["train", "--data", str(pack_dir), "--run", str(run), *ARGS, "--resume"])
@@ -84,11 +104,23 @@ def test_kill_just_before_the_final_embedder_save_resumes_to_the_uninterrupted_r
     assert_same_run(run, reference)
 
 
-def test_fall_back_to_an_older_checkpoint_logs_each_epoch_once_with_the_same_metrics(pack_dir, reference,
-                                                                                      tmp_path, capsys):
+def test_fall_back_to_an_older_checkpoint_logs_each_epoch_once_with_the_same_metrics(
+    pack_dir, reference, tmp_path, capsys
+):
     run = tmp_path / "run"
-    config = C.resolve({}, {"data": str(pack_dir), "backbone": "tiny", "embedding_size": 32, "batch_size": 16,
-                            "lr": 0.003, "epochs": 2, "checkpoint_every": 5, "augment": "off"})
+    config = C.resolve(
+        {},
+        {
+            "data": str(pack_dir),
+            "backbone": "tiny",
+            "embedding_size": 32,
+            "batch_size": 16,
+            "lr": 0.003,
+            "epochs": 2,
+            "checkpoint_every": 5,
+            "augment": "off",
+        },
+    )
     train(config, run, halt_at_step=8, show_progress=False)
     kept = checkpoint.list_checkpoints(run / "checkpoints")
     assert [p.name for p in kept] == ["ckpt-000000005.npz", "ckpt-000000006.npz"]
@@ -166,12 +198,12 @@ def corrupt(pack: Path, how: str) -> None:
 
 CORRUPTIONS = {
     "truncated shard": r"faces-00001-of-00002\.tfrecord: corrupted pack: \d+ bytes, the index implies \d+ "
-                       r"\(truncated or overwritten\)",
+    r"\(truncated or overwritten\)",
     "overwritten shard": r"faces-00001-of-00002\.tfrecord record at byte 0: corrupted pack: bad length or CRC32C",
     "flipped byte": r"faces-00001-of-00002\.tfrecord record at byte 0: corrupted pack: bad length or CRC32C",
     "garbage index": r"index\.npz: corrupted pack: its sha256 differs from the manifest's",
     "labels shifted in one shard": r"faces-00001-of-00002\.tfrecord record at byte 0: corrupted pack: label \d, "
-                                   r"the index says \d",
+    r"the index says \d",
     "out-of-range label": r"index\.npz: corrupted pack: label 99 is outside 0\.\.7 \(num_classes\)",
     'manifest image_size "abc"': r"manifest\.json: malformed manifest \(image_size must be an integer >= 1, got 'abc'\)",
     "manifest shards 5": r"manifest\.json: malformed manifest \(shards must be a non-empty list\)",
@@ -214,7 +246,7 @@ def test_only_verify_reads_every_record_and_a_bad_record_in_training_is_one_line
     shard = pack / manifest["shards"][0]["file"]
     data = bytearray(shard.read_bytes())
     jpeg = data.index(b"\xff\xd8\xff", offset, offset + length)
-    data[jpeg:jpeg + 3] = b"XYZ"  # the record's JPEG no longer decodes; its CRC no longer matches
+    data[jpeg : jpeg + 3] = b"XYZ"  # the record's JPEG no longer decodes; its CRC no longer matches
     shard.write_bytes(bytes(data))
     monkeypatch.setattr(pack_check, "SAMPLE", 0)  # only each shard's first and last record are read back
     pack_check.check_pack(pack)
@@ -225,25 +257,34 @@ def test_only_verify_reads_every_record_and_a_bad_record_in_training_is_one_line
     result = CliRunner().invoke(app, ["train", "--data", str(pack), "--run", str(tmp_path / "run"), *ARGS])
     assert result.exit_code == 1, result.output
     last = result.output.strip().splitlines()[-1]  # after the progress bars
-    assert last == (f"error: {pack}: a record of the pack cannot be read (Unknown image file format. One of JPEG, "
-                    "JPEG XL, PNG, GIF, BMP, WebP required.); run ffem train --verify to check every shard, or "
-                    "re-run ffem pack")
+    assert last == (
+        f"error: {pack}: a record of the pack cannot be read (Unknown image file format. One of JPEG, "
+        "JPEG XL, PNG, GIF, BMP, WebP required.); run ffem train --verify to check every shard, or "
+        "re-run ffem pack"
+    )
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--loss-option", "alpha=abc"], "loss 'l2-softmax' option 'alpha' must be a finite number, got 'abc'"),
-    (["--loss", "arcface", "--loss-option", "margin=[1,2]"], "loss 'arcface' option 'margin' must be a finite "
-                                                             "number, got [1, 2]"),
-    (["--loss", "arcface", "--loss-option", "easy_margin=1"], "option 'easy_margin' must be true or false, got 1"),
-    (["--loss", "groupface", "--loss-option", "groups=2.5"], "option 'groups' must be an integer, got 2.5"),
-    (["--config", "decay.toml"], "training setting 'decay_epochs' must be list[int], got ['a', 'b']"),
-    (["--config", "options.toml"], "loss 'arcface' option 'margin' must be a finite number, got 'x'"),
-    (["--val-pairs", "missing.txt"], "missing.txt"),
-    (["--init-from", "no-such-run"], "no-such-run: not a run directory (no run.toml)"),
-    (["--val-pairs", "latin1.txt"], "latin1.txt: not a UTF-8 text file (invalid continuation byte)"),
-    (["--init-from", "typo-run"], "typo-run/run.toml: [model] backbone/pooling must be names and embedding_size "
-                                  "a positive integer"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--loss-option", "alpha=abc"], "loss 'l2-softmax' option 'alpha' must be a finite number, got 'abc'"),
+        (
+            ["--loss", "arcface", "--loss-option", "margin=[1,2]"],
+            "loss 'arcface' option 'margin' must be a finite number, got [1, 2]",
+        ),
+        (["--loss", "arcface", "--loss-option", "easy_margin=1"], "option 'easy_margin' must be true or false, got 1"),
+        (["--loss", "groupface", "--loss-option", "groups=2.5"], "option 'groups' must be an integer, got 2.5"),
+        (["--config", "decay.toml"], "training setting 'decay_epochs' must be list[int], got ['a', 'b']"),
+        (["--config", "options.toml"], "loss 'arcface' option 'margin' must be a finite number, got 'x'"),
+        (["--val-pairs", "missing.txt"], "missing.txt"),
+        (["--init-from", "no-such-run"], "no-such-run: not a run directory (no run.toml)"),
+        (["--val-pairs", "latin1.txt"], "latin1.txt: not a UTF-8 text file (invalid continuation byte)"),
+        (
+            ["--init-from", "typo-run"],
+            "typo-run/run.toml: [model] backbone/pooling must be names and embedding_size a positive integer",
+        ),
+    ],
+)
 def test_bad_settings_are_one_line_and_create_no_run(pack_dir, tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
     Path("decay.toml").write_text('[train]\nschedule = "step"\ndecay_epochs = ["a", "b"]\n')
@@ -279,8 +320,9 @@ def test_read_only_folder_is_one_line_before_any_work(pack_dir, tmp_path):
     with read_only_folder(tmp_path) as locked:
         result = CliRunner().invoke(app, ["train", "--data", str(pack_dir), "--run", str(locked / "run"), *ARGS])
         assert result.exit_code == 1
-        assert result.output == (f"error: {locked / 'run'}: cannot be created, {locked} is not writable "
-                                 "(permission denied)\n")
+        assert result.output == (
+            f"error: {locked / 'run'}: cannot be created, {locked} is not writable (permission denied)\n"
+        )
         assert not (locked / "run").exists()
 
 

@@ -56,8 +56,13 @@ def run_script(tmp_path, pack_dir, name, before, after) -> list[float]:
     script = tmp_path / "resume.py"
     script.write_text(SCRIPT)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run([sys.executable, str(script), str(pack_dir), str(tmp_path / name), str(before), str(after)],
-                          env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(script), str(pack_dir), str(tmp_path / name), str(before), str(after)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -34,8 +34,16 @@ def pack_dir(tmp_path_factory):
 
 def small(pack_dir, **changes):
     """A fast config: tiny backbone, 32-d embeddings, batch 16, Adam 3e-3."""
-    flags = dict(data=str(pack_dir), backbone="tiny", embedding_size=32, batch_size=16, lr=3e-3,
-                 epochs=2, checkpoint_every=2, augment="off")
+    flags = dict(
+        data=str(pack_dir),
+        backbone="tiny",
+        embedding_size=32,
+        batch_size=16,
+        lr=3e-3,
+        epochs=2,
+        checkpoint_every=2,
+        augment="off",
+    )
     flags.update(changes)
     return C.resolve({}, flags)
 
@@ -48,9 +56,30 @@ def recall_at_1(embedder, pack_dir) -> float:
 
 def test_classifier_then_metric_stage(pack_dir, tmp_path):
     first = tmp_path / "classifier"
-    result = CliRunner().invoke(app, [
-        "train", "--data", str(pack_dir), "--run", str(first), "--backbone", "tiny", "--embedding-size", "32",
-        "--batch-size", "16", "--lr", "0.01", "--epochs", "10", "--checkpoint-every", "4", "--augment", "off"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(pack_dir),
+            "--run",
+            str(first),
+            "--backbone",
+            "tiny",
+            "--embedding-size",
+            "32",
+            "--batch-size",
+            "16",
+            "--lr",
+            "0.01",
+            "--epochs",
+            "10",
+            "--checkpoint-every",
+            "4",
+            "--augment",
+            "off",
+        ],
+    )
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in (first / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == list(range(1, 11)) and lines[-1]["step"] == 60
@@ -59,8 +88,13 @@ def test_classifier_then_metric_stage(pack_dir, tmp_path):
     saved = tomllib.loads((first / "run.toml").read_text())
     assert saved["data"]["image_size"] == 64 and saved["data"]["num_classes"] == IDENTITIES
     assert len(saved["data"]["manifest_sha256"]) == 64
-    assert saved["model"] == {"backbone": "tiny", "pooling": "gap", "embedding_size": 32, "dropout": 0.0,
-                              "head_l2": 0.0}
+    assert saved["model"] == {
+        "backbone": "tiny",
+        "pooling": "gap",
+        "embedding_size": 32,
+        "dropout": 0.0,
+        "head_l2": 0.0,
+    }
     assert saved["loss"]["alpha"] == 30.0 and saved["provenance"]["keras_version"] == keras.__version__
     assert list((first / "logs").glob("events.out.tfevents.*"))
     assert len(checkpoint.list_checkpoints(first / "checkpoints")) == 3
@@ -73,8 +107,17 @@ def test_classifier_then_metric_stage(pack_dir, tmp_path):
 
     second = tmp_path / "metric"
     # ArcFace at a scale and margin suited to 8 classes (the defaults s=64, m=0.5 suit thousands)
-    metric = small(pack_dir, stage="metric", init_from=str(first), optimizer="adam", lr=1e-3, epochs=2,
-                   embedding_size=999, freeze_backbone_epochs=1, loss_options={"scale": 16.0, "margin": 0.2})
+    metric = small(
+        pack_dir,
+        stage="metric",
+        init_from=str(first),
+        optimizer="adam",
+        lr=1e-3,
+        epochs=2,
+        embedding_size=999,
+        freeze_backbone_epochs=1,
+        loss_options={"scale": 16.0, "margin": 0.2},
+    )
     outcome = train(metric, second, show_progress=False)
     assert outcome.steps == 12 and outcome.epochs_done == 2
     saved = tomllib.loads((second / "run.toml").read_text())
@@ -104,8 +147,9 @@ def test_interrupted_run_resumes_to_the_same_weights(pack_dir, tmp_path, capsys)
 
 
 def test_margin_warmup_ramps_with_the_step_and_resumes_exactly(pack_dir, tmp_path):
-    arcface = dict(stage="metric", optimizer="adam", lr=3e-3, loss_options={"scale": 16.0, "margin": 0.5},
-                   margin_warmup_epochs=1.5)  # 6 steps an epoch: full margin from step 9
+    arcface = dict(
+        stage="metric", optimizer="adam", lr=3e-3, loss_options={"scale": 16.0, "margin": 0.5}, margin_warmup_epochs=1.5
+    )  # 6 steps an epoch: full margin from step 9
     reference = train(small(pack_dir, **arcface), tmp_path / "straight", show_progress=False)
     halted = train(small(pack_dir, **arcface), tmp_path / "broken", halt_at_step=7, show_progress=False)
     assert halted.halted and halted.steps == 7  # killed inside the ramp
@@ -115,31 +159,44 @@ def test_margin_warmup_ramps_with_the_step_and_resumes_exactly(pack_dir, tmp_pat
     b = keras.models.load_model(tmp_path / "broken" / "embedder.keras").get_weights()
     for left, right in zip(a, b, strict=True):
         np.testing.assert_allclose(left, right, rtol=1e-4, atol=1e-5)
-    without = train(small(pack_dir, **{**arcface, "margin_warmup_epochs": 0.0}), tmp_path / "plain",
-                    show_progress=False)
+    without = train(
+        small(pack_dir, **{**arcface, "margin_warmup_epochs": 0.0}), tmp_path / "plain", show_progress=False
+    )
     assert without.last_loss != pytest.approx(reference.last_loss, rel=1e-3)  # the ramp changed training
 
     from ffem_cli.losses import build_loss
     from ffem_cli.train.model import TrainingModel, build_optimizer
 
-    model = TrainingModel(keras.Sequential([keras.layers.Dense(4)]), build_loss("arcface", 3, 4),
-                          margin_warmup_steps=8)
+    model = TrainingModel(keras.Sequential([keras.layers.Dense(4)]), build_loss("arcface", 3, 4), margin_warmup_steps=8)
     model.compile(optimizer=build_optimizer("sgd", 0.1))
     fractions = []
     for step in (0, 2, 8, 20):
         model.optimizer.iterations.assign(step)
         fractions.append(float(model.margin_fraction()))
     assert fractions == [0.0, 0.25, 1.0, 1.0]
-    with pytest.raises(FfemError, match=r"^margin warm-up needs a margin loss \(arcface, cosface, \.\.\.\); "
-                                        r"L2SoftmaxHead has no margin$"):
+    with pytest.raises(
+        FfemError,
+        match=r"^margin warm-up needs a margin loss \(arcface, cosface, \.\.\.\); "
+        r"L2SoftmaxHead has no margin$",
+    ):
         train(small(pack_dir, margin_warmup_epochs=1.0), tmp_path / "l2", show_progress=False)
 
 
 def test_nan_stops_naming_the_step_and_keeps_the_last_good_checkpoint(pack_dir, tmp_path):
-    config = small(pack_dir, optimizer="sgd", lr=0.01, schedule="step", decay_epochs=[1],
-                   decay_factor=float("inf"), checkpoint_every=100)
-    with pytest.raises(FfemError, match=r"^loss became nan at step 8 \(epoch 2, step 2\); training stopped, "
-                                        r"the last good checkpoint is .*ckpt-000000006\.npz$"):
+    config = small(
+        pack_dir,
+        optimizer="sgd",
+        lr=0.01,
+        schedule="step",
+        decay_epochs=[1],
+        decay_factor=float("inf"),
+        checkpoint_every=100,
+    )
+    with pytest.raises(
+        FfemError,
+        match=r"^loss became nan at step 8 \(epoch 2, step 2\); training stopped, "
+        r"the last good checkpoint is .*ckpt-000000006\.npz$",
+    ):
         train(config, tmp_path / "nan", show_progress=False)
     kept = checkpoint.list_checkpoints(tmp_path / "nan" / "checkpoints")
     assert [p.name for p in kept] == ["ckpt-000000006.npz"]
@@ -160,17 +217,24 @@ def test_mixed_precision_and_xla_run(pack_dir, tmp_path):
 def test_refusals(pack_dir, tmp_path):
     run = tmp_path / "run"
     train(small(pack_dir, epochs=1), run, show_progress=False)
-    with pytest.raises(FfemError, match=rf"^{run}: already holds a run with a different configuration; "
-                                        "use --resume to continue it or choose another --run$"):
+    with pytest.raises(
+        FfemError,
+        match=rf"^{run}: already holds a run with a different configuration; "
+        "use --resume to continue it or choose another --run$",
+    ):
         train(small(pack_dir, epochs=1, lr=0.1), run, show_progress=False)
     with pytest.raises(FfemError, match=rf"^{tmp_path / 'none'}: nothing to resume \(no run.toml\)$"):
         train(small(pack_dir), tmp_path / "none", resume=True, show_progress=False)
     with pytest.raises(FfemError, match=rf"^{pack_dir}: the pack has 8 classes but the head is set to 5 "):
         train(small(pack_dir, num_classes=5), tmp_path / "classes", show_progress=False)
-    with pytest.raises(FfemError, match=r"^loss 'triplet' compares images of the same identity: it needs at "
-                                        r"least 2 images per identity in a batch, got --images-per-identity 1$"):
-        train(small(pack_dir, stage="metric", loss="triplet", images_per_identity=1), tmp_path / "k",
-              show_progress=False)
+    with pytest.raises(
+        FfemError,
+        match=r"^loss 'triplet' compares images of the same identity: it needs at "
+        r"least 2 images per identity in a batch, got --images-per-identity 1$",
+    ):
+        train(
+            small(pack_dir, stage="metric", loss="triplet", images_per_identity=1), tmp_path / "k", show_progress=False
+        )
     with pytest.raises(FfemError, match=r"^unknown backbone 'vgg'; choose one of: mobilefacenet, "):
         train(small(pack_dir, backbone="vgg"), tmp_path / "vgg", show_progress=False)
     with pytest.raises(FfemError, match=r"^unknown loss 'hinge'"):

@@ -22,8 +22,16 @@ def pack_dir(tmp_path_factory):
 
 
 def small(pack_dir, **changes):
-    flags = dict(data=str(pack_dir), backbone="tiny", embedding_size=16, batch_size=16, lr=3e-3,
-                 epochs=1, checkpoint_every=100, augment="off")
+    flags = dict(
+        data=str(pack_dir),
+        backbone="tiny",
+        embedding_size=16,
+        batch_size=16,
+        lr=3e-3,
+        epochs=1,
+        checkpoint_every=100,
+        augment="off",
+    )
     return C.resolve({}, {**flags, **changes})
 
 
@@ -33,16 +41,23 @@ def test_backbone_only_init_then_frozen_backbone_while_a_triplet_head_learns(pac
     source = keras.models.load_model(first / "embedder.keras", compile=False)
 
     second = tmp_path / "triplet"
-    config = small(pack_dir, stage="metric", loss="triplet", init_from=str(first),
-                   init_backbone_only=True, pooling="gnap", embedding_size=24,
-                   freeze_backbone_epochs=1, optimizer="adam")
+    config = small(
+        pack_dir,
+        stage="metric",
+        loss="triplet",
+        init_from=str(first),
+        init_backbone_only=True,
+        pooling="gnap",
+        embedding_size=24,
+        freeze_backbone_epochs=1,
+        optimizer="adam",
+    )
     train(config, second, show_progress=False)
     model = tomllib.loads((second / "run.toml").read_text())["model"]
     assert (model["backbone"], model["pooling"], model["embedding_size"]) == ("tiny", "gnap", 24)
     tuned = keras.models.load_model(second / "embedder.keras", compile=False)
     assert tuned.output_shape == (None, 24)
-    for before, after in zip(backbone_of(source).trainable_weights,
-                             backbone_of(tuned).trainable_weights, strict=True):
+    for before, after in zip(backbone_of(source).trainable_weights, backbone_of(tuned).trainable_weights, strict=True):
         np.testing.assert_array_equal(before.numpy(), after.numpy())  # copied, then frozen
     gamma = tuned.get_layer("gnap_embedding_bn").weights[0].numpy()
     assert not np.allclose(gamma, 1.0)  # the head's BN γ moved: the pair loss trained it
@@ -50,8 +65,7 @@ def test_backbone_only_init_then_frozen_backbone_while_a_triplet_head_learns(pac
 
 def test_groupface_run_saves_the_group_aware_embedder(pack_dir, tmp_path):
     run = tmp_path / "groupface"
-    config = small(pack_dir, loss="groupface", loss_options={"gdn_units": 8, "scale": 16.0,
-                                                             "margin": 0.2})
+    config = small(pack_dir, loss="groupface", loss_options={"gdn_units": 8, "scale": 16.0, "margin": 0.2})
     train(config, run, show_progress=False)
     embedder = keras.models.load_model(run / "embedder.keras", compile=False)
     assert any(layer.name == "group_aware" for layer in embedder.layers)
@@ -65,8 +79,14 @@ def test_pool_triplet_trains_and_fills_its_pool(pack_dir, tmp_path):
     from ffem_cli.train import checkpoint
 
     run = tmp_path / "pool"
-    config = small(pack_dir, stage="metric", loss="pool-triplet", optimizer="adam",
-                   loss_options={"pool_size": 32, "miner": "batch-hard"}, checkpoint_every=1)
+    config = small(
+        pack_dir,
+        stage="metric",
+        loss="pool-triplet",
+        optimizer="adam",
+        loss_options={"pool_size": 32, "miner": "batch-hard"},
+        checkpoint_every=1,
+    )
     result = train(config, run, show_progress=False)
     assert np.isfinite(result.last_loss)
     newest = checkpoint.list_checkpoints(run / "checkpoints")[-1]

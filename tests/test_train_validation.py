@@ -93,8 +93,9 @@ def test_diagnostic_figures_match_numpy_definitions():
 
     distances = np.array([[0, 1, 3], [1, 0, 1.1], [3, 1.1, 0]], dtype=float)
     # triplets (anchor, positive, negative): (0,1,2) gap 3-1 = 2 ≥ 0.2; (1,0,2) gap 1.1-1 = 0.1 < 0.2; a padding row
-    figures = active_figures(distances, np.array([0, 1, 0]), np.array([1, 0, 0]), np.array([2, 2, 0]),
-                             np.array([1.0, 1.0, 0.0]), margin=0.2)
+    figures = active_figures(
+        distances, np.array([0, 1, 0]), np.array([1, 0, 0]), np.array([2, 2, 0]), np.array([1.0, 1.0, 0.0]), margin=0.2
+    )
     assert figures == {"mined": 2.0, "active": 0.5}
 
 
@@ -103,26 +104,84 @@ def test_every_kind_of_set_during_training(pack_dir, tmp_path):
     pairs = write_pair_list(pack_dir, tmp_path / "dev.csv")
     write_bin(tmp_path / "agedb.bin", 20, seed=4, as_array=True)
     run = tmp_path / "run"
-    result = CliRunner().invoke(app, [
-        "train", "--data", str(pack_dir), "--run", str(run), "--backbone", "tiny", "--embedding-size", "16",
-        "--batch-size", "16", "--lr", "0.003", "--epochs", "2", "--augment", "off", "--loss", "arcface",
-        "--loss-option", "scale=16", "--loss-option", "margin=0.2", "--val", f"{pairs}", "--val", f"crops={pairs}@{faces}", "--val", str(tmp_path / "agedb.bin"),
-        "--val", f"gallery={faces}", "--val", str(pack_dir), "--monitor", "pack/map@r",
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(pack_dir),
+            "--run",
+            str(run),
+            "--backbone",
+            "tiny",
+            "--embedding-size",
+            "16",
+            "--batch-size",
+            "16",
+            "--lr",
+            "0.003",
+            "--epochs",
+            "2",
+            "--augment",
+            "off",
+            "--loss",
+            "arcface",
+            "--loss-option",
+            "scale=16",
+            "--loss-option",
+            "margin=0.2",
+            "--val",
+            f"{pairs}",
+            "--val",
+            f"crops={pairs}@{faces}",
+            "--val",
+            str(tmp_path / "agedb.bin"),
+            "--val",
+            f"gallery={faces}",
+            "--val",
+            str(pack_dir),
+            "--monitor",
+            "pack/map@r",
+        ],
+    )
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 2
     for record in records:
-        for name in ("dev/accuracy", "dev/eer", "crops/accuracy", "agedb/accuracy", "agedb/accuracy_std",
-                     "agedb/eer", "gallery/recall@1", "gallery/map@r", "pack/recall@1", "pack/map@r"):
+        for name in (
+            "dev/accuracy",
+            "dev/eer",
+            "crops/accuracy",
+            "agedb/accuracy",
+            "agedb/accuracy_std",
+            "agedb/eer",
+            "gallery/recall@1",
+            "gallery/map@r",
+            "pack/recall@1",
+            "pack/map@r",
+        ):
             assert 0.0 <= record[name] <= 1.0, name
         assert 0.0 <= record["diag/inside_margin"] <= 1.0 and record["diag/grad_norm"] > 0
         assert -1.0 <= record["diag/mean_cosine"] <= 1.0 and record["lr"] == pytest.approx(0.003)
     best = max(r["pack/map@r"] for r in records)
     assert f"best pack/map@r {best:.4f}" in result.output
     assert "agedb/accuracy" in result.output  # the epoch line shows the figures
-    bad = CliRunner().invoke(app, ["train", "--data", str(pack_dir), "--run", str(tmp_path / "bad"),
-                                   "--backbone", "tiny", "--val", str(pairs), "--monitor", "nope/accuracy"])
+    bad = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(pack_dir),
+            "--run",
+            str(tmp_path / "bad"),
+            "--backbone",
+            "tiny",
+            "--val",
+            str(pairs),
+            "--monitor",
+            "nope/accuracy",
+        ],
+    )
     assert bad.exit_code == 1 and "--monitor 'nope/accuracy' is not a figure" in bad.output
 
 
@@ -130,9 +189,23 @@ def test_resume_with_live_plateau_and_early_stop_state_is_exact(pack_dir, tmp_pa
     """Validation every 2 steps drives plateau (patience 1) and early stop (patience 3); a run stopped
     at step 7 (last checkpoint at step 6, counters non-zero) and resumed ends exactly as the whole run."""
     pairs = write_pair_list(pack_dir, tmp_path / "dev.csv")
-    flags = dict(data=str(pack_dir), backbone="tiny", embedding_size=16, batch_size=16, lr=0.003, epochs=4,
-                 augment="off", val=[f"{pairs}"], val_every="2", schedule="plateau", plateau_patience=1,
-                 plateau_factor=0.5, early_stop=3, checkpoint_every=2, monitor="dev/eer")
+    flags = dict(
+        data=str(pack_dir),
+        backbone="tiny",
+        embedding_size=16,
+        batch_size=16,
+        lr=0.003,
+        epochs=4,
+        augment="off",
+        val=[f"{pairs}"],
+        val_every="2",
+        schedule="plateau",
+        plateau_patience=1,
+        plateau_factor=0.5,
+        early_stop=3,
+        checkpoint_every=2,
+        monitor="dev/eer",
+    )
     whole = train(C.resolve({}, flags), tmp_path / "whole", show_progress=False)
     assert whole.steps < 24, "early stopping never ended the run; the test needs it"
     halted = train(C.resolve({}, flags), tmp_path / "part", show_progress=False, halt_at_step=7)
@@ -151,8 +224,11 @@ def test_resume_with_live_plateau_and_early_stop_state_is_exact(pack_dir, tmp_pa
     assert sorted(a) == sorted(b)
     for step in a:
         assert a[step]["dev/eer"] == pytest.approx(b[step]["dev/eer"], abs=1e-6)
-    lr = lambda run: [json.loads(x)["lr"] for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()  # noqa: E731
-                      if "lr" in json.loads(x)]
+
+    def lr(run):
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(x)["lr"] for x in lines if "lr" in json.loads(x)]
+
     assert lr("whole") == pytest.approx(lr("part")) and min(lr("whole")) < 0.003  # the plateau did lower it
     first = keras.models.load_model(tmp_path / "whole" / "embedder.keras")
     second = keras.models.load_model(tmp_path / "part" / "embedder.keras")
@@ -162,10 +238,30 @@ def test_resume_with_live_plateau_and_early_stop_state_is_exact(pack_dir, tmp_pa
 
 def test_a_huge_learning_rate_collapses_the_embedding_and_says_so(pack_dir, tmp_path):
     run = tmp_path / "collapse"
-    result = CliRunner().invoke(app, [
-        "train", "--data", str(pack_dir), "--run", str(run), "--backbone", "tiny", "--embedding-size", "16",
-        "--batch-size", "16", "--lr", "10", "--optimizer", "sgd", "--epochs", "1", "--augment", "off",
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(pack_dir),
+            "--run",
+            str(run),
+            "--backbone",
+            "tiny",
+            "--embedding-size",
+            "16",
+            "--batch-size",
+            "16",
+            "--lr",
+            "10",
+            "--optimizer",
+            "sgd",
+            "--epochs",
+            "1",
+            "--augment",
+            "off",
+        ],
+    )
     assert "warning: epoch 1: embedding collapse" in result.output, result.output
     record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["diag/mean_cosine"] > 0.95 or record["diag/spread"] < 0.05

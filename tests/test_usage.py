@@ -25,7 +25,9 @@ def invoke(*args):
 def one_error_line(result) -> str:
     """The one ``error:`` line (after any progress bar), whitespace-normalised."""
     lines = [line for line in result.stderr.strip().splitlines() if line.startswith("error")]
-    assert len(lines) == 1 and result.stderr.strip().endswith(lines[0]) and "Traceback" not in result.output, result.stderr
+    assert len(lines) == 1 and result.stderr.strip().endswith(lines[0]) and "Traceback" not in result.output, (
+        result.stderr
+    )
     return " ".join(lines[0].split())
 
 
@@ -102,12 +104,16 @@ def test_pairs_command_writes_disjoint_folds_and_refuses_too_many(calibrated, tm
     assert result.exit_code == 0, result.output
     pairs = read_label_pairs(listed)
     assert pairs.same.sum() == 30 and (~pairs.same).sum() == 30
-    assert all((a.split("/")[0] == b.split("/")[0]) == s for a, b, s in zip(pairs.first, pairs.second, pairs.same, strict=True))
+    assert all(
+        (a.split("/")[0] == b.split("/")[0]) == s for a, b, s in zip(pairs.first, pairs.second, pairs.same, strict=True)
+    )
     result = invoke("calibrate", "--run", run, "--pairs", listed, "--root", root)
     assert result.exit_code == 0, result.output
     assert json.loads((run / "calibration.json").read_text())["source"]["kind"] == "pairs"
     result = invoke("pairs", root, "-o", tmp_path / "big.csv", "--pairs", 1000, "--folds", 3)
-    assert result.exit_code == 1 and "cannot make 1000 genuine pairs in 3 identity-disjoint folds" in one_error_line(result)
+    assert result.exit_code == 1 and "cannot make 1000 genuine pairs in 3 identity-disjoint folds" in one_error_line(
+        result
+    )
     assert not (tmp_path / "big.csv").exists()
     result = invoke("pairs", root, "-o", tmp_path / "lfw.txt", "--pairs", 30, "--folds", 3, "--format", "lfw")
     assert "--format lfw needs images named <name>/<name>_<number>.jpg" in one_error_line(result)
@@ -137,7 +143,9 @@ def test_gallery_grows_by_content_and_refuses_another_model(calibrated, tmp_path
     assert pd.read_parquet(gallery).equals(before)
     second = tmp_path / "second"
     shutil.copytree(root / "synthetic_2", second / "synthetic_2")
-    shutil.copy(root / "synthetic_0" / "000.jpg", second / "synthetic_2" / "copy-of-someone.jpg")  # same content: skipped
+    shutil.copy(
+        root / "synthetic_0" / "000.jpg", second / "synthetic_2" / "copy-of-someone.jpg"
+    )  # same content: skipped
     result = invoke("embed", second, "--run", run, "--append", gallery)
     assert result.exit_code == 0, result.output
     grown = pd.read_parquet(gallery)
@@ -201,8 +209,12 @@ def test_calibrate_and_pairs_from_a_pack(calibrated, synthetic_faces, tmp_path):
     wrong = tmp_path / "pack64"
     pack(image_list, root, wrong, PackSettings(image_size=64, shards=1), workers=1)
     result = invoke("calibrate", "--run", run, "--pack", wrong)
-    assert "faces were packed as 64 px, crop margin, margin 0.2 but the model's faces are 32 px" in one_error_line(result)
-    assert invoke("calibrate", "--run", run, "--root", root).exit_code == 0  # the folder calibration again, for the other tests
+    assert "faces were packed as 64 px, crop margin, margin 0.2 but the model's faces are 32 px" in one_error_line(
+        result
+    )
+    assert (
+        invoke("calibrate", "--run", run, "--root", root).exit_code == 0
+    )  # the folder calibration again, for the other tests
 
 
 def test_calibrate_on_an_insightface_bin(tmp_path):

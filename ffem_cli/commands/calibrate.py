@@ -12,12 +12,24 @@ from ffem_cli.errors import FfemError
 
 
 def calibrate(
-    run: Path = typer.Option(..., "--run", help="Run directory (embedder.keras + run.toml); calibration.json is written into it."),
-    pairs: Path | None = typer.Option(None, "--pairs", help="Pair list: 'label,path1,path2' lines or an LFW pairs.txt (needs --root)."),
-    root: Path | None = typer.Option(None, "--root", help="Image root of --pairs, or alone a labelled folder ROOT/<identity>/<image>."),
-    pack: Path | None = typer.Option(None, "--pack", help="A pack directory (ffem pack output) with the run's face crop."),
-    bin_set: Path | None = typer.Option(None, "--bin", help="An insightface .bin verification set (lfw.bin, cfp_fp.bin, ...): aligned 112x112 faces."),
-    impostors: int = typer.Option(4_000_000, "--impostors", min=1, help="Impostor pairs sampled from a folder or pack (all when fewer)."),
+    run: Path = typer.Option(
+        ..., "--run", help="Run directory (embedder.keras + run.toml); calibration.json is written into it."
+    ),
+    pairs: Path | None = typer.Option(
+        None, "--pairs", help="Pair list: 'label,path1,path2' lines or an LFW pairs.txt (needs --root)."
+    ),
+    root: Path | None = typer.Option(
+        None, "--root", help="Image root of --pairs, or alone a labelled folder ROOT/<identity>/<image>."
+    ),
+    pack: Path | None = typer.Option(
+        None, "--pack", help="A pack directory (ffem pack output) with the run's face crop."
+    ),
+    bin_set: Path | None = typer.Option(
+        None, "--bin", help="An insightface .bin verification set (lfw.bin, cfp_fp.bin, ...): aligned 112x112 faces."
+    ),
+    impostors: int = typer.Option(
+        4_000_000, "--impostors", min=1, help="Impostor pairs sampled from a folder or pack (all when fewer)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the impostor sample."),
     detect: bool = DETECT,
     flip: bool = FLIP,
@@ -45,14 +57,21 @@ def calibrate(
         scores = calibration.scores_from_pair_list(embedder, pairs, root, cache_dir, batch_size)
     elif bin_set is not None:
         if embedder.prep.crop != "align":
-            err.print(f"warning: {bin_set} holds 5-point aligned faces but {run} was trained on '{embedder.prep.crop}' crops", highlight=False)
+            err.print(
+                f"warning: {bin_set} holds 5-point aligned faces but {run} was trained on '{embedder.prep.crop}' crops",
+                highlight=False,
+            )
         scores = calibration.scores_from_bin(embedder, bin_set, batch_size)
     elif pack is not None:
         faces_of = labelled.pack_embeddings(embedder, pack, batch_size)
-        scores = calibration.scores_from_labelled(faces_of, impostors, seed, {"kind": "pack", "pack": str(Path(pack).resolve())})
+        scores = calibration.scores_from_labelled(
+            faces_of, impostors, seed, {"kind": "pack", "pack": str(Path(pack).resolve())}
+        )
     else:
         faces_of = labelled.folder_embeddings(embedder, root, faces, cache_dir, batch_size)
-        scores = calibration.scores_from_labelled(faces_of, impostors, seed, {"kind": "folder", "root": str(Path(root).resolve())})
+        scores = calibration.scores_from_labelled(
+            faces_of, impostors, seed, {"kind": "folder", "root": str(Path(root).resolve())}
+        )
     record = calibration.calibrate(embedder, *scores, run_dir=Path(run))
     rows = [[f"{t['far']:g}", t["threshold"], f"{t['interval_95'][0]:.4f} .. {t['interval_95'][1]:.4f}", t["tar"],
              f"{t['false_accepts']} / {record['impostor_pairs']}"] for t in record["thresholds"]]  # fmt: skip
@@ -62,4 +81,6 @@ def calibrate(
                 ["FAR", "threshold", "95% interval", "TAR", "false accepts"], rows)  # fmt: skip
     if record["source"]["pairs_without_face"]:
         err.print(f"{record['source']['pairs_without_face']} pairs without a face were left out", highlight=False)
-    err.print(f"wrote {Path(run) / calibration.CALIBRATION_NAME} and {Path(run) / calibration.DET_NAME}", highlight=False)
+    err.print(
+        f"wrote {Path(run) / calibration.CALIBRATION_NAME} and {Path(run) / calibration.DET_NAME}", highlight=False
+    )

@@ -19,13 +19,19 @@ from ffem_cli.writable import check_new_file, check_writable
 
 def embed(
     root: Path = typer.Argument(..., help="Folder of faces: ROOT/<identity>/<image> or images directly in ROOT."),
-    output: Path | None = typer.Option(None, "--output", "-o", help="The gallery to write (Parquet), e.g. embeddings.parquet."),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="The gallery to write (Parquet), e.g. embeddings.parquet."
+    ),
     append: Path | None = typer.Option(
-        None, "--append", help="Add to this gallery the images whose content it lacks (same model and face preparation only)."
+        None,
+        "--append",
+        help="Add to this gallery the images whose content it lacks (same model and face preparation only).",
     ),
     run: Path | None = typer.Option(None, "--run", help="Run directory (embedder.keras + run.toml)."),
     model: Path | None = typer.Option(None, "--model", help="A .keras embedding model that is not a run."),
-    image_size: int | None = typer.Option(None, "--image-size", help="Face side for --model (default: the model's input)."),
+    image_size: int | None = typer.Option(
+        None, "--image-size", help="Face side for --model (default: the model's input)."
+    ),
     detect: bool = typer.Option(False, "--detect", help="Find faces with MTCNN first (photos, not face crops)."),
     flip: bool = typer.Option(False, "--flip", help="Add the mirrored face's embedding, then re-normalise."),
     faces: Path | None = typer.Option(
@@ -52,7 +58,9 @@ def embed(
         err.print(f"wrote {target}: added {counts['added']} of {counts['images']} images{who} "
                   f"({counts['already_there']} already there by content); {counts['rows']} rows", highlight=False)  # fmt: skip
     else:
-        err.print(f"wrote {target}: {counts['images']} images{who}, {counts['embedding_size']}-d embeddings", highlight=False)
+        err.print(
+            f"wrote {target}: {counts['images']} images{who}, {counts['embedding_size']}-d embeddings", highlight=False
+        )
     if counts["without_face"]:
         err.print(f"{counts['without_face']} images without a face (kept with face_found = false)", highlight=False)
 
@@ -62,11 +70,23 @@ def search(
     gallery_path: Path = typer.Option(..., "--gallery", help="Gallery written by ffem embed."),
     k: int = typer.Option(5, "-k", "--top", min=1, help="How many matches to show."),
     run: Path | None = typer.Option(None, "--run", help="Run directory (default: the model recorded in the gallery)."),
-    model: Path | None = typer.Option(None, "--model", help="A .keras model (default: the one recorded in the gallery)."),
+    model: Path | None = typer.Option(
+        None, "--model", help="A .keras model (default: the one recorded in the gallery)."
+    ),
     detect: bool = typer.Option(False, "--detect", help="Find the face in the query photo with MTCNN first."),
-    output: Path | None = typer.Option(None, "--output", "-o", help="Also draw the query and its matches as a PNG strip."),
-    far: float | None = typer.Option(None, "--far", min=0.0, max=1.0, help="Open set: answer 'unknown' below the calibrated threshold of this false-accept rate."),
-    threshold: float | None = typer.Option(None, "--threshold", help="Open set: answer 'unknown' below this cosine similarity."),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Also draw the query and its matches as a PNG strip."
+    ),
+    far: float | None = typer.Option(
+        None,
+        "--far",
+        min=0.0,
+        max=1.0,
+        help="Open set: answer 'unknown' below the calibrated threshold of this false-accept rate.",
+    ),
+    threshold: float | None = typer.Option(
+        None, "--threshold", help="Open set: answer 'unknown' below this cosine similarity."
+    ),
     overwrite: bool = OVERWRITE,
 ) -> None:
     """Find the gallery faces most similar to a photo: a table of matches and scores.
@@ -96,10 +116,16 @@ def search(
 def map_command(
     gallery_path: Path = typer.Option(..., "--gallery", help="Gallery written by ffem embed."),
     output: Path | None = typer.Option(None, "--output", "-o", help="PNG to write, e.g. facemap.png."),
-    projector: Path | None = typer.Option(None, "--projector", help="Also (or only) write a TensorBoard projector folder: embeddings.tsv, metadata.tsv, sprite.png, projector_config.pbtxt."),
+    projector: Path | None = typer.Option(
+        None,
+        "--projector",
+        help="Also (or only) write a TensorBoard projector folder: embeddings.tsv, metadata.tsv, sprite.png, projector_config.pbtxt.",
+    ),
     method: str = typer.Option("pca", "--method", help="pca (default) or tsne."),
     size: int = typer.Option(1600, "--size", min=200, max=20000, help="Width and height of the PNG in pixels."),
-    max_thumbnails: int = typer.Option(2000, "--max-thumbnails", min=1, help="Faces drawn as thumbnails (the rest as dots)."),
+    max_thumbnails: int = typer.Option(
+        2000, "--max-thumbnails", min=1, help="Faces drawn as thumbnails (the rest as dots)."
+    ),
     overwrite: bool = OVERWRITE,
 ) -> None:
     """Draw a 2-D map of a gallery where similar faces lie close, with thumbnails and identity colours;
@@ -113,10 +139,14 @@ def map_command(
         check_new_file(output, overwrite)
     faces = gallery.read_gallery(gallery_path)
     if projector is not None:
-        side = projector_module.write_projector(projector, faces.vectors, faces.paths, faces.identities,
-                                                name=Path(gallery_path).stem)
-        err.print(f"wrote {projector} ({len(faces.paths)} faces, {side}-px sprite cells); "
-                  f"view with: tensorboard --logdir {projector}", highlight=False)
+        side = projector_module.write_projector(
+            projector, faces.vectors, faces.paths, faces.identities, name=Path(gallery_path).stem
+        )
+        err.print(
+            f"wrote {projector} ({len(faces.paths)} faces, {side}-px sprite cells); "
+            f"view with: tensorboard --logdir {projector}",
+            highlight=False,
+        )
     if output is not None:
         drawn = facemap.gallery_map(faces, Path(gallery_path).name, output, method, size, max_thumbnails)
         err.print(f"wrote {output} ({size}x{size}, {drawn} thumbnails)", highlight=False)

@@ -23,18 +23,28 @@ from ffem_cli.console import err
 from ffem_cli.errors import FfemError
 from ffem_cli.writable import check_new_file, check_writable
 
-RUN = typer.Option(None, "--run", help="Run directory with embedder.keras and run.toml (faces prepared as in training).")
+RUN = typer.Option(
+    None, "--run", help="Run directory with embedder.keras and run.toml (faces prepared as in training)."
+)
 MODEL = typer.Option(None, "--model", help="A .keras embedding model that is not a run (crop defaults: margin 0.2).")
-IMAGE_SIZE = typer.Option(None, "--image-size", help="Face side in pixels for --model (default: the model's input size, else 112).")
+IMAGE_SIZE = typer.Option(
+    None, "--image-size", help="Face side in pixels for --model (default: the model's input size, else 112)."
+)
 DETECT = typer.Option(False, "--detect", help="Find faces with MTCNN first (for photos that are not face crops).")
 FLIP = typer.Option(False, "--flip", help="Test-time augmentation with the mirrored face (see --flip-mode).")
 FLIP_MODE = typer.Option(
-    "sum", "--flip-mode", help="sum: add the two embeddings (insightface); concat: concatenate them (MassFace, facenet)."
+    "sum",
+    "--flip-mode",
+    help="sum: add the two embeddings (insightface); concat: concatenate them (MassFace, facenet).",
 )
-OUTPUT_DIR = typer.Option(None, "--output-dir", help="Where report.json, CSVs and PNGs go (default RUN/eval/<protocol>).")
+OUTPUT_DIR = typer.Option(
+    None, "--output-dir", help="Where report.json, CSVs and PNGs go (default RUN/eval/<protocol>)."
+)
 BATCH_SIZE = typer.Option(64, "--batch-size", min=1, help="Faces per model call.")
 FACES = typer.Option(
-    None, "--faces", help="image_list.json (e.g. from ffem detect) with each image's box and landmarks; images it lacks count as 'no face'."
+    None,
+    "--faces",
+    help="image_list.json (e.g. from ffem detect) with each image's box and landmarks; images it lacks count as 'no face'.",
 )
 NO_CACHE = typer.Option(False, "--no-cache", help="Neither read nor write the embedding cache.")
 
@@ -48,7 +58,9 @@ def _prepare(protocol: str, run, model, image_size, detect, flip, output_dir, no
         output_dir = RunDir(run).eval_dir(protocol) if run is not None else Path("eval") / Path(model).stem / protocol
     check_output_dir(output_dir)
     check_writable(output_dir, folder=True)
-    embedder = load_embedder(run, model, image_size=image_size, detect=detect, flip=flip, flip_mode=flip_mode, crop=crop)
+    embedder = load_embedder(
+        run, model, image_size=image_size, detect=detect, flip=flip, flip_mode=flip_mode, crop=crop
+    )
     return embedder, Path(output_dir), None if no_cache else cache_dir(run)
 
 
@@ -68,10 +80,14 @@ def _show(rows_of, report: dict, output_dir: Path) -> None:
 
 
 def rfw(
-    root: Path = typer.Option(..., "--root", help="RFW root: holds images/test/data/<Race>/ and images/test/txts/<Race>/."),
+    root: Path = typer.Option(
+        ..., "--root", help="RFW root: holds images/test/data/<Race>/ and images/test/txts/<Race>/."
+    ),
     races: list[str] = typer.Option(None, "--race", help="Evaluate only this race (repeatable; default all four)."),
     crop: str | None = typer.Option(
-        None, "--crop", help="seed: the seed FFEM project's crop (landmark-extent box, stretched, no margin); default: the run's."
+        None,
+        "--crop",
+        help="seed: the seed FFEM project's crop (landmark-extent box, stretched, no margin); default: the run's.",
     ),
     run: Path | None = RUN,
     model: Path | None = MODEL,
@@ -88,7 +104,9 @@ def rfw(
 
     if crop not in (None, "seed"):
         raise FfemError(f"--crop must be 'seed' (or left out for the run's own crop), got {crop!r}")
-    embedder, output_dir, cache_dir = _prepare("rfw", run, model, image_size, detect, flip, output_dir, no_cache, flip_mode, crop)
+    embedder, output_dir, cache_dir = _prepare(
+        "rfw", run, model, image_size, detect, flip, output_dir, no_cache, flip_mode, crop
+    )
     report = protocol.evaluate_rfw(embedder, root, output_dir, cache_dir, tuple(races or protocol.RACES), batch_size)
     _show(protocol.console_rows, report, output_dir)
     missing = sum(r["images_without_face"] for r in report["races"])
@@ -106,9 +124,13 @@ def rfw(
 
 def lfw(
     root: Path = typer.Option(..., "--root", help="LFW root: pairs.txt (+ people.txt) and images/<Name>/ or <Name>/."),
-    view: int = typer.Option(2, "--view", min=1, max=2, help="2: pairs.txt, 10 folds; 1: pairsDevTest.txt, threshold from pairsDevTrain.txt."),
+    view: int = typer.Option(
+        2, "--view", min=1, max=2, help="2: pairs.txt, 10 folds; 1: pairsDevTest.txt, threshold from pairsDevTrain.txt."
+    ),
     pairs_file: Path | None = typer.Option(
-        None, "--pairs", help="Score this list by its own folds: LFW format, or MassFace's lfw_pair.txt (default ROOT/pairs.txt, else ROOT/lfw_pair.txt)."
+        None,
+        "--pairs",
+        help="Score this list by its own folds: LFW format, or MassFace's lfw_pair.txt (default ROOT/pairs.txt, else ROOT/lfw_pair.txt).",
     ),
     run: Path | None = RUN,
     model: Path | None = MODEL,
@@ -126,17 +148,23 @@ def lfw(
     """
     from ffem_cli.evaluate import lfw as protocol
 
-    embedder, output_dir, cache_dir = _prepare("lfw", run, model, image_size, detect, flip, output_dir, no_cache, flip_mode)
+    embedder, output_dir, cache_dir = _prepare(
+        "lfw", run, model, image_size, detect, flip, output_dir, no_cache, flip_mode
+    )
     report = protocol.evaluate_lfw(embedder, root, view, output_dir, cache_dir, batch_size, pairs_file)
     _show(protocol.console_rows, report, output_dir)
 
 
 def pairs(
-    list_path: Path = typer.Option(..., "--list", help="Pair list, one 'label,path1,path2' per line (1 target, 0 imposter)."),
+    list_path: Path = typer.Option(
+        ..., "--list", help="Pair list, one 'label,path1,path2' per line (1 target, 0 imposter)."
+    ),
     root: Path = typer.Option(..., "--root", help="Folder the list's paths are relative to."),
     output: Path | None = typer.Option(None, "--output", help="Also write every pair's similarity to this CSV."),
     output_format: str = typer.Option(
-        "csv", "--output-format", help="csv: label,first,second,score with a header; ee488b: EE488B's headerless score,label,path1,path2."
+        "csv",
+        "--output-format",
+        help="csv: label,first,second,score with a header; ee488b: EE488B's headerless score,label,path1,path2.",
     ),
     overwrite: bool = OVERWRITE,
     run: Path | None = RUN,
@@ -154,8 +182,12 @@ def pairs(
 
     if output is not None:
         check_new_file(output, overwrite)
-    embedder, output_dir, cache_dir = _prepare("pairs", run, model, image_size, detect, flip, output_dir, no_cache, flip_mode)
-    report = protocol.evaluate_pair_list(embedder, list_path, root, output_dir, cache_dir, output, batch_size, output_format)
+    embedder, output_dir, cache_dir = _prepare(
+        "pairs", run, model, image_size, detect, flip, output_dir, no_cache, flip_mode
+    )
+    report = protocol.evaluate_pair_list(
+        embedder, list_path, root, output_dir, cache_dir, output, batch_size, output_format
+    )
     _show(protocol.console_rows, report, output_dir)
     if output is not None:
         err.print(f"wrote {output}", highlight=False)
@@ -173,20 +205,32 @@ def folder(
     output_dir: Path | None = OUTPUT_DIR,
     batch_size: int = BATCH_SIZE,
     no_cache: bool = NO_CACHE,
-    open_set: bool = typer.Option(False, "--open-set", help="Open-set identification instead: DIR@FPIR, rank-1 rate, DIR/FPIR curve."),
-    unknown_fraction: float = typer.Option(0.5, "--unknown-fraction", help="--open-set: share of identities left unknown (not enrolled)."),
-    seed: int = typer.Option(0, "--seed", help="--open-set: seed of the enrolled/unknown split and of the enrolled images."),
+    open_set: bool = typer.Option(
+        False, "--open-set", help="Open-set identification instead: DIR@FPIR, rank-1 rate, DIR/FPIR curve."
+    ),
+    unknown_fraction: float = typer.Option(
+        0.5, "--unknown-fraction", help="--open-set: share of identities left unknown (not enrolled)."
+    ),
+    seed: int = typer.Option(
+        0, "--seed", help="--open-set: seed of the enrolled/unknown split and of the enrolled images."
+    ),
 ) -> None:
     """Retrieval on a labelled folder: Recall@1/5/10, R-precision and MAP@R (or open-set identification with --open-set)."""
     if open_set:
         from ffem_cli.inference import openset as protocol
 
-        embedder, output_dir, cache_dir = _prepare("open-set", run, model, image_size, detect, flip, output_dir, no_cache, flip_mode)
-        report = protocol.evaluate_open_set(embedder, root, output_dir, cache_dir, batch_size, faces, unknown_fraction, seed)
+        embedder, output_dir, cache_dir = _prepare(
+            "open-set", run, model, image_size, detect, flip, output_dir, no_cache, flip_mode
+        )
+        report = protocol.evaluate_open_set(
+            embedder, root, output_dir, cache_dir, batch_size, faces, unknown_fraction, seed
+        )
     else:
         from ffem_cli.evaluate import folder as protocol
 
-        embedder, output_dir, cache_dir = _prepare("folder", run, model, image_size, detect, flip, output_dir, no_cache, flip_mode)
+        embedder, output_dir, cache_dir = _prepare(
+            "folder", run, model, image_size, detect, flip, output_dir, no_cache, flip_mode
+        )
         report = protocol.evaluate_folder(embedder, root, output_dir, cache_dir, batch_size, faces)
     _show(protocol.console_rows, report, output_dir)
 

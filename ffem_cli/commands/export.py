@@ -16,9 +16,7 @@ def export(
     run: Path | None = typer.Option(
         None, "--run", help="Run directory whose embedder.keras and run.toml are exported."
     ),
-    model: Path | None = typer.Option(
-        None, "--model", help="A .keras embedder file to export instead of --run."
-    ),
+    model: Path | None = typer.Option(None, "--model", help="A .keras embedder file to export instead of --run."),
     image_size: int | None = typer.Option(
         None,
         "--image-size",
@@ -47,9 +45,7 @@ def export(
         "--parity-images",
         help="Folder of face images for the parity check (with image_list.json: boxes are cut as in training).",
     ),
-    parity_faces: int = typer.Option(
-        64, "--parity-faces", min=1, help="How many faces the parity check compares."
-    ),
+    parity_faces: int = typer.Option(64, "--parity-faces", min=1, help="How many faces the parity check compares."),
     val_pairs: Path | None = typer.Option(
         None,
         "--val-pairs",
@@ -77,9 +73,7 @@ def export(
     source = core.export_source(load_model_source(run, model, image_size))
     output = output if output is not None else source.default_output
     check_writable(output, folder=True)
-    faces = core.gather_faces(
-        source, calibration, calibration_faces, parity_images, parity_faces, val_pairs, val_root
-    )
+    faces = core.gather_faces(source, calibration, calibration_faces, parity_images, parity_faces, val_pairs, val_root)
     err.print(f"parity faces: {faces.parity_source}", markup=False, highlight=False)
     written = core.export(
         source,
@@ -106,11 +100,7 @@ def _show(written, parity_path: Path, with_accuracy: bool) -> None:
             no_wrap=column == "file",
         )
     for item in written:
-        check = (
-            "[green]pass[/]"
-            if item.threshold is not None
-            else f"drop {1 - item.parity.mean_cosine:.1e}"
-        )
+        check = "[green]pass[/]" if item.threshold is not None else f"drop {1 - item.parity.mean_cosine:.1e}"
         table.add_row(
             item.path.name,
             item.format,

@@ -11,7 +11,9 @@ from ffem_cli.console import err
 
 def gallery(
     path: Path = typer.Argument(..., help="Gallery written by ffem embed (Parquet)."),
-    remove: str | None = typer.Option(None, "--remove", help="Delete every image of this identity (the file is rewritten atomically)."),
+    remove: str | None = typer.Option(
+        None, "--remove", help="Delete every image of this identity (the file is rewritten atomically)."
+    ),
 ) -> None:
     """List the identities of a gallery with their image counts; --remove ID deletes one."""
     from ffem_cli.evaluate.report import print_table

@@ -13,9 +13,15 @@ from ffem_cli.errors import FfemError
 
 
 def inspect(
-    path: Path = typer.Argument(..., help="A pack folder, an image_list.json (with --root), a train.rec, a seed .tfrecord or a crops folder (--crops)."),
+    path: Path = typer.Argument(
+        ...,
+        help="A pack folder, an image_list.json (with --root), a train.rec, a seed .tfrecord or a crops folder (--crops).",
+    ),
     output: Path | None = typer.Option(
-        None, "--output", "-o", help="Folder for images_per_identity.png and contact_sheet.png (new, or one ffem wrote)."
+        None,
+        "--output",
+        "-o",
+        help="Folder for images_per_identity.png and contact_sheet.png (new, or one ffem wrote).",
     ),
     verify: bool = typer.Option(
         False, "--verify", help="Re-hash a pack's shards against its manifest; name each damaged record."
@@ -51,5 +57,7 @@ def inspect(
         for problem in problems:
             err.print(f"[red]damaged:[/] {problem}", highlight=False, soft_wrap=True)
         if problems:
-            raise FfemError(f"{path}: {len(problems)} problem{'s' if len(problems) > 1 else ''} found; repack (pack --resume rewrites damaged shards)")
+            raise FfemError(
+                f"{path}: {len(problems)} problem{'s' if len(problems) > 1 else ''} found; repack (pack --resume rewrites damaged shards)"
+            )
         out.print("verified: every shard and the index match the manifest")

@@ -11,9 +11,7 @@ def models(
     embedding_size: int = typer.Option(
         512, "--embedding-size", min=1, help="Embedding width D the counts are made with."
     ),
-    input_size: int = typer.Option(
-        112, "--input-size", min=32, help="Side of the square face crop, pixels."
-    ),
+    input_size: int = typer.Option(112, "--input-size", min=32, help="Side of the square face crop, pixels."),
 ) -> None:
     """List backbones (parameters, GMACs and GFLOPs per image), poolings, losses and miners."""
     from rich.table import Table
@@ -62,8 +60,10 @@ def models(
 
     _print_recipes()
 
-    for title, registry, with_family in (("Losses (--loss)", losses.LOSSES, True),
-                                         ("Miners (--miner)", losses.MINERS, False)):
+    for title, registry, with_family in (
+        ("Losses (--loss)", losses.LOSSES, True),
+        ("Miners (--miner)", losses.MINERS, False),
+    ):
         listing = Table(title=title)
         listing.add_column("name", no_wrap=True)
         if with_family:

@@ -3,5 +3,7 @@
 import typer
 
 OVERWRITE = typer.Option(
-    False, "--overwrite", help="Replace output files that already exist (refused by default: ffem cannot tell it wrote them)."
+    False,
+    "--overwrite",
+    help="Replace output files that already exist (refused by default: ffem cannot tell it wrote them).",
 )

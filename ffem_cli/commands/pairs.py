@@ -16,7 +16,9 @@ def pairs(
     count: int = typer.Option(3000, "--pairs", min=1, help="Genuine pairs to draw, and as many impostor pairs."),
     folds: int = typer.Option(10, "--folds", min=1, help="Identity-disjoint folds (no person in two folds)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the fold split and the draws."),
-    fmt: str = typer.Option("ee488b", "--format", help="ee488b: 'label,path1,path2' lines; lfw: LFW's pairs.txt layout."),
+    fmt: str = typer.Option(
+        "ee488b", "--format", help="ee488b: 'label,path1,path2' lines; lfw: LFW's pairs.txt layout."
+    ),
     overwrite: bool = OVERWRITE,
 ) -> None:
     """Draw N genuine + N impostor pairs in identity-disjoint folds (as LFW's View 2 is built); refuses when it cannot."""

@@ -12,9 +12,15 @@ from ffem_cli.console import out
 def verify(
     first: Path = typer.Argument(..., help="First photo (a face crop, or a whole photo with --detect)."),
     second: Path = typer.Argument(..., help="Second photo."),
-    run: Path | None = typer.Option(None, "--run", help="Run directory (embedder.keras + run.toml + calibration.json)."),
-    model: Path | None = typer.Option(None, "--model", help="A .keras file, or an export: saved_model/, model.tflite, model.onnx."),
-    far: float | None = typer.Option(None, "--far", min=0.0, max=1.0, help="Decide at the calibrated threshold of this false-accept rate, e.g. 1e-4."),
+    run: Path | None = typer.Option(
+        None, "--run", help="Run directory (embedder.keras + run.toml + calibration.json)."
+    ),
+    model: Path | None = typer.Option(
+        None, "--model", help="A .keras file, or an export: saved_model/, model.tflite, model.onnx."
+    ),
+    far: float | None = typer.Option(
+        None, "--far", min=0.0, max=1.0, help="Decide at the calibrated threshold of this false-accept rate, e.g. 1e-4."
+    ),
     threshold: float | None = typer.Option(None, "--threshold", help="Decide at this cosine similarity instead."),
     detect: bool = typer.Option(False, "--detect", help="Find the faces with MTCNN (whole photos)."),
     flip: bool = typer.Option(False, "--flip", help="Add the mirrored face's embedding, then re-normalise."),

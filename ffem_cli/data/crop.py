@@ -111,9 +111,7 @@ def crop_face_image(
     return _resize_region(picture, square_around_box(box, margin), size)
 
 
-def square_around_box(
-    box: tuple[float, float, float, float], margin: float
-) -> tuple[float, float, float, float]:
+def square_around_box(box: tuple[float, float, float, float], margin: float) -> tuple[float, float, float, float]:
     """The margin-mode square ``(left, top, right, bottom)`` in continuous pixel coordinates."""
     x1, y1, x2, y2 = (float(v) for v in box)
     width, height = x2 - x1, y2 - y1
@@ -158,7 +156,10 @@ def _paste_region(picture: Image.Image, region: tuple[float, float, float, float
     out_right, out_bottom = round((inside[2] - left) * scale_x), round((inside[3] - top) * scale_y)
     face = Image.new("RGB", (size, size))
     if inside[2] > inside[0] and inside[3] > inside[1] and out_right > out_left and out_bottom > out_top:
-        face.paste(picture.resize((out_right - out_left, out_bottom - out_top), Image.BILINEAR, box=inside), (out_left, out_top))
+        face.paste(
+            picture.resize((out_right - out_left, out_bottom - out_top), Image.BILINEAR, box=inside),
+            (out_left, out_top),
+        )
     return face
 
 
@@ -258,6 +259,4 @@ def _align(picture: Image.Image, landmarks: np.ndarray, size: int) -> Image.Imag
         linear_inv[0, 0], linear_inv[0, 1], offset_pil[0],
         linear_inv[1, 0], linear_inv[1, 1], offset_pil[1],
     )  # fmt: skip
-    return picture.transform(
-        (size, size), Image.AFFINE, coefficients, resample=Image.BILINEAR, fillcolor=(0, 0, 0)
-    )
+    return picture.transform((size, size), Image.AFFINE, coefficients, resample=Image.BILINEAR, fillcolor=(0, 0, 0))

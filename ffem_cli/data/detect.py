@@ -70,7 +70,15 @@ from ffem_cli.images import (
 )
 
 REJECT_REASONS = (
-    "no-face", "too-small", "corrupt", "unreadable", "missing", "symlink-loop", "outside-root", "too-large", "bad-name"
+    "no-face",
+    "too-small",
+    "corrupt",
+    "unreadable",
+    "missing",
+    "symlink-loop",
+    "outside-root",
+    "too-large",
+    "bad-name",
 )
 # Most pixels decoded into one MTCNN call: 16 images of 512x512. Bigger photos
 # get smaller batches so that a batch of camera images stays within memory.
@@ -100,7 +108,9 @@ class DetectOptions:
         if self.batch_size < 1:
             raise FfemError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.min_face_size < 12:
-            raise FfemError(f"--min-face-size must be at least 12 pixels (MTCNN's smallest window), got {self.min_face_size}")
+            raise FfemError(
+                f"--min-face-size must be at least 12 pixels (MTCNN's smallest window), got {self.min_face_size}"
+            )
         if len(self.thresholds) != 3 or not all(0.0 < t < 1.0 for t in self.thresholds):
             raise FfemError(f"--threshold values must lie strictly between 0 and 1, got {self.thresholds}")
         if self.workers < 1:
@@ -326,7 +336,9 @@ def _rejects_from_json(raw: Any, source: Path) -> dict[str, Reject]:
     rejects = {}
     for rel, value in raw.items():
         if not isinstance(value, dict) or value.get("reason") not in REJECT_REASONS:
-            raise FfemError(f"{source}: {json.dumps(rel)}: not a reject record {{\"reason\": one of {', '.join(REJECT_REASONS)}, \"detail\": ...}}")
+            raise FfemError(
+                f'{source}: {json.dumps(rel)}: not a reject record {{"reason": one of {", ".join(REJECT_REASONS)}, "detail": ...}}'
+            )
         rejects[rel] = Reject(value["reason"], str(value.get("detail", "")))
     return rejects
 
@@ -335,11 +347,15 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise FfemError(f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}; delete it to start over") from None
+        raise FfemError(
+            f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}; delete it to start over"
+        ) from None
     except UnicodeDecodeError as exc:
         raise FfemError(f"{path}: not UTF-8 text (byte {exc.start}); delete it to start over") from None
     except (ValueError, RecursionError) as exc:
-        raise FfemError(f"{path}: unreadable JSON ({str(exc)[:80] or type(exc).__name__}); delete it to start over") from None
+        raise FfemError(
+            f"{path}: unreadable JSON ({str(exc)[:80] or type(exc).__name__}); delete it to start over"
+        ) from None
 
 
 def load_previous(output: Path, rejects_path: Path, root: Path) -> tuple[dict[str, FaceEntry], dict[str, Reject]]:
@@ -397,9 +413,17 @@ def _labelled(entries: dict[str, FaceEntry], depth: int = 1) -> tuple[dict[str, 
 class _Run:
     """The state of one detection run: results so far, checkpointing, progress."""
 
-    def __init__(self, root: Path, todo: list[str], options: DetectOptions, checkpoint: Path,
-                 entries: dict[str, FaceEntry], rejects: dict[str, Reject], summary: DetectSummary,
-                 progress: Callable[[int, int], None] | None):
+    def __init__(
+        self,
+        root: Path,
+        todo: list[str],
+        options: DetectOptions,
+        checkpoint: Path,
+        entries: dict[str, FaceEntry],
+        rejects: dict[str, Reject],
+        summary: DetectSummary,
+        progress: Callable[[int, int], None] | None,
+    ):
         self.root, self.todo, self.options, self.checkpoint = root, todo, options, checkpoint
         self.entries, self.rejects, self.summary, self.progress = entries, rejects, summary, progress
         self.done = 0
@@ -439,7 +463,10 @@ class _Run:
         if (image.shape[1], image.shape[0]) != size:
             self.summary.downscaled += 1
             scale = np.array([width / image.shape[1], height / image.shape[0]])
-            faces = [Face(face.box * np.tile(scale, 2), face.landmarks * scale.astype(np.float32), face.score) for face in faces]
+            faces = [
+                Face(face.box * np.tile(scale, 2), face.landmarks * scale.astype(np.float32), face.score)
+                for face in faces
+            ]
         chosen = choose_face(faces, width=width, height=height)
         if chosen is None:
             self.rejects[rel] = Reject(

@@ -239,8 +239,6 @@ class _DuplicateKey(Exception):
         self.key = key
 
 
-
-
 class _Reader:
     """The text of a JSON file read ``_CHUNK`` characters at a time; ``text[pos:]`` is still to parse.
 
@@ -356,7 +354,7 @@ def _raise_not_an_object(path: Path) -> None:
         raise FfemError(f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
     except (ValueError, RecursionError) as exc:
         raise FfemError(f"{path}: unreadable JSON ({_limit_text(exc)})") from None
-    raise FfemError(f"{path}: the top level must be an object {{\"rel/path.jpg\": {{...}}}}, not {type(raw).__name__}")
+    raise FfemError(f'{path}: the top level must be an object {{"rel/path.jpg": {{...}}}}, not {type(raw).__name__}')
 
 
 @dataclass
@@ -396,8 +394,15 @@ class ListedFaces:
 
     def take(self, rows: np.ndarray) -> ListedFaces:
         """The rows ``rows`` (an int array), in that order."""
-        return ListedFaces(self.keys[rows], self.labels[rows], self.boxes[rows], self.landmarks[rows],
-                           self.scores[rows], self.groups[rows], self.group_names)
+        return ListedFaces(
+            self.keys[rows],
+            self.labels[rows],
+            self.boxes[rows],
+            self.landmarks[rows],
+            self.scores[rows],
+            self.groups[rows],
+            self.group_names,
+        )
 
 
 _NO_LANDMARKS = np.full((5, 2), np.nan, np.float32)
@@ -422,16 +427,30 @@ class _Columns:
     def _flush(self) -> None:
         if self.rows:
             keys, labels, boxes, landmarks, scores, groups = zip(*self.rows, strict=True)
-            self.blocks.append((np.array(keys, np.bytes_), np.array(labels, np.int64), np.array(boxes, np.int64),
-                                np.array(landmarks, np.float32), np.array(scores, np.float64),
-                                np.array(groups, np.int32)))
+            self.blocks.append(
+                (
+                    np.array(keys, np.bytes_),
+                    np.array(labels, np.int64),
+                    np.array(boxes, np.int64),
+                    np.array(landmarks, np.float32),
+                    np.array(scores, np.float64),
+                    np.array(groups, np.int32),
+                )
+            )
             self.rows = []
 
     def finish(self) -> ListedFaces:
         self._flush()
         if not self.blocks:
-            return ListedFaces(np.array([], np.bytes_), np.zeros(0, np.int64), np.zeros((0, 4), np.int64),
-                               np.zeros((0, 5, 2), np.float32), np.zeros(0), np.zeros(0, np.int32), [])
+            return ListedFaces(
+                np.array([], np.bytes_),
+                np.zeros(0, np.int64),
+                np.zeros((0, 4), np.int64),
+                np.zeros((0, 5, 2), np.float32),
+                np.zeros(0),
+                np.zeros(0, np.int32),
+                [],
+            )
         columns = [np.concatenate(parts) for parts in zip(*self.blocks, strict=True)]
         return ListedFaces(*columns, group_names=list(self.group_code))
 
@@ -499,8 +518,13 @@ def _aliases(faces: ListedFaces, respelled: dict[int, bytes]) -> list[tuple[int,
         while start > 0 and normal[order[start - 1]] == normal[order[at]]:
             start -= 1
         first, later = int(order[start]), int(order[at + 1])
-        found.append((later, 0, f"{_show(faces.key(later))}: the same image as {_show(faces.key(first))} "
-                                "(one photo listed twice)"))
+        found.append(
+            (
+                later,
+                0,
+                f"{_show(faces.key(later))}: the same image as {_show(faces.key(first))} (one photo listed twice)",
+            )
+        )
     return found
 
 
@@ -563,8 +587,9 @@ class BoxFits:
     outside: dict[int, str]
 
 
-def _check_one(root: Path, key: str, box: tuple[int, int, int, int], follow_symlinks: bool, real_root: str
-               ) -> tuple[str | None, str, str]:
+def _check_one(
+    root: Path, key: str, box: tuple[int, int, int, int], follow_symlinks: bool, real_root: str
+) -> tuple[str | None, str, str]:
     """(problem, fit, box text) of one entry; fit as ``box_fit``."""
     try:
         width, height = image_size(path_under(root, key, follow_symlinks, real_root))
@@ -687,10 +712,7 @@ def check_against_images(
 
 def write_image_list(path: str | os.PathLike, entries: dict[str, FaceEntry]) -> None:
     """Atomically write ``entries`` in the seed format, keys sorted, one entry per line."""
-    lines = [
-        f"  {_show(key)}: {json.dumps(entries[key].to_json(), ensure_ascii=False)}"
-        for key in sorted(entries)
-    ]
+    lines = [f"  {_show(key)}: {json.dumps(entries[key].to_json(), ensure_ascii=False)}" for key in sorted(entries)]
     with atomic.atomic_open(path, "w") as handle:
         handle.write("{\n" + ",\n".join(lines) + ("\n}\n" if lines else "}\n"))
 

@@ -104,12 +104,7 @@ def masked_crc(data: bytes) -> int:
 def tfrecord_frame(payload: bytes) -> bytes:
     """One TFRecord: length (u64 LE), masked CRC32C of the length, payload, masked CRC32C."""
     length = struct.pack("<Q", len(payload))
-    return (
-        length
-        + struct.pack("<I", masked_crc(length))
-        + payload
-        + struct.pack("<I", masked_crc(payload))
-    )
+    return length + struct.pack("<I", masked_crc(length)) + payload + struct.pack("<I", masked_crc(payload))
 
 
 _ONE_BYTE = [bytes((value,)) for value in range(0x80)]
@@ -156,7 +151,9 @@ def encode_example(encoded: bytes, label: int, path: str) -> bytes:
     """A serialized ``tf.train.Example`` with the three pack features (protobuf wire format)."""
     path_bytes = path.encode()
     encoded_head = _bytes_feature_head(_ENCODED_KEY, len(encoded))
-    label_entry = _delimited(1, _delimited(1, b"image/label") + _delimited(2, _delimited(3, _delimited(1, _varint(label)))))
+    label_entry = _delimited(
+        1, _delimited(1, b"image/label") + _delimited(2, _delimited(3, _delimited(1, _varint(label))))
+    )
     path_head = _bytes_feature_head(_PATH_KEY, len(path_bytes))
     size = len(encoded_head) + len(encoded) + len(label_entry) + len(path_head) + len(path_bytes)
     return b"".join((b"\x0a", _varint(size), encoded_head, encoded, label_entry, path_head, path_bytes))
@@ -443,12 +440,7 @@ def _finished_shards(output: Path, expected: dict, names: list[str]) -> dict[str
     kept = {}
     for name, record in records.items():
         shard = pack.shard_path(name)
-        if (
-            record is not None
-            and name in names
-            and shard.exists()
-            and file_sha256(shard) == record.get("sha256")
-        ):
+        if record is not None and name in names and shard.exists() and file_sha256(shard) == record.get("sha256"):
             kept[name] = ShardResult(**record)
     return kept
 
@@ -585,9 +577,7 @@ def _write_into(
         if shard_names[i] in kept:
             continue
         part = rows[positions]
-        job_sources = [
-            source.for_refs(part[part[:, 0] == number, 1]) for number, source in enumerate(sources)
-        ]
+        job_sources = [source.for_refs(part[part[:, 0] == number, 1]) for number, source in enumerate(sources)]
         jobs.append(_ShardJob(i, pack.shard_path(shard_names[i]), job_sources, part, settings))
     del rows
     results = dict(kept)
@@ -602,11 +592,7 @@ def _write_into(
             f"(first: {first['path']}: {first['reason']}, {first['detail']}); no pack written"
         )
     _write_index(pack.index_path, shards)
-    rejected = [
-        {**reject, "source": names[number]}
-        for number, table in enumerate(tables)
-        for reject in table.rejected
-    ]
+    rejected = [{**reject, "source": names[number]} for number, table in enumerate(tables) for reject in table.rejected]
     atomic.write_json(pack.rejects_path, rejected)
     clipped = sum(table.clipped for table in tables)
     manifest = _manifest(shards, settings, shaped, described, names, clipped, len(rejected), expected, pack)
@@ -691,9 +677,7 @@ def _manifest(
 ) -> dict:
     skipped = [{**skip, "shard": s.file} for s in shards for skip in s.skipped]
     labels = np.concatenate([np.asarray(s.labels, np.int64) for s in shards])
-    renamed = len(described) > 1 or any(
-        origin != [[0, label]] for label, origin in enumerate(shaped.origin)
-    )
+    renamed = len(described) > 1 or any(origin != [[0, label]] for label, origin in enumerate(shaped.origin))
     manifest = {
         "format": FORMAT,
         "ffem_version": __version__,

@@ -168,6 +168,7 @@ class PackDir:
 
 def check_manifest_fields(manifest: dict, path: Path) -> None:
     """Types and ranges of the manifest fields readers use; shard names stay inside the pack."""
+
     def need(ok: bool, what: str) -> None:
         if not ok:
             raise FfemError(f"{path}: malformed manifest ({what})")
@@ -187,14 +188,19 @@ def check_manifest_fields(manifest: dict, path: Path) -> None:
     for shard in shards:
         need(isinstance(shard, dict), f"a shard entry must be an object, got {shard!r}")
         name = shard.get("file")
-        need(isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name,
-             f"shard file must be a plain file name in the pack, got {name!r}")
-        need(type(shard.get("count")) is int and shard["count"] >= 0,
-             f"shard {name} count must be an integer >= 0, got {shard.get('count')!r}")
+        need(
+            isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name,
+            f"shard file must be a plain file name in the pack, got {name!r}",
+        )
+        need(
+            type(shard.get("count")) is int and shard["count"] >= 0,
+            f"shard {name} count must be an integer >= 0, got {shard.get('count')!r}",
+        )
         need(isinstance(shard.get("sha256", ""), str), f"shard {name} sha256 must be a string")
-    need(sum(s["count"] for s in shards) == manifest["num_examples"],
-         f"the shard counts add up to {sum(s['count'] for s in shards)}, "
-         f"not num_examples = {manifest['num_examples']}")
+    need(
+        sum(s["count"] for s in shards) == manifest["num_examples"],
+        f"the shard counts add up to {sum(s['count'] for s in shards)}, not num_examples = {manifest['num_examples']}",
+    )
 
 
 def check_index(index: dict[str, np.ndarray], manifest: dict, path: Path) -> None:

@@ -107,9 +107,7 @@ class Augment:
         return cls(flip=True, scale=(0.85, 1.0), brightness=0.15, contrast=0.2, saturation=0.2)
 
 
-def steps_per_epoch(
-    pack: PackDir | str | Path, batch_size: int, pk: tuple[int, int] | None = None
-) -> int:
+def steps_per_epoch(pack: PackDir | str | Path, batch_size: int, pk: tuple[int, int] | None = None) -> int:
     """Batches in one ``train_dataset`` epoch (``pk`` overrides ``batch_size`` with P·K)."""
     pack = PackDir.of(pack)
     if pk is not None:
@@ -148,9 +146,7 @@ def train_dataset(
     else:
         _check_batch_size(batch_size)
         if manifest["num_examples"] < batch_size:
-            raise FfemError(
-                f"{pack}: {manifest['num_examples']} images cannot fill one batch of {batch_size}"
-            )
+            raise FfemError(f"{pack}: {manifest['num_examples']} images cannot fill one batch of {batch_size}")
         order = _shuffled_batches(len(index["label"]), batch_size, epoch_seed)
     steps = len(order)
     if not 0 <= start_step <= steps:
@@ -180,9 +176,7 @@ def eval_dataset(pack: PackDir | str | Path, batch_size: int) -> tf.data.Dataset
     _check_batch_size(batch_size)
     index = pack.index()
     count = len(index["label"])
-    batches = [
-        np.arange(start, min(start + batch_size, count)) for start in range(0, count, batch_size)
-    ]
+    batches = [np.arange(start, min(start + batch_size, count)) for start in range(0, count, batch_size)]
     dataset = _indexed_records(pack.shard_paths, index, batches)
     decode = _eval_batch_decoder(int(manifest["image_size"]))
     return dataset.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
@@ -222,16 +216,14 @@ def pk_batches(labels: np.ndarray, pk: tuple[int, int], seed: int, epoch: int) -
     rng = np.random.default_rng(_epoch_seed(seed, epoch))
     per_round = len(eligible) // people
     rounds = -(-steps // per_round)
-    identities = np.concatenate(
-        [rng.permutation(eligible)[: per_round * people] for _ in range(rounds)]
-    )[: steps * people].reshape(steps, people)
+    identities = np.concatenate([rng.permutation(eligible)[: per_round * people] for _ in range(rounds)])[
+        : steps * people
+    ].reshape(steps, people)
     sizes = counts[identities][..., None]  # (steps, P, 1)
     picks = np.floor(rng.random((steps, people, per_person)) * sizes).astype(np.int64)
     redo = _repeated(picks) & (sizes[..., 0] >= per_person)
     while redo.any():
-        picks[redo] = np.floor(rng.random((int(redo.sum()), per_person)) * sizes[redo]).astype(
-            np.int64
-        )
+        picks[redo] = np.floor(rng.random((int(redo.sum()), per_person)) * sizes[redo]).astype(np.int64)
         redo = _repeated(picks) & (sizes[..., 0] >= per_person)
     return members[starts[identities][..., None] + picks].reshape(steps, people * per_person)
 
@@ -250,9 +242,7 @@ def _indexed_records(files: list[Path], index: dict, order):
     shard, so the epoch's order is exact and costs no shuffle buffer; the
     Python generator runs once per batch, not per image.
     """
-    shard, offset, length = (
-        [index[key][rows].tolist() for rows in order] for key in ("shard", "offset", "length")
-    )
+    shard, offset, length = ([index[key][rows].tolist() for rows in order] for key in ("shard", "offset", "length"))
 
     def generate():
         maps = {}
@@ -266,9 +256,7 @@ def _indexed_records(files: list[Path], index: dict, order):
             for view in maps.values():
                 view.close()
 
-    return tf.data.Dataset.from_generator(
-        generate, output_signature=tf.TensorSpec((None,), tf.string)
-    )
+    return tf.data.Dataset.from_generator(generate, output_signature=tf.TensorSpec((None,), tf.string))
 
 
 # ---------------------------------------------------------------- parse and augment
@@ -390,9 +378,7 @@ def _decode_augment(encoded, position: tf.Tensor, seed: tf.Tensor, augment: Augm
     map (the flip is done per batch, ``_mirror_and_cast``). Resampled or jittered
     pixels are rounded back to uint8 (the source is an 8-bit JPEG anyway).
     """
-    keys = tf.random.experimental.stateless_split(
-        tf.random.experimental.stateless_fold_in(seed, position), num=3
-    )
+    keys = tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(seed, position), num=3)
     low, high = augment.scale
     crop = low < 1.0 or high < 1.0
     if crop:
@@ -472,18 +458,19 @@ def _augment_value(key: str, value):
             raise FfemError(f"augment option flip must be true or false, got {value!r}")
         return value
     if key == "scale":
-        if (not isinstance(value, (list, tuple)) or len(value) != 2
-                or not all(isinstance(v, (int, float)) and 0 < v <= 1 for v in value)
-                or value[0] > value[1]):
-            raise FfemError(f"augment option scale must be [low, high] with 0 < low <= high <= 1, "
-                            f"got {value!r}")
+        if (
+            not isinstance(value, (list, tuple))
+            or len(value) != 2
+            or not all(isinstance(v, (int, float)) and 0 < v <= 1 for v in value)
+            or value[0] > value[1]
+        ):
+            raise FfemError(f"augment option scale must be [low, high] with 0 < low <= high <= 1, got {value!r}")
         return (float(value[0]), float(value[1]))
     if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
         raise FfemError(f"augment option {key} must be a non-negative number, got {value!r}")
     bounded = key in ("hue", "greyscale", "cutout", "cutout_size")
     if bounded and value > (0.5 if key == "hue" else 1.0):
-        raise FfemError(f"augment option {key} must be at most {0.5 if key == 'hue' else 1}, "
-                        f"got {value!r}")
+        raise FfemError(f"augment option {key} must be at most {0.5 if key == 'hue' else 1}, got {value!r}")
     return float(value)
 
 

@@ -79,8 +79,7 @@ def shape(tables: list[SourceTable], source_names: list[str], shaping: Shaping =
     refs = np.concatenate([t.refs for t in tables])
     row_groups = np.concatenate([_global_groups(t, group_of) for t in tables])
     group_names = list(group_of)
-    report = {**asdict(shaping), "groups": list(shaping.groups), "images_in": len(refs),
-              "identities_in": len(names)}
+    report = {**asdict(shaping), "groups": list(shaping.groups), "images_in": len(refs), "identities_in": len(names)}
     keep = np.ones(len(refs), bool)
     if shaping.groups:
         unknown = [g for g in shaping.groups if g not in group_of]

@@ -110,17 +110,30 @@ def render(identity: Identity, rng: np.random.Generator, canvas: int = 160) -> t
         side = -1 if ex < 0.5 else 1
         tilt = identity.brow_tilt * side
         by = ey - identity.eye_size * 2.0
-        polygon([(ex - 0.09, by + tilt * 0.1), (ex + 0.09, by - tilt * 0.1), (ex + 0.09, by - tilt * 0.1 - 0.025), (ex - 0.09, by + tilt * 0.1 - 0.025)], identity.hair)
+        polygon(
+            [
+                (ex - 0.09, by + tilt * 0.1),
+                (ex + 0.09, by - tilt * 0.1),
+                (ex + 0.09, by - tilt * 0.1 - 0.025),
+                (ex - 0.09, by + tilt * 0.1 - 0.025),
+            ],
+            identity.hair,
+        )
     nose = (0.5, eye_y + identity.nose_length)
     darker = tuple(int(c * 0.7) for c in identity.skin)
     polygon([(0.5, eye_y + 0.04), (nose[0] - 0.05, nose[1]), (nose[0] + 0.05, nose[1])], darker)
     mouth_left = (0.5 - identity.mouth_width / 2, identity.mouth_height)
     mouth_right = (0.5 + identity.mouth_width / 2, identity.mouth_height)
-    polygon([mouth_left, (0.5, identity.mouth_height + 0.05), mouth_right, (0.5, identity.mouth_height + 0.015)], (150, 40, 50))
+    polygon(
+        [mouth_left, (0.5, identity.mouth_height + 0.05), mouth_right, (0.5, identity.mouth_height + 0.015)],
+        (150, 40, 50),
+    )
     for mx, my, mr in identity.marks:
         ellipse(mx, my, mr, mr, tuple(int(c * 0.45) for c in identity.skin), steps=12)
 
-    image = image.filter(ImageFilter.GaussianBlur(radius=rng.uniform(0.5, 2.0))).resize((canvas, canvas), Image.BILINEAR)
+    image = image.filter(ImageFilter.GaussianBlur(radius=rng.uniform(0.5, 2.0))).resize(
+        (canvas, canvas), Image.BILINEAR
+    )
     pixels = np.asarray(image, dtype=np.float32)
     pixels = pixels * rng.uniform(0.7, 1.2) + rng.uniform(-25, 25) + rng.normal(0, 6, size=pixels.shape)
     pixels = np.clip(pixels, 0, 255).astype(np.uint8)
@@ -128,11 +141,16 @@ def render(identity: Identity, rng: np.random.Generator, canvas: int = 160) -> t
     corners = np.array([to_image(x, y) for x, y in ((0, 0), (1, 0), (0, 1), (1, 1))]) / supersample
     x1, y1 = np.clip(np.floor(corners.min(axis=0)), 0, canvas - 1).astype(int)
     x2, y2 = np.clip(np.ceil(corners.max(axis=0)), 1, canvas).astype(int)
-    landmarks = [[round(float(v) / supersample, 2) for v in to_image(*p)] for p in (left_eye, right_eye, nose, mouth_left, mouth_right)]
+    landmarks = [
+        [round(float(v) / supersample, 2) for v in to_image(*p)]
+        for p in (left_eye, right_eye, nose, mouth_left, mouth_right)
+    ]
     return pixels, {"x1": int(x1), "y1": int(y1), "x2": int(x2), "y2": int(y2), "landmarks": landmarks}
 
 
-def write_dataset(output: str | Path, identities: int = 12, images_per_identity: int = 8, seed: int = 0, canvas: int = 160) -> Path:
+def write_dataset(
+    output: str | Path, identities: int = 12, images_per_identity: int = 8, seed: int = 0, canvas: int = 160
+) -> Path:
     """Write ``output/synthetic_<i>/<n>.jpg`` and ``output/image_list.json``; return the list's path.
 
     Labels follow the sorted identity names, as ``ffem detect`` assigns them.

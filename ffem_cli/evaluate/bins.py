@@ -30,7 +30,7 @@ def embed_bin(model, binset: BinSet, size: int, batch_size: int = 64, flip: bool
     faces = decode_faces(binset, size)
     chunks = []
     for start in range(0, len(faces), batch_size):
-        chunks.append(embed_faces(model, faces[start:start + batch_size], flip))
+        chunks.append(embed_faces(model, faces[start : start + batch_size], flip))
         if on_batch is not None:
             on_batch(min(batch_size, len(faces) - start))
     return np.concatenate(chunks)
@@ -45,9 +45,15 @@ def verify(embeddings: np.ndarray, issame: np.ndarray) -> dict:
     eer, _ = metrics.equal_error_rate(scores, issame)
     negatives = int((~issame).sum())
     tar = {f"{far:g}": metrics.tar_at_far(scores, issame, far)[0] for far in FAR_TARGETS if negatives * far >= 1}
-    return {"accuracy": float(accuracies.mean()), "accuracy_std": float(accuracies.std()),
-            "thresholds": thresholds.tolist(), "auc": metrics.auc(fpr, tpr), "eer": eer, "tar_at_far": tar,
-            "roc": (fpr, tpr)}
+    return {
+        "accuracy": float(accuracies.mean()),
+        "accuracy_std": float(accuracies.std()),
+        "thresholds": thresholds.tolist(),
+        "auc": metrics.auc(fpr, tpr),
+        "eer": eer,
+        "tar_at_far": tar,
+        "roc": (fpr, tpr),
+    }
 
 
 def evaluate_bins(embedder: Embedder, files: list[Path], output_dir: Path, batch_size: int = 64) -> dict:
@@ -64,10 +70,16 @@ def evaluate_bins(embedder: Embedder, files: list[Path], output_dir: Path, batch
             curves[f"{binset.name} (EER {flipped['eer']:.4f})"] = flipped.pop("roc")
             plain.pop("roc")
             results[binset.name] = {
-                "file": str(binset.path), "pairs": len(binset), "same_pairs": int(binset.issame.sum()),
-                "accuracy": plain["accuracy"], "accuracy_std": plain["accuracy_std"],
-                "accuracy_flip": flipped["accuracy"], "accuracy_flip_std": flipped["accuracy_std"],
-                "thresholds_flip": flipped["thresholds"], "auc": flipped["auc"], "eer": flipped["eer"],
+                "file": str(binset.path),
+                "pairs": len(binset),
+                "same_pairs": int(binset.issame.sum()),
+                "accuracy": plain["accuracy"],
+                "accuracy_std": plain["accuracy_std"],
+                "accuracy_flip": flipped["accuracy"],
+                "accuracy_flip_std": flipped["accuracy_std"],
+                "thresholds_flip": flipped["thresholds"],
+                "auc": flipped["auc"],
+                "eer": flipped["eer"],
                 "tar_at_far": flipped["tar_at_far"],
             }
     report = {
@@ -83,18 +95,38 @@ def evaluate_bins(embedder: Embedder, files: list[Path], output_dir: Path, batch
             "TAR@FAR on the flip embeddings' cosine scores, TAR@FAR only where the set has >= 1/FAR imposter pairs."
         ),
     }
-    table = pd.DataFrame([{"set": name, **{k: v for k, v in r.items() if k not in ("thresholds_flip", "tar_at_far")},
-                           **{f"tar@far={far}": v for far, v in r["tar_at_far"].items()}}
-                          for name, r in results.items()])
-    write_results(output_dir, report, tables={"bins": table},
-                  figures={"roc.png": lambda path: plots.roc_png(path, curves, f".bin sets: {embedder.description}")})
+    table = pd.DataFrame(
+        [
+            {
+                "set": name,
+                **{k: v for k, v in r.items() if k not in ("thresholds_flip", "tar_at_far")},
+                **{f"tar@far={far}": v for far, v in r["tar_at_far"].items()},
+            }
+            for name, r in results.items()
+        ]
+    )
+    write_results(
+        output_dir,
+        report,
+        tables={"bins": table},
+        figures={"roc.png": lambda path: plots.roc_png(path, curves, f".bin sets: {embedder.description}")},
+    )
     return report
 
 
 def console_rows(report: dict) -> tuple[str, list[str], list[list]]:
     fars = sorted({far for r in report["sets"].values() for far in r["tar_at_far"]}, key=float, reverse=True)
     columns = ["set", "pairs", "accuracy", "accuracy (flip)", "AUC", "EER", *(f"TAR@FAR={far}" for far in fars)]
-    rows = [[name, r["pairs"], mean_std(r["accuracy"], r["accuracy_std"]),
-             mean_std(r["accuracy_flip"], r["accuracy_flip_std"]), r["auc"], r["eer"],
-             *(r["tar_at_far"].get(far, "—") for far in fars)] for name, r in report["sets"].items()]
+    rows = [
+        [
+            name,
+            r["pairs"],
+            mean_std(r["accuracy"], r["accuracy_std"]),
+            mean_std(r["accuracy_flip"], r["accuracy_flip_std"]),
+            r["auc"],
+            r["eer"],
+            *(r["tar_at_far"].get(far, "—") for far in fars),
+        ]
+        for name, r in report["sets"].items()
+    ]
     return "insightface .bin verification (10-fold)", columns, rows

@@ -33,17 +33,55 @@ import numpy as np
 
 from ffem_cli.errors import FfemError
 
-ALLOWED_OPCODES = frozenset({
-    "PROTO", "FRAME", "STOP", "MARK", "POP", "POP_MARK", "DUP",
-    "EMPTY_LIST", "APPEND", "APPENDS", "LIST",
-    "EMPTY_TUPLE", "TUPLE", "TUPLE1", "TUPLE2", "TUPLE3",
-    "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8",
-    "BINSTRING", "SHORT_BINSTRING", "STRING",  # Python 2 str: bytes under encoding="bytes"
-    "BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8", "UNICODE",  # dtype codes in NumPy's array state
-    "NEWTRUE", "NEWFALSE", "NONE", "INT", "BININT", "BININT1", "BININT2",
-    "PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE", "GET", "BINGET", "LONG_BINGET",
-    "GLOBAL", "STACK_GLOBAL", "REDUCE", "BUILD",  # resolved only through find_class below
-})
+ALLOWED_OPCODES = frozenset(
+    {
+        "PROTO",
+        "FRAME",
+        "STOP",
+        "MARK",
+        "POP",
+        "POP_MARK",
+        "DUP",
+        "EMPTY_LIST",
+        "APPEND",
+        "APPENDS",
+        "LIST",
+        "EMPTY_TUPLE",
+        "TUPLE",
+        "TUPLE1",
+        "TUPLE2",
+        "TUPLE3",
+        "BINBYTES",
+        "SHORT_BINBYTES",
+        "BINBYTES8",
+        "BYTEARRAY8",
+        "BINSTRING",
+        "SHORT_BINSTRING",
+        "STRING",  # Python 2 str: bytes under encoding="bytes"
+        "BINUNICODE",
+        "SHORT_BINUNICODE",
+        "BINUNICODE8",
+        "UNICODE",  # dtype codes in NumPy's array state
+        "NEWTRUE",
+        "NEWFALSE",
+        "NONE",
+        "INT",
+        "BININT",
+        "BININT1",
+        "BININT2",
+        "PUT",
+        "BINPUT",
+        "LONG_BINPUT",
+        "MEMOIZE",
+        "GET",
+        "BINGET",
+        "LONG_BINGET",
+        "GLOBAL",
+        "STACK_GLOBAL",
+        "REDUCE",
+        "BUILD",  # resolved only through find_class below
+    }
+)
 
 
 def _plain_bool_array(subtype, shape, dtype_code):
@@ -88,8 +126,13 @@ ALLOWED_GLOBALS = {
         (f"{core}.multiarray", "_reconstruct", _plain_bool_array),
         (f"{core}.numeric", "_frombuffer", _bool_frombuffer),
     )
-} | {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): _bool_dtype,
-     ("_codecs", "encode"): _latin1_bytes, ("builtins", "bytes"): _empty_bytes, ("__builtin__", "bytes"): _empty_bytes}
+} | {
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): _bool_dtype,
+    ("_codecs", "encode"): _latin1_bytes,
+    ("builtins", "bytes"): _empty_bytes,
+    ("__builtin__", "bytes"): _empty_bytes,
+}
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -187,8 +230,9 @@ def kfold_splits(count: int, folds: int = 10) -> list[np.ndarray]:
     return [np.arange(bounds[i], bounds[i + 1]) for i in range(folds)]
 
 
-def insightface_kfold(embeddings1: np.ndarray, embeddings2: np.ndarray, issame: np.ndarray,
-                      folds: int = 10) -> tuple[np.ndarray, np.ndarray]:
+def insightface_kfold(
+    embeddings1: np.ndarray, embeddings2: np.ndarray, issame: np.ndarray, folds: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
     """``(fold accuracies, fold thresholds)`` as insightface's ``calculate_roc`` (see module docstring).
 
     ``embeddings1``/``embeddings2``: ``(P, D)`` L2-normalised; thresholds are

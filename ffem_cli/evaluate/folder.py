@@ -25,7 +25,12 @@ KS = (1, 5, 10)
 
 
 def evaluate_folder(
-    embedder: Embedder, root: Path, output_dir: Path, cache_dir: Path | None, batch_size: int = 64, faces: Path | None = None
+    embedder: Embedder,
+    root: Path,
+    output_dir: Path,
+    cache_dir: Path | None,
+    batch_size: int = 64,
+    faces: Path | None = None,
 ) -> dict:
     """Run retrieval over ``root``; write ``report.json``, ``identities.csv``, ``queries.csv``; return the report.
 
@@ -81,7 +86,11 @@ def evaluate_folder(
         "nearest is the same identity": result.top1_score[hit & scored],
         "nearest is another identity": result.top1_score[~hit & scored],
     }
-    figures = {"top1_scores.png": lambda path: score_histogram_png(path, top1, f"Nearest-neighbour similarity, {Path(root).name}")}
+    figures = {
+        "top1_scores.png": lambda path: score_histogram_png(
+            path, top1, f"Nearest-neighbour similarity, {Path(root).name}"
+        )
+    }
     write_results(output_dir, report, tables={"identities": identities, "queries": queries}, figures=figures)
     return report
 

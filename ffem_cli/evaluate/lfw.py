@@ -102,7 +102,9 @@ def _view2_list(root: Path, pairs_file: Path | None) -> Path:
     for name in ("pairs.txt", "lfw_pair.txt"):
         if (root / name).is_file():
             return root / name
-    raise FfemError(f"{root}: holds neither pairs.txt (LFW View 2) nor lfw_pair.txt (MassFace); name the list with --pairs")
+    raise FfemError(
+        f"{root}: holds neither pairs.txt (LFW View 2) nor lfw_pair.txt (MassFace); name the list with --pairs"
+    )
 
 
 def _check_people(pairs: PairList, people_file: Path) -> None:
@@ -138,7 +140,9 @@ def evaluate_lfw(
             _check_people(test, root / "people.txt")
         train = None
     elif pairs_file is not None:
-        raise FfemError("--pairs names a list scored by its own folds (View 2 style); View 1 uses pairsDevTrain/pairsDevTest.txt")
+        raise FfemError(
+            "--pairs names a list scored by its own folds (View 2 style); View 1 uses pairsDevTrain/pairsDevTest.txt"
+        )
     elif view == 1:
         train = read_lfw_pairs(root / "pairsDevTrain.txt")
         test = read_lfw_pairs(root / "pairsDevTest.txt")
@@ -155,7 +159,13 @@ def evaluate_lfw(
     if train is None:
         accuracy = fold_accuracy(scored.scores, test)
         val, val_std, far = metrics.facenet_val_at_far(scored.scores, test.same, test.folds, FAR_TARGET)
-        fold_table = pd.DataFrame({"fold": range(1, len(accuracy["folds"]) + 1), "accuracy": accuracy["folds"], "threshold": accuracy["thresholds"]})
+        fold_table = pd.DataFrame(
+            {
+                "fold": range(1, len(accuracy["folds"]) + 1),
+                "accuracy": accuracy["folds"],
+                "threshold": accuracy["thresholds"],
+            }
+        )
     else:
         train_sources, train_counts = _sources(train, images, detect)
         for how, count in train_counts.items():
@@ -200,7 +210,9 @@ def evaluate_lfw(
         output_dir,
         report,
         tables={"pairs": scored.table(), "folds": fold_table},
-        figures={"roc.png": lambda path: plots.roc_png(path, {label: (fpr, tpr)}, f"LFW View {view}: {embedder.description}")},
+        figures={
+            "roc.png": lambda path: plots.roc_png(path, {label: (fpr, tpr)}, f"LFW View {view}: {embedder.description}")
+        },
     )
     return report
 
@@ -210,7 +222,10 @@ def console_rows(report: dict) -> tuple[str, list[str], list[list]]:
     if report["view"] == 2 and len(accuracy["folds"]) > 1:
         accuracy_text, val_text = mean_std(accuracy["mean"], accuracy["std"]), mean_std(val["val"], val["val_std"])
     elif report["view"] == 2:
-        accuracy_text, val_text = f"{accuracy['mean']:.4f} (one fold: threshold chosen on the list itself)", f"{val['val']:.4f}"
+        accuracy_text, val_text = (
+            f"{accuracy['mean']:.4f} (one fold: threshold chosen on the list itself)",
+            f"{val['val']:.4f}",
+        )
     else:  # one test split: no spread to show
         accuracy_text = f"{accuracy['mean']:.4f} (threshold {accuracy['threshold']:.4f} from pairsDevTrain)"
         val_text = f"{val['val']:.4f}"

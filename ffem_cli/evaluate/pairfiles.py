@@ -127,7 +127,9 @@ def read_lfw_pairs(path: Path) -> PairList:
     if not body:
         raise FfemError(f"{path}: empty list (no pairs after the header)")
     if len(body) != expected:
-        raise FfemError(f"{path}: the header '{' '.join(counts)}' announces {expected} pairs but the file has {len(body)}")
+        raise FfemError(
+            f"{path}: the header '{' '.join(counts)}' announces {expected} pairs but the file has {len(body)}"
+        )
     first, second, same, lines = _parse_name_lines(path, body)
     return _with_folds(path, first, second, same, lines, num_folds)
 
@@ -204,13 +206,17 @@ def read_rfw_landmarks(path: Path) -> dict[str, tuple[tuple[float, float], ...]]
     for line, text in _read_lines(path):
         fields = text.split()
         if len(fields) != 12:
-            raise FfemError(f"{path} line {line}: expected '<image> <label>' and 10 coordinates, got {len(fields)} fields")
+            raise FfemError(
+                f"{path} line {line}: expected '<image> <label>' and 10 coordinates, got {len(fields)} fields"
+            )
         try:
             values = [float(v) for v in fields[2:]]
         except ValueError:
             raise FfemError(f"{path} line {line}: landmark coordinates must be numbers") from None
         if not all(math.isfinite(v) and abs(v) <= MAX_COORDINATE for v in values):
-            raise FfemError(f"{path} line {line}: landmark coordinates must be finite pixels within ±{MAX_COORDINATE:g}")
+            raise FfemError(
+                f"{path} line {line}: landmark coordinates must be finite pixels within ±{MAX_COORDINATE:g}"
+            )
         landmarks[fields[0].rsplit("/", 1)[-1]] = tuple(zip(values[0::2], values[1::2], strict=True))
     return landmarks
 
@@ -283,7 +289,9 @@ def check_images_exist(pairs: PairList, image_root: Path) -> None:
                 try:
                     checked[name] = path_under(image_root, name).is_file()
                 except ImageReadError as exc:
-                    raise FfemError(f"{pairs.source} line {line}: image {name}: {exc.detail}; eval reads only under {image_root}") from None
+                    raise FfemError(
+                        f"{pairs.source} line {line}: image {name}: {exc.detail}; eval reads only under {image_root}"
+                    ) from None
             if not checked[name]:
                 missing.append((line, name))
     if missing:

@@ -88,16 +88,24 @@ def evaluate_pair_list(
     if scores_csv is not None:
         with atomic.atomic_open(scores_csv, "w") as handle:
             if scores_format == "ee488b":
-                table[["score", "same", "first", "second"]].to_csv(handle, index=False, header=False, float_format="%.6f")
+                table[["score", "same", "first", "second"]].to_csv(
+                    handle, index=False, header=False, float_format="%.6f"
+                )
             else:
-                table[["same", "first", "second", "score"]].rename(columns={"same": "label"}).to_csv(handle, index=False, float_format="%.6f")
+                table[["same", "first", "second", "score"]].rename(columns={"same": "label"}).to_csv(
+                    handle, index=False, float_format="%.6f"
+                )
     fpr, tpr = roc_points(scored)
     label = f"{pairs.source.name} (EER {summary['eer']:.4f})"
     write_results(
         output_dir,
         report,
         tables={"pairs": table},
-        figures={"roc.png": lambda path: plots.roc_png(path, {label: (fpr, tpr)}, f"{pairs.source.name}: {embedder.description}")},
+        figures={
+            "roc.png": lambda path: plots.roc_png(
+                path, {label: (fpr, tpr)}, f"{pairs.source.name}: {embedder.description}"
+            )
+        },
         keep=[scores_csv] if scores_csv is not None else [],
     )
     return report
@@ -105,8 +113,17 @@ def evaluate_pair_list(
 
 def console_rows(report: dict) -> tuple[str, list[str], list[list]]:
     accuracy = report["accuracy"]
-    accuracy_text = mean_std(accuracy["mean"], accuracy["std"]) if len(accuracy["folds"]) > 1 else f"{accuracy['mean']:.4f} (one fold: threshold chosen on the list itself)"
-    rows = [["EER", report["eer"]], ["EER (EE488B, %)", report["eer_ee488b_percent"]], ["AUC", report["auc"]], ["accuracy", accuracy_text]]
+    accuracy_text = (
+        mean_std(accuracy["mean"], accuracy["std"])
+        if len(accuracy["folds"]) > 1
+        else f"{accuracy['mean']:.4f} (one fold: threshold chosen on the list itself)"
+    )
+    rows = [
+        ["EER", report["eer"]],
+        ["EER (EE488B, %)", report["eer_ee488b_percent"]],
+        ["AUC", report["auc"]],
+        ["accuracy", accuracy_text],
+    ]
     rows += [[f"TAR@FAR={far}", value["tar"]] for far, value in report["tar_at_far"].items()]
     rows += [[f"TAR@FAR={far}", f"omitted: {reason}"] for far, reason in report["tar_at_far_omitted"].items()]
     rows += [

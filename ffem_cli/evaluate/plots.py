@@ -63,7 +63,9 @@ def group_bars_png(
     plt.close(figure)
 
 
-def score_histogram_png(path: Path, scores: Mapping[str, np.ndarray], title: str, xlabel: str = "cosine similarity") -> None:
+def score_histogram_png(
+    path: Path, scores: Mapping[str, np.ndarray], title: str, xlabel: str = "cosine similarity"
+) -> None:
     """Overlaid histograms of similarity scores ``{label: scores}`` on shared bins over [-1, 1]."""
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(7, 4.5), dpi=100)
@@ -79,7 +81,9 @@ def score_histogram_png(path: Path, scores: Mapping[str, np.ndarray], title: str
     plt.close(figure)
 
 
-def det_png(path, curves: Mapping[str, tuple[np.ndarray, np.ndarray]], points: Mapping[str, tuple[float, float]], title: str) -> None:
+def det_png(
+    path, curves: Mapping[str, tuple[np.ndarray, np.ndarray]], points: Mapping[str, tuple[float, float]], title: str
+) -> None:
     """DET curves ``{label: (false-accept rate, false-reject rate)}`` on normal-deviate axes, with marked ``points``.
 
     ``path``: a file name or a binary file object. Rates of exactly 0 or 1 fall off the axes.

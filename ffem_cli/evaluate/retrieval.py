@@ -43,7 +43,9 @@ class RetrievalResult:
     hits_at: dict[int, np.ndarray]
 
 
-def seed_recall_at_1(embeddings: np.ndarray, labels: Sequence[int] | np.ndarray, valid: np.ndarray | None = None) -> float:
+def seed_recall_at_1(
+    embeddings: np.ndarray, labels: Sequence[int] | np.ndarray, valid: np.ndarray | None = None
+) -> float:
     """Recall@1 as the seed FFEM project defines it: hits over *every* image.
 
     Each image queries all others (itself excluded); single-image identities

@@ -85,7 +85,9 @@ def _race_inputs(test_dir: Path, race: str, detect: bool):
     if people_file.is_file():
         missing = [p for p in read_rfw_people(people_file) if p not in folder.label_map]
         if missing:
-            raise FfemError(f"{people_file}: {len(missing)} listed identities have no images in {data_dir} (first: {missing[0]})")
+            raise FfemError(
+                f"{people_file}: {len(missing)} listed identities have no images in {data_dir} (first: {missing[0]})"
+            )
     lmk_file = txt_dir / f"{race}_lmk.txt"
     landmarks = read_rfw_landmarks(lmk_file) if lmk_file.is_file() and not detect else {}
     sources = {

@@ -123,7 +123,13 @@ def fold_accuracy(scores: np.ndarray, pairs: PairList) -> dict:
     """
     if np.unique(pairs.folds).size < 2:
         threshold, accuracy = metrics.best_threshold(scores, pairs.same)
-        return {"mean": accuracy, "std": 0.0, "folds": [accuracy], "thresholds": [threshold], "fold_rule": ONE_FOLD_RULE}
+        return {
+            "mean": accuracy,
+            "std": 0.0,
+            "folds": [accuracy],
+            "thresholds": [threshold],
+            "fold_rule": ONE_FOLD_RULE,
+        }
     try:
         result = metrics.kfold_accuracy(scores, pairs.same, pairs.folds)
     except ValueError as exc:

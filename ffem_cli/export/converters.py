@@ -73,9 +73,7 @@ def write_savedmodel(model, directory: Path, image_size: int) -> None:
     archive.write_out(str(directory), verbose=False)
 
 
-def tflite_bytes(
-    saved_model_dir: Path, quantization: str, calibration_faces: np.ndarray | None = None
-) -> bytes:
+def tflite_bytes(saved_model_dir: Path, quantization: str, calibration_faces: np.ndarray | None = None) -> bytes:
     """Convert a SavedModel written by ``write_savedmodel`` to a TFLite flatbuffer.
 
     ``calibration_faces``: uint8 ``(M, S, S, 3)``, required for the
@@ -111,7 +109,5 @@ def onnx_bytes(model, image_size: int) -> bytes:
     import tf2onnx
 
     serve = serving_function(model, image_size)
-    proto, _ = tf2onnx.convert.from_function(
-        serve, input_signature=[input_spec(image_size)], opset=ONNX_OPSET
-    )
+    proto, _ = tf2onnx.convert.from_function(serve, input_signature=[input_spec(image_size)], opset=ONNX_OPSET)
     return proto.SerializeToString()

@@ -156,25 +156,17 @@ def gather_faces(
             synthetic_faces(source.prep, parity_count),
             "synthetic drawn faces (no pack or images given)",
         )
-    calibration_source = (
-        None if calibration is None else f"pack {calibration}, {len(calibration_faces)} faces"
-    )
+    calibration_source = None if calibration is None else f"pack {calibration}, {len(calibration_faces)} faces"
     pairs = None if val_pairs is None else load_val_pairs(val_pairs, val_root, source.prep)
-    return ExportFaces(
-        parity, f"{described}: {len(parity)} faces", calibration_faces, calibration_source, pairs
-    )
+    return ExportFaces(parity, f"{described}: {len(parity)} faces", calibration_faces, calibration_source, pairs)
 
 
 def _check_pack_dir(path: Path, option: str) -> None:
     if not Path(path).is_dir():
-        raise FfemError(
-            f"{path}: {option} must be a pack directory (ffem pack output); no such folder"
-        )
+        raise FfemError(f"{path}: {option} must be a pack directory (ffem pack output); no such folder")
 
 
-def check_request(
-    formats: list[str], quantizations: list[str], has_calibration: bool
-) -> list[tuple[str, str]]:
+def check_request(formats: list[str], quantizations: list[str], has_calibration: bool) -> list[tuple[str, str]]:
     """The ``(format, quantization)`` jobs of a request; ``FfemError`` on a bad combination."""
     if not formats:
         raise FfemError(f"no --format given; choose from: {', '.join(FORMATS)}")
@@ -183,9 +175,7 @@ def check_request(
             raise FfemError(f"unknown format {fmt!r}; choose from: {', '.join(FORMATS)}")
     for quantization in quantizations:
         if quantization not in QUANTIZATIONS:
-            raise FfemError(
-                f"unknown quantization {quantization!r}; choose from: {', '.join(QUANTIZATIONS)}"
-            )
+            raise FfemError(f"unknown quantization {quantization!r}; choose from: {', '.join(QUANTIZATIONS)}")
     quantized = [q for q in quantizations if q != "none"]
     if quantized and "tflite" not in formats:
         raise FfemError(f"--quantize {quantized[0]} applies to --format tflite only")
@@ -196,9 +186,7 @@ def check_request(
         )
     jobs = []
     for fmt in dict.fromkeys(formats):
-        for quantization in (
-            dict.fromkeys(quantizations or ["none"]) if fmt == "tflite" else ["none"]
-        ):
+        for quantization in dict.fromkeys(quantizations or ["none"]) if fmt == "tflite" else ["none"]:
             jobs.append((fmt, quantization))
     return jobs
 
@@ -228,20 +216,14 @@ def export(
         )
     written: list[ExportedFile] = []
     try:
-        with tempfile.TemporaryDirectory(
-            prefix=f"{atomic.TMP_PREFIX}staging.", dir=output
-        ) as staging:
+        with tempfile.TemporaryDirectory(prefix=f"{atomic.TMP_PREFIX}staging.", dir=output) as staging:
             saved_model = Path(staging) / "saved_model"
             announce("tracing the serving function (uint8 faces → embeddings) into a SavedModel")
             with captured_output():
                 converters.write_savedmodel(source.model, saved_model, source.image_size)
             for fmt, quantization in jobs:
                 announce(f"exporting {export_name(fmt, quantization)}")
-                written.append(
-                    _export_one(
-                        source, fmt, quantization, saved_model, faces, reference, decision, output
-                    )
-                )
+                written.append(_export_one(source, fmt, quantization, saved_model, faces, reference, decision, output))
     finally:
         if written:
             _update_parity_file(output / PARITY_NAME, written, faces, decision)
@@ -253,9 +235,7 @@ def keras_runtime(model) -> runtimes.Embed:
     return lambda faces: np.asarray(model(faces.astype(np.float32), training=False))
 
 
-def _export_one(
-    source, fmt, quantization, saved_model, faces, reference, decision, output
-) -> ExportedFile:
+def _export_one(source, fmt, quantization, saved_model, faces, reference, decision, output) -> ExportedFile:
     final = output / export_name(fmt, quantization)
     val_accuracy = None
     if fmt == "savedmodel":
@@ -313,9 +293,7 @@ def _val_record(val_accuracy: float, pairs: ValPairs, decision: KerasDecision) -
     }
 
 
-def _measure(
-    embed, faces: ExportFaces, reference: np.ndarray, name: str, quantization: str
-) -> Parity:
+def _measure(embed, faces: ExportFaces, reference: np.ndarray, name: str, quantization: str) -> Parity:
     parity = cosine_parity(reference, runtimes.embed_in_batches(embed, faces.parity))
     if quantization == "none" and not parity.passes(UNQUANTIZED_MIN_COSINE):
         raise FfemError(
@@ -325,9 +303,7 @@ def _measure(
     return parity
 
 
-def _update_parity_file(
-    path: Path, written: list[ExportedFile], faces: ExportFaces, decision
-) -> None:
+def _update_parity_file(path: Path, written: list[ExportedFile], faces: ExportFaces, decision) -> None:
     """Merge this call's figures into ``parity.json`` (keyed by file name)."""
     try:
         record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
@@ -343,9 +319,7 @@ def _update_parity_file(
             "faces_source": faces.parity_source,
         }
         if decision is not None:
-            exports[item.path.name].update(
-                _val_record(item.val_accuracy, faces.val_pairs, decision)
-            )
+            exports[item.path.name].update(_val_record(item.val_accuracy, faces.val_pairs, decision))
     atomic.write_json(
         path,
         {"metric": "cosine(exported, keras) per face", "exports": dict(sorted(exports.items()))},

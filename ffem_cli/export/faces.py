@@ -65,9 +65,7 @@ def folder_faces(folder: Path, prep: FacePrep, count: int) -> np.ndarray:
         except ImageReadError as exc:
             raise FfemError(str(exc)) from exc
         except ValueError as exc:  # e.g. an empty box or degenerate landmarks
-            raise FfemError(
-                f"{list_path}: {path.relative_to(folder).as_posix()}: cannot cut the face ({exc})"
-            ) from exc
+            raise FfemError(f"{list_path}: {path.relative_to(folder).as_posix()}: cannot cut the face ({exc})") from exc
     if not faces:
         raise FfemError(f"{folder}: no face images found")
     return np.stack(faces)

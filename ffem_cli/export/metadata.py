@@ -77,8 +77,11 @@ def describe(
             "dtype": "uint8" if quantization == "int8-uint8" else "float32",
             "shape": [None, embedding_size],
             "l2_normalised": True,
-            **({"dequantize": "(q - zero_point) * scale, from the output tensor's quantization"}
-               if quantization == "int8-uint8" else {}),
+            **(
+                {"dequantize": "(q - zero_point) * scale, from the output tensor's quantization"}
+                if quantization == "int8-uint8"
+                else {}
+            ),
         },
         "source": source,
         "parity": parity,

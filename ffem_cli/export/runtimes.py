@@ -83,8 +83,5 @@ def load_runtime(path: Path, threads: int | None = None) -> Embed:
 
 def embed_in_batches(embed: Embed, faces: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """``embed`` over ``faces`` in batches; float32 ``(N, D)``."""
-    parts = [
-        np.asarray(embed(faces[i : i + batch_size]), dtype=np.float32)
-        for i in range(0, len(faces), batch_size)
-    ]
+    parts = [np.asarray(embed(faces[i : i + batch_size]), dtype=np.float32) for i in range(0, len(faces), batch_size)]
     return np.concatenate(parts)

@@ -134,7 +134,9 @@ def calibration_beside(model_file: Path, model_sha256: str) -> dict | None:
     return record if record.get("model_sha256") == model_sha256 else None
 
 
-def pick_threshold(calibration: dict | None, far: float | None, threshold: float | None, where: str) -> tuple[float, str]:
+def pick_threshold(
+    calibration: dict | None, far: float | None, threshold: float | None, where: str
+) -> tuple[float, str]:
     """``(threshold, how it was chosen)`` from ``--threshold``, ``--far`` (looked up) or the EER threshold."""
     if threshold is not None:
         if far is not None:
@@ -147,7 +149,11 @@ def pick_threshold(calibration: dict | None, far: float | None, threshold: float
         return float(eer["threshold"]), f"EER threshold (FAR = FRR = {eer['rate']:.4g} on calibration)"
     for entry in calibration["thresholds"]:
         if np.isclose(entry["far"], far, rtol=1e-6, atol=0.0):
-            return float(entry["threshold"]), f"FAR {far:g} (calibrated, 95% interval {entry['interval_95'][0]:.4f}..{entry['interval_95'][1]:.4f})"
+            return float(
+                entry["threshold"]
+            ), f"FAR {far:g} (calibrated, 95% interval {entry['interval_95'][0]:.4f}..{entry['interval_95'][1]:.4f})"
     available = ", ".join(f"{e['far']:g}" for e in calibration["thresholds"]) or "none"
     reason = calibration.get("omitted", {}).get(f"{far:g}")
-    raise FfemError(f"no calibrated threshold at FAR {far:g} (available: {available})" + (f"; {reason}" if reason else ""))
+    raise FfemError(
+        f"no calibrated threshold at FAR {far:g} (available: {available})" + (f"; {reason}" if reason else "")
+    )

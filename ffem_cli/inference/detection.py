@@ -85,4 +85,8 @@ def detect_images(
                 found = detect.detect_batch(detector, [image for _, image in group], options)
                 for (index, image), faces in zip(group, found, strict=True):
                     chosen = detect.choose_face(faces, image.shape[1], image.shape[0])
-                    yield index, image, None if chosen is None else (chosen[0].box, np.asarray(chosen[0].landmarks, np.float64))
+                    yield (
+                        index,
+                        image,
+                        None if chosen is None else (chosen[0].box, np.asarray(chosen[0].landmarks, np.float64)),
+                    )

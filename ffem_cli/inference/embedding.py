@@ -239,7 +239,9 @@ def embed_faces(model, faces: np.ndarray, flip: bool, flip_mode: str = "sum") ->
     vectors = np.asarray(model.predict_on_batch(batch), dtype=np.float32)
     if flip:
         n = faces.shape[0]
-        vectors = np.concatenate([vectors[:n], vectors[n:]], axis=1) if flip_mode == "concat" else vectors[:n] + vectors[n:]
+        vectors = (
+            np.concatenate([vectors[:n], vectors[n:]], axis=1) if flip_mode == "concat" else vectors[:n] + vectors[n:]
+        )
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     return vectors
 
@@ -298,14 +300,20 @@ def _stamp(path: Path) -> str:
     return f"{info.st_size}:{info.st_mtime_ns}"
 
 
-def _embed_uncached(embedder: Embedder, sources: list[FaceSource], batch_size: int, workers: int | None, description: str):
+def _embed_uncached(
+    embedder: Embedder, sources: list[FaceSource], batch_size: int, workers: int | None, description: str
+):
     prep = embedder.prep
     vectors = np.zeros((len(sources), embedder.embedding_size), dtype=np.float32)
     valid = np.zeros(len(sources), dtype=bool)
     workers = workers or min(8, (os.cpu_count() or 2) + 1)
     with progress_bar() as bar:
         task = bar.add_task(description, total=len(sources), unit="face")
-        batches = _detected_batches(sources, prep, batch_size, workers) if prep.detect else _prepared_batches(sources, prep, batch_size, workers)
+        batches = (
+            _detected_batches(sources, prep, batch_size, workers)
+            if prep.detect
+            else _prepared_batches(sources, prep, batch_size, workers)
+        )
         for indices, faces in batches:
             ok = np.array([face is not None for face in faces])
             if ok.any():

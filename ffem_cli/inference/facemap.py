@@ -48,9 +48,7 @@ def search_strip(query: Path, matches: list[dict], output: Path, side: int = 160
     count = 1 + len(matches)
     strip = Image.new("RGB", (count * side + (count + 1) * gap, side + caption + 2 * gap), "white")
     draw = ImageDraw.Draw(strip)
-    entries = [(query, "query", "")] + [
-        (m["path"], f"#{m['rank']}  {m['score']:.3f}", m["identity"]) for m in matches
-    ]
+    entries = [(query, "query", "")] + [(m["path"], f"#{m['rank']}  {m['score']:.3f}", m["identity"]) for m in matches]
     for i, (path, line1, line2) in enumerate(entries):
         x = gap + i * (side + gap)
         thumb, _ = _thumbnail(path, side)
@@ -104,7 +102,9 @@ def face_map(
     return len(shown)
 
 
-def gallery_map(faces, name: str, output: Path, method: str = "pca", size: int = 1600, max_thumbnails: int = 2000) -> int:
+def gallery_map(
+    faces, name: str, output: Path, method: str = "pca", size: int = 1600, max_thumbnails: int = 2000
+) -> int:
     """``face_map`` of a read ``gallery.Gallery`` laid out by ``project_2d`` (``method``: pca or tsne,
     any case), titled with ``name``; returns how many thumbnails were drawn."""
     from ffem_cli.inference.gallery import project_2d

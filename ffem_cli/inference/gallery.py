@@ -77,9 +77,13 @@ def embed_folder(embedder: Embedder, root: Path, output: Path, batch_size: int =
         table, recorded = old
         _check_same_model(output, recorded, metadata)
         if "sha256" not in table.column_names:
-            raise FfemError(f"{output}: the gallery has no sha256 column (written by an older ffem); embed it again without --append")
+            raise FfemError(
+                f"{output}: the gallery has no sha256 column (written by an older ffem); embed it again without --append"
+            )
         if ("identity" in table.column_names) != (identities is not None):
-            raise FfemError(f"{output}: cannot mix a gallery {'with' if identities is None else 'without'} identities and a folder {'without' if identities is None else 'with'} them")
+            raise FfemError(
+                f"{output}: cannot mix a gallery {'with' if identities is None else 'without'} identities and a folder {'without' if identities is None else 'with'} them"
+            )
         seen = set(table.column("sha256").to_pylist())
         metadata["root"] = recorded.get("root", metadata["root"])
     new = []  # images whose content is in neither the gallery nor earlier in this folder
@@ -87,11 +91,14 @@ def embed_folder(embedder: Embedder, root: Path, output: Path, batch_size: int =
         if digest not in seen:
             seen.add(digest)
             new.append(i)
-    embedded = compute_embeddings(embedder, [sources[i] for i in new], cache_dir=None, batch_size=batch_size, description="embed")
+    embedded = compute_embeddings(
+        embedder, [sources[i] for i in new], cache_dir=None, batch_size=batch_size, description="embed"
+    )
     broken = int((embedded.valid & ~np.isfinite(embedded.vectors).all(axis=1)).sum())
     if broken:
-        raise FfemError(f"{embedder.description}: gave NaN or infinite embeddings for {broken} faces; "
-                        f"{output} was not written")
+        raise FfemError(
+            f"{embedder.description}: gave NaN or infinite embeddings for {broken} faces; {output} was not written"
+        )
     dim = embedder.embedding_size
     columns = {"path": pa.array([str(sources[i].path) for i in new], pa.string())}
     if identities is not None:
@@ -202,8 +209,13 @@ def read_gallery(path: Path) -> Gallery:
     if table.num_rows == 0 or not found.any():
         raise FfemError(f"{path}: the gallery has no faces")
     keep = np.flatnonzero(found)
-    return Gallery([paths[i] for i in keep], None if identities is None else [identities[i] for i in keep],
-                   vectors[keep], metadata, int((~found).sum()))
+    return Gallery(
+        [paths[i] for i in keep],
+        None if identities is None else [identities[i] for i in keep],
+        vectors[keep],
+        metadata,
+        int((~found).sum()),
+    )
 
 
 def gallery_columns(table, path: Path):
@@ -226,23 +238,36 @@ def gallery_columns(table, path: Path):
     if not isinstance(metadata, dict):
         raise bad(f"its 'ffem' metadata is a {type(metadata).__name__}, not an object")
     prep = metadata.get("preparation", {})
-    if not (isinstance(metadata.get("model", ""), str) and isinstance(metadata.get("model_sha256", ""), str)
-            and isinstance(prep, dict) and type(prep.get("image_size", 1)) is int and prep.get("image_size", 1) > 0
-            and all(isinstance(prep.get(key, False), bool) for key in ("detect", "flip"))):
+    if not (
+        isinstance(metadata.get("model", ""), str)
+        and isinstance(metadata.get("model_sha256", ""), str)
+        and isinstance(prep, dict)
+        and type(prep.get("image_size", 1)) is int
+        and prep.get("image_size", 1) > 0
+        and all(isinstance(prep.get(key, False), bool) for key in ("detect", "flip"))
+    ):
         raise bad("its 'ffem' metadata has fields of the wrong type (model, model_sha256, preparation)")
-    for name, kind in (("path", pa.types.is_string), ("identity", pa.types.is_string),
-                       ("face_found", pa.types.is_boolean)):
+    for name, kind in (
+        ("path", pa.types.is_string),
+        ("identity", pa.types.is_string),
+        ("face_found", pa.types.is_boolean),
+    ):
         if name in table.column_names and not kind(table.schema.field(name).type):
             raise bad(f"column '{name}' holds {table.schema.field(name).type}")
         if name in table.column_names and table.column(name).null_count:
             raise bad(f"column '{name}' has empty values")
     embedding_type = table.schema.field("embedding").type
-    if not (pa.types.is_list(embedding_type) or pa.types.is_large_list(embedding_type)
-            or pa.types.is_fixed_size_list(embedding_type)) or not (
-            pa.types.is_floating(embedding_type.value_type) or pa.types.is_integer(embedding_type.value_type)):
+    if not (
+        pa.types.is_list(embedding_type)
+        or pa.types.is_large_list(embedding_type)
+        or pa.types.is_fixed_size_list(embedding_type)
+    ) or not (pa.types.is_floating(embedding_type.value_type) or pa.types.is_integer(embedding_type.value_type)):
         raise bad(f"column 'embedding' holds {embedding_type}, not lists of numbers")
-    found = (np.asarray(table.column("face_found").to_pylist(), bool) if "face_found" in table.column_names
-             else np.ones(table.num_rows, bool))
+    found = (
+        np.asarray(table.column("face_found").to_pylist(), bool)
+        if "face_found" in table.column_names
+        else np.ones(table.num_rows, bool)
+    )
     rows = table.column("embedding").to_pylist()
     sizes = {len(row) if row is not None else 0 for row in rows}
     if len(sizes) > 1 or 0 in sizes:
@@ -264,7 +289,9 @@ def search(embedder: Embedder, query: Path, gallery: Gallery, k: int) -> list[di
         )
     sha = gallery.metadata.get("model_sha256")
     if sha and sha != embedder.model_sha256:
-        raise FfemError(f"the gallery was embedded with another model ({gallery.metadata.get('model')}); use the same --run/--model")
+        raise FfemError(
+            f"the gallery was embedded with another model ({gallery.metadata.get('model')}); use the same --run/--model"
+        )
     embedded = compute_embeddings(embedder, [FaceSource(Path(query).resolve())], cache_dir=None, description="query")
     if not embedded.valid[0]:
         raise FfemError(f"{query}: no face found")
@@ -289,7 +316,9 @@ def embedder_for(gallery: Gallery, run: Path | None, model: Path | None, detect:
             raise FfemError(f"the gallery's model {recorded} is not there any more; give --run or --model")
         return load_embedder(None, Path(recorded), image_size=prep.get("image_size"), detect=detect or prep.get("detect", False),
                              flip=prep.get("flip", False), flip_mode=prep.get("flip_mode", "sum"))  # fmt: skip
-    return load_embedder(run, model, detect=detect, flip=prep.get("flip", False), flip_mode=prep.get("flip_mode", "sum"))
+    return load_embedder(
+        run, model, detect=detect, flip=prep.get("flip", False), flip_mode=prep.get("flip_mode", "sum")
+    )
 
 
 @dataclass(frozen=True)

@@ -32,14 +32,20 @@ class LabelledEmbeddings:
     identities: dict[int, str]
 
 
-def folder_embeddings(embedder: Embedder, root: Path, faces: Path | None, cache_dir: Path | None, batch_size: int) -> LabelledEmbeddings:
+def folder_embeddings(
+    embedder: Embedder, root: Path, faces: Path | None, cache_dir: Path | None, batch_size: int
+) -> LabelledEmbeddings:
     """Every image of ``root/<identity>/<image>``, prepared as the run's faces."""
     from ffem_cli.images import scan_identity_folder
 
     folder = scan_identity_folder(root)
-    embedded = compute_embeddings(embedder, folder_sources(root, folder.paths, faces), cache_dir, batch_size, description="embed folder")
+    embedded = compute_embeddings(
+        embedder, folder_sources(root, folder.paths, faces), cache_dir, batch_size, description="embed folder"
+    )
     names = {label: name for name, label in folder.label_map.items()}
-    return LabelledEmbeddings(folder.paths, np.asarray(folder.labels, np.int64), embedded.vectors, embedded.valid, names)
+    return LabelledEmbeddings(
+        folder.paths, np.asarray(folder.labels, np.int64), embedded.vectors, embedded.valid, names
+    )
 
 
 def pack_embeddings(embedder: Embedder, pack_dir: Path, batch_size: int) -> LabelledEmbeddings:
@@ -68,7 +74,10 @@ def pack_embeddings(embedder: Embedder, pack_dir: Path, batch_size: int) -> Labe
 
 
 def pack_vectors(
-    embed: Callable[[object], np.ndarray], pack_dir: PackDir | Path, batch_size: int, on_batch: Callable[[int], None] | None = None
+    embed: Callable[[object], np.ndarray],
+    pack_dir: PackDir | Path,
+    batch_size: int,
+    on_batch: Callable[[int], None] | None = None,
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """``(image keys, labels (N,) int64, embeddings (N, D) float32)`` of every face of a pack, in file
     order, unaugmented: the one pack-embedding loop (``pack_embeddings``, training validation's

@@ -154,7 +154,9 @@ def load_export(path: Path, detect: bool = False, flip: bool = False) -> tuple[E
     if not path.exists():
         raise FfemError(f"{path}: no such exported model")
     if not meta_path.is_file():
-        raise FfemError(f"{path}: no {meta_path.name} beside it (the metadata ffem export writes); cannot know how to cut faces")
+        raise FfemError(
+            f"{path}: no {meta_path.name} beside it (the metadata ffem export writes); cannot know how to cut faces"
+        )
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         crop = meta["source"]["face_crop"]

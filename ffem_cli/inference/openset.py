@@ -127,7 +127,9 @@ def dir_fpir_curve(result: OpenSetResult) -> tuple[np.ndarray, np.ndarray]:
     return fpir, dir_
 
 
-def evaluate_open_set(embedder, root, output_dir, cache_dir, batch_size: int, faces, unknown_fraction: float, seed: int) -> dict:
+def evaluate_open_set(
+    embedder, root, output_dir, cache_dir, batch_size: int, faces, unknown_fraction: float, seed: int
+) -> dict:
     """Open-set identification on a labelled folder; writes ``report.json``, ``probes.csv``, ``dir_fpir.png``."""
     from dataclasses import asdict
     from pathlib import Path
@@ -171,7 +173,9 @@ def evaluate_open_set(embedder, root, output_dir, cache_dir, batch_size: int, fa
     })  # fmt: skip
     fpir, dir_ = dir_fpir_curve(result)
     title = f"Open set on {Path(root).name}: {split.gallery.size} enrolled, {split.unknown_identities.size} unknown"
-    figures = {"dir_fpir.png": lambda path: dir_fpir_png(path, {Path(embedder.description).parent.name: (fpir, dir_)}, title)}
+    figures = {
+        "dir_fpir.png": lambda path: dir_fpir_png(path, {Path(embedder.description).parent.name: (fpir, dir_)}, title)
+    }
     write_results(output_dir, report, tables={"probes": probes}, figures=figures)
     return report
 

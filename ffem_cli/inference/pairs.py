@@ -102,7 +102,9 @@ def _pairs_within(members: np.ndarray, count: int, rng: np.random.Generator) -> 
 def _spread_genuine(labels: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray | None:
     """``count`` genuine pairs ``(count, 2)`` spread over identities: one pair of each (shuffled) identity in turn,
     then a second of each, and so on; ``None`` when there are fewer than ``count``."""
-    per_identity = [_pairs_within(np.flatnonzero(labels == label), count, rng) for label in rng.permutation(np.unique(labels))]
+    per_identity = [
+        _pairs_within(np.flatnonzero(labels == label), count, rng) for label in rng.permutation(np.unique(labels))
+    ]
     per_identity = [pairs for pairs in per_identity if len(pairs)]
     if sum(len(pairs) for pairs in per_identity) < count:
         return None
@@ -149,7 +151,9 @@ def make_pair_list(labels, pairs: int, folds: int = 10, seed: int = 0) -> PairDr
     if pairs < 1 or folds < 1:
         raise FfemError("--pairs and --folds must be at least 1")
     if identities < 2 * folds:
-        raise FfemError(f"{identities} identities cannot make {folds} identity-disjoint folds with impostor pairs (need >= {2 * folds})")
+        raise FfemError(
+            f"{identities} identities cannot make {folds} identity-disjoint folds with impostor pairs (need >= {2 * folds})"
+        )
     rng = np.random.default_rng(seed)
     fold_of = split_identities(labels, folds, rng)
     image_fold = np.array([fold_of[int(label)] for label in labels])
@@ -189,7 +193,9 @@ def format_pair_list(draw: PairDraw, keys: list[str], fmt: str) -> str:
     (LFW's layout); ``FfemError`` names the first image that is not.
     """
     if fmt == "ee488b":
-        return "".join(f"{int(s)},{keys[a]},{keys[b]}\n" for a, b, s in zip(draw.first, draw.second, draw.same, strict=True))
+        return "".join(
+            f"{int(s)},{keys[a]},{keys[b]}\n" for a, b, s in zip(draw.first, draw.second, draw.same, strict=True)
+        )
     if fmt != "lfw":
         raise FfemError(f"unknown --format {fmt!r} (choose {' or '.join(FORMATS)})")
     folds, per_fold = np.unique(draw.fold, return_counts=True)
@@ -198,7 +204,9 @@ def format_pair_list(draw: PairDraw, keys: list[str], fmt: str) -> str:
     lines = [f"{folds.size}\t{per_fold[0] // 2}"]
     for a, b, same in zip(draw.first, draw.second, draw.same, strict=True):
         first, second = _lfw_parts(keys[a]), _lfw_parts(keys[b])
-        lines.append(f"{first[0]}\t{first[1]}\t{second[1]}" if same else f"{first[0]}\t{first[1]}\t{second[0]}\t{second[1]}")
+        lines.append(
+            f"{first[0]}\t{first[1]}\t{second[1]}" if same else f"{first[0]}\t{first[1]}\t{second[0]}\t{second[1]}"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -62,8 +62,9 @@ def write_projector(
     """
     directory = Path(directory)
     if directory.exists() and not (directory / "projector_config.pbtxt").is_file():
-        raise FfemError(f"{directory}: exists and is not a projector folder written by ffem map; "
-                        "choose another --projector")
+        raise FfemError(
+            f"{directory}: exists and is not a projector folder written by ffem map; choose another --projector"
+        )
     count = len(paths)
     columns = math.ceil(math.sqrt(count))
     side = max(1, min(MAX_THUMBNAIL, SPRITE_LIMIT // columns))
@@ -75,10 +76,8 @@ def write_projector(
     with atomic.atomic_directory(directory) as staged:
         rows = ("\t".join(f"{value:.7g}" for value in vector) for vector in np.asarray(vectors))
         (staged / "embeddings.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-        metadata = ["identity\tpath"] + [f"{_tsv_field(i)}\t{_tsv_field(p)}"
-                                         for i, p in zip(names, paths, strict=True)]
+        metadata = ["identity\tpath"] + [f"{_tsv_field(i)}\t{_tsv_field(p)}" for i, p in zip(names, paths, strict=True)]
         (staged / "metadata.tsv").write_text("\n".join(metadata) + "\n", encoding="utf-8")
         sprite.save(staged / "sprite.png", format="PNG")
-        (staged / "projector_config.pbtxt").write_text(CONFIG.format(name=name, side=side),
-                                                       encoding="utf-8")
+        (staged / "projector_config.pbtxt").write_text(CONFIG.format(name=name, side=side), encoding="utf-8")
     return side

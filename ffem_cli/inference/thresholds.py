@@ -86,8 +86,7 @@ def calibrate_scores(genuine, impostor, far_targets=FAR_TARGETS) -> dict:
     for far in far_targets:
         if not supported(impostor.size, far):
             omitted[f"{far:g}"] = (
-                f"needs >= {needed_impostors(far):,} impostor pairs for a bounded 95% interval, "
-                f"have {impostor.size:,}"
+                f"needs >= {needed_impostors(far):,} impostor pairs for a bounded 95% interval, have {impostor.size:,}"
             )
             continue
         threshold = threshold_at_far(impostor, far)

@@ -40,24 +40,37 @@ LOSSES = {
     "l2-softmax": Entry(L2SoftmaxHead, "Ranjan et al., arXiv:1703.09507, 2017", CLASSIFICATION),
     "normface": Entry(CosineHead, "Wang et al., ACM MM 2017", CLASSIFICATION),
     "cosface": Entry(CosFace, "Wang et al., CVPR 2018", CLASSIFICATION),
-    "amsoftmax": Entry(CosFace, "Wang et al., IEEE SPL 2018; m, s of the EE488B trainer seed", CLASSIFICATION,
-                       overrides={"scale": 30.0, "margin": 0.1}),
+    "amsoftmax": Entry(
+        CosFace,
+        "Wang et al., IEEE SPL 2018; m, s of the EE488B trainer seed",
+        CLASSIFICATION,
+        overrides={"scale": 30.0, "margin": 0.1},
+    ),
     "arcface": Entry(ArcFace, "Deng et al., CVPR 2019", CLASSIFICATION),
-    "angular-margin": Entry(ArcFace, "Deng et al., CVPR 2019; s = 60 of the FFEM seed", CLASSIFICATION,
-                            overrides={"scale": 60.0}),
-    "combined-margin": Entry(CombinedMargin, "Deng et al., CVPR 2019 §3 (covers SphereFace, CosFace)",
-                             CLASSIFICATION),
+    "angular-margin": Entry(
+        ArcFace, "Deng et al., CVPR 2019; s = 60 of the FFEM seed", CLASSIFICATION, overrides={"scale": 60.0}
+    ),
+    "combined-margin": Entry(CombinedMargin, "Deng et al., CVPR 2019 §3 (covers SphereFace, CosFace)", CLASSIFICATION),
     "subcenter-arcface": Entry(SubCenterArcFace, "Deng et al., ECCV 2020", CLASSIFICATION),
-    "softmax-center": Entry(L2SoftmaxCenterLoss, "Wen et al., ECCV 2016; L2-softmax + centres of the FFEM seed",
-                            CLASSIFICATION),
+    "softmax-center": Entry(
+        L2SoftmaxCenterLoss, "Wen et al., ECCV 2016; L2-softmax + centres of the FFEM seed", CLASSIFICATION
+    ),
     "softmax-center-wen": Entry(SoftmaxCenterLoss, "Wen et al., ECCV 2016 (centre update rule)", CLASSIFICATION),
     "groupface": Entry(GroupFace, "Kim et al., CVPR 2020; G, s of the FFEM seed", CLASSIFICATION),
     "triplet": Entry(TripletLoss, "Schroff et al., FaceNet, CVPR 2015", PAIR),
-    "massface-triplet": Entry(TripletLoss, "Schroff et al. 2015; α and min-max mining of MassFace", PAIR,
-                              overrides={"margin": 0.25, "miner": "batch-min-max"}),
+    "massface-triplet": Entry(
+        TripletLoss,
+        "Schroff et al. 2015; α and min-max mining of MassFace",
+        PAIR,
+        overrides={"margin": 0.25, "miner": "batch-min-max"},
+    ),
     "pool-triplet": Entry(PoolTripletLoss, "MassFace semi-online mining: triplets against a feature pool", PAIR),
-    "ee488b-triplet": Entry(TripletLoss, "Schroff et al. 2015; random negative, α of the EE488B trainer", PAIR,
-                            overrides={"margin": 0.1, "miner": "random-negative"}),
+    "ee488b-triplet": Entry(
+        TripletLoss,
+        "Schroff et al. 2015; random negative, α of the EE488B trainer",
+        PAIR,
+        overrides={"margin": 0.1, "miner": "random-negative"},
+    ),
     "adversarial-triplet": Entry(AdversarialTripletLoss, "the FFEM seed's adversarial_triplet_loss", PAIR),
     "contrastive": Entry(ContrastiveLoss, "Hadsell, Chopra & LeCun, CVPR 2006", PAIR),
     "multi-similarity": Entry(MultiSimilarityLoss, "Wang et al., CVPR 2019", PAIR),
@@ -94,8 +107,9 @@ def build_loss(name: str, num_classes: int, embedding_size: int, **options) -> k
     if entry.family == PAIR:
         return entry.build(**kwargs)
     if int(num_classes) < 1 or int(embedding_size) < 1:
-        raise FfemError(f"loss '{name}' needs num_classes >= 1 and embedding_size >= 1, "
-                        f"got {num_classes} and {embedding_size}")
+        raise FfemError(
+            f"loss '{name}' needs num_classes >= 1 and embedding_size >= 1, got {num_classes} and {embedding_size}"
+        )
     return entry.build(num_classes=num_classes, embedding_size=embedding_size, **kwargs)
 
 

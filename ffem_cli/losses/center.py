@@ -26,13 +26,13 @@ class SoftmaxCenterLoss(SoftmaxHead):
     Defaults λ = 0.003 and α = 0.5 (the paper's face experiments).
     """
 
-    def __init__(self, num_classes, embedding_size, center_weight=0.003, center_rate=0.5,
-                 **kwargs):
+    def __init__(self, num_classes, embedding_size, center_weight=0.003, center_rate=0.5, **kwargs):
         super().__init__(num_classes, embedding_size, **kwargs)
         self.center_weight = float(center_weight)
         self.center_rate = float(center_rate)
-        self.centers = self.add_weight(shape=(self.num_classes, self.embedding_size),
-                                       initializer="zeros", trainable=False, name="centers")
+        self.centers = self.add_weight(
+            shape=(self.num_classes, self.embedding_size), initializer="zeros", trainable=False, name="centers"
+        )
 
     def call(self, embeddings, labels, training=None):
         features, labels = self.features(embeddings), as_labels(labels)
@@ -47,13 +47,11 @@ class SoftmaxCenterLoss(SoftmaxHead):
     def update_centers(self, features, labels, own_centers):
         """Wen et al.'s eq. 4: each centre steps by α toward the mean of its batch samples."""
         pull = ops.segment_sum(own_centers - features, labels, num_segments=self.num_classes)
-        counts = ops.segment_sum(ops.ones_like(features[:, :1]), labels,
-                                 num_segments=self.num_classes)
+        counts = ops.segment_sum(ops.ones_like(features[:, :1]), labels, num_segments=self.num_classes)
         self.centers.assign(self.centers - self.center_rate * pull / (1.0 + counts))
 
     def get_config(self):
-        return {**super().get_config(), "center_weight": self.center_weight,
-                "center_rate": self.center_rate}
+        return {**super().get_config(), "center_weight": self.center_weight, "center_rate": self.center_rate}
 
 
 @keras.saving.register_keras_serializable(package="ffem")
@@ -79,8 +77,9 @@ class L2SoftmaxCenterLoss(SoftmaxHead):
         super().__init__(num_classes, embedding_size, **kwargs)
         self.scale = float(scale)
         self.center_weight = float(center_weight)
-        self.centers = self.add_weight(shape=(self.num_classes, self.embedding_size),
-                                       initializer="he_normal", name="centers")
+        self.centers = self.add_weight(
+            shape=(self.num_classes, self.embedding_size), initializer="he_normal", name="centers"
+        )
 
     def features(self, embeddings):
         """s · x̂ in float32."""

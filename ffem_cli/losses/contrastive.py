@@ -18,8 +18,7 @@ class ContrastiveLoss(PairLoss):
     (a, p) and (a, n) pairs of its triplets. No mined pair → loss 0.
     """
 
-    def __init__(self, pos_margin=0.0, neg_margin=1.0, distance="euclidean", miner=None,
-                 **kwargs):
+    def __init__(self, pos_margin=0.0, neg_margin=1.0, distance="euclidean", miner=None, **kwargs):
         super().__init__(distance, miner, **kwargs)
         self.pos_margin, self.neg_margin = float(pos_margin), float(neg_margin)
 
@@ -35,5 +34,4 @@ class ContrastiveLoss(PairLoss):
         return 0.5 * total / ops.maximum(ops.sum(positives) + ops.sum(negatives), 1.0)
 
     def get_config(self):
-        return {**super().get_config(), "pos_margin": self.pos_margin,
-                "neg_margin": self.neg_margin}
+        return {**super().get_config(), "pos_margin": self.pos_margin, "neg_margin": self.neg_margin}

@@ -26,14 +26,14 @@ class GroupAwareHead(keras.layers.Layer):
     def __init__(self, embedding_size, groups=4, gdn_units=256, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
-        self.embedding_size, self.groups, self.gdn_units = (int(embedding_size), int(groups),
-                                                            int(gdn_units))
-        self.group_projection = keras.layers.Dense(self.groups * self.embedding_size,
-                                                   dtype="float32", name="group_projection")
-        self.decision_hidden = keras.layers.Dense(self.gdn_units, activation="relu",
-                                                  dtype="float32", name="decision_hidden")
-        self.decision_logits = keras.layers.Dense(self.groups, dtype="float32",
-                                                  name="decision_logits")
+        self.embedding_size, self.groups, self.gdn_units = (int(embedding_size), int(groups), int(gdn_units))
+        self.group_projection = keras.layers.Dense(
+            self.groups * self.embedding_size, dtype="float32", name="group_projection"
+        )
+        self.decision_hidden = keras.layers.Dense(
+            self.gdn_units, activation="relu", dtype="float32", name="decision_hidden"
+        )
+        self.decision_logits = keras.layers.Dense(self.groups, dtype="float32", name="decision_logits")
         self.group_projection.build((None, self.embedding_size))
         self.decision_hidden.build((None, self.embedding_size))
         self.decision_logits.build((None, self.gdn_units))
@@ -43,8 +43,7 @@ class GroupAwareHead(keras.layers.Layer):
         """(B, D) → (``r`` (B, D), ``p(k|v)`` (B, G)), float32."""
         instance = as_float32(embeddings)
         probabilities = ops.softmax(self.decision_logits(self.decision_hidden(instance)), axis=-1)
-        group_vectors = ops.reshape(self.group_projection(instance),
-                                    (-1, self.groups, self.embedding_size))
+        group_vectors = ops.reshape(self.group_projection(instance), (-1, self.groups, self.embedding_size))
         combined = instance + ops.sum(probabilities[:, :, None] * group_vectors, axis=1)
         return combined, probabilities
 
@@ -55,8 +54,12 @@ class GroupAwareHead(keras.layers.Layer):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "embedding_size": self.embedding_size,
-                "groups": self.groups, "gdn_units": self.gdn_units}
+        return {
+            **super().get_config(),
+            "embedding_size": self.embedding_size,
+            "groups": self.groups,
+            "gdn_units": self.gdn_units,
+        }
 
 
 @keras.saving.register_keras_serializable(package="ffem")
@@ -76,24 +79,24 @@ class GroupFace(keras.layers.Layer):
     network width 256, λ = 0.1, ArcFace m = 0.5, s = 60.
     """
 
-    def __init__(self, num_classes, embedding_size, groups=4, group_weight=0.1, scale=60.0,
-                 margin=0.5, gdn_units=256, **kwargs):
+    def __init__(
+        self, num_classes, embedding_size, groups=4, group_weight=0.1, scale=60.0, margin=0.5, gdn_units=256, **kwargs
+    ):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.num_classes, self.embedding_size = int(num_classes), int(embedding_size)
         self.groups, self.group_weight = int(groups), float(group_weight)
         self.scale, self.margin, self.gdn_units = float(scale), float(margin), int(gdn_units)
-        self.head = GroupAwareHead(self.embedding_size, self.groups, self.gdn_units,
-                                   name="group_aware")
-        self.arcface = ArcFace(self.num_classes, self.embedding_size, scale=self.scale,
-                               margin=self.margin, name="arcface")
+        self.head = GroupAwareHead(self.embedding_size, self.groups, self.gdn_units, name="group_aware")
+        self.arcface = ArcFace(
+            self.num_classes, self.embedding_size, scale=self.scale, margin=self.margin, name="arcface"
+        )
         self.built = True
 
     def inference_embedder(self, embedder):
         """``embedder`` (pixels → v̂) followed by this head and L2 normalisation (pixels → r̂)."""
         representation = self.head(embedder.output)
-        unit = keras.layers.UnitNormalization(axis=-1, dtype="float32",
-                                              name="group_aware_l2_normalize")(representation)
+        unit = keras.layers.UnitNormalization(axis=-1, dtype="float32", name="group_aware_l2_normalize")(representation)
         return keras.Model(embedder.input, unit, name=embedder.name)
 
     def logits(self, embeddings):
@@ -104,7 +107,9 @@ class GroupFace(keras.layers.Layer):
 
     def call(self, embeddings, labels, margin_fraction=1.0):
         representation, probabilities = self.head.decide(embeddings)
-        arcface_loss = self.arcface(representation, as_labels(labels), margin_fraction=margin_fraction)  # ArcFace normalises r
+        arcface_loss = self.arcface(
+            representation, as_labels(labels), margin_fraction=margin_fraction
+        )  # ArcFace normalises r
         balanced = (probabilities - ops.mean(probabilities, axis=0, keepdims=True)) / self.groups
         pseudo_labels = ops.stop_gradient(ops.argmax(balanced, axis=1))
         chosen = ops.take_along_axis(probabilities, pseudo_labels[:, None], axis=1)
@@ -112,7 +117,13 @@ class GroupFace(keras.layers.Layer):
         return arcface_loss + self.group_weight * grouping_loss
 
     def get_config(self):
-        return {**super().get_config(), "num_classes": self.num_classes,
-                "embedding_size": self.embedding_size, "groups": self.groups,
-                "group_weight": self.group_weight, "scale": self.scale, "margin": self.margin,
-                "gdn_units": self.gdn_units}
+        return {
+            **super().get_config(),
+            "num_classes": self.num_classes,
+            "embedding_size": self.embedding_size,
+            "groups": self.groups,
+            "group_weight": self.group_weight,
+            "scale": self.scale,
+            "margin": self.margin,
+            "gdn_units": self.gdn_units,
+        }

@@ -59,10 +59,9 @@ class SoftmaxHead(keras.layers.Layer):
         self.num_classes = int(num_classes)
         self.embedding_size = int(embedding_size)
         self.kernel = self.add_weight(
-            shape=(self.embedding_size, self.num_classes), initializer="glorot_uniform",
-            name="kernel")
-        self.bias = self.add_weight(shape=(self.num_classes,), initializer=self.bias_initializer,
-                                    name="bias")
+            shape=(self.embedding_size, self.num_classes), initializer="glorot_uniform", name="kernel"
+        )
+        self.bias = self.add_weight(shape=(self.num_classes,), initializer=self.bias_initializer, name="bias")
         self.built = True
 
     def features(self, embeddings):
@@ -133,12 +132,14 @@ class CosineHead(keras.layers.Layer):
         self.sample_rate = partial_fc.check_sample_rate(sample_rate)
         initializer = keras.initializers.RandomNormal(stddev=0.01)
         if self.sample_rate < 1.0:  # Partial FC: one centre per row, so a gather gives sparse gradients
-            self.centres = self.add_weight(shape=(self.kernel_columns, self.embedding_size),
-                                           initializer=initializer, name="centres")
+            self.centres = self.add_weight(
+                shape=(self.kernel_columns, self.embedding_size), initializer=initializer, name="centres"
+            )
             self.sampler = keras.random.SeedGenerator(0)
         else:
-            self.kernel = self.add_weight(shape=(self.embedding_size, self.kernel_columns),
-                                          initializer=initializer, name="kernel")
+            self.kernel = self.add_weight(
+                shape=(self.embedding_size, self.kernel_columns), initializer=initializer, name="kernel"
+            )
         self.built = True
 
     @property
@@ -183,6 +184,10 @@ class CosineHead(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(num_classes=self.num_classes, embedding_size=self.embedding_size,
-                      scale=self.scale, sample_rate=self.sample_rate)
+        config.update(
+            num_classes=self.num_classes,
+            embedding_size=self.embedding_size,
+            scale=self.scale,
+            sample_rate=self.sample_rate,
+        )
         return config

@@ -66,8 +66,7 @@ class ArcFace(CosineHead):
     (registry entry ``angular-margin``).
     """
 
-    def __init__(self, num_classes, embedding_size, scale=64.0, margin=0.5, easy_margin=False,
-                 **kwargs):
+    def __init__(self, num_classes, embedding_size, scale=64.0, margin=0.5, easy_margin=False, **kwargs):
         super().__init__(num_classes, embedding_size, scale=scale, **kwargs)
         self.margin_value = float(margin)
         self.easy_margin = bool(easy_margin)
@@ -83,8 +82,7 @@ class ArcFace(CosineHead):
         return ops.where(theta + m <= math.pi, with_margin, cos_target - m * ops.sin(m))
 
     def get_config(self):
-        return {**super().get_config(), "margin": self.margin_value,
-                "easy_margin": self.easy_margin}
+        return {**super().get_config(), "margin": self.margin_value, "easy_margin": self.easy_margin}
 
 
 @keras.saving.register_keras_serializable(package="ffem")
@@ -101,8 +99,7 @@ class CombinedMargin(CosineHead):
     combined-margin example).
     """
 
-    def __init__(self, num_classes, embedding_size, scale=64.0, m1=1.0, m2=0.3, m3=0.2,
-                 **kwargs):
+    def __init__(self, num_classes, embedding_size, scale=64.0, m1=1.0, m2=0.3, m3=0.2, **kwargs):
         super().__init__(num_classes, embedding_size, scale=scale, **kwargs)
         self.m1, self.m2, self.m3 = float(m1), float(m2), float(m3)
 

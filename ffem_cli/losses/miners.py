@@ -86,8 +86,12 @@ def _per_pair(batch, negative_index, valid):
     """Triplets from a choice of one negative per (a, p): (B, B) indices/mask → (B²,) tuple."""
     index = ops.arange(batch, dtype="int32")
     zeros = ops.zeros((batch, batch), dtype="int32")
-    return (ops.reshape(index[:, None] + zeros, (-1,)), ops.reshape(index[None, :] + zeros, (-1,)),
-            ops.reshape(ops.cast(negative_index, "int32"), (-1,)), _flat(valid))
+    return (
+        ops.reshape(index[:, None] + zeros, (-1,)),
+        ops.reshape(index[None, :] + zeros, (-1,)),
+        ops.reshape(ops.cast(negative_index, "int32"), (-1,)),
+        _flat(valid),
+    )
 
 
 def triplets_to_pairs(triplets, batch):
@@ -105,8 +109,12 @@ def pairs_to_triplets(pairs):
     batch = ops.shape(positives)[0]
     anchor, positive, negative = _grid(batch)
     valid = positives[:, :, None] * negatives[:, None, :]
-    return (ops.reshape(anchor, (-1,)), ops.reshape(positive, (-1,)),
-            ops.reshape(negative, (-1,)), ops.reshape(valid, (-1,)))
+    return (
+        ops.reshape(anchor, (-1,)),
+        ops.reshape(positive, (-1,)),
+        ops.reshape(negative, (-1,)),
+        ops.reshape(valid, (-1,)),
+    )
 
 
 def all_pairs(labels):
@@ -154,8 +162,7 @@ class BatchAllMiner(Miner):
     def mine(self, distances, labels, margin):
         anchor, positive, negative = _grid(ops.shape(distances)[0])
         _, chosen = _cube_masks(distances, labels, margin)
-        return (ops.reshape(anchor, (-1,)), ops.reshape(positive, (-1,)),
-                ops.reshape(negative, (-1,)), _flat(chosen))
+        return (ops.reshape(anchor, (-1,)), ops.reshape(positive, (-1,)), ops.reshape(negative, (-1,)), _flat(chosen))
 
 
 @keras.saving.register_keras_serializable(package="ffem")
@@ -168,8 +175,7 @@ class BatchHardMiner(Miner):
         hardest_negative = ops.argmin(ops.where(negative, distances, LARGE), axis=1)
         valid = ops.logical_and(ops.any(positive, axis=1), ops.any(negative, axis=1))
         anchor = ops.arange(ops.shape(distances)[0], dtype="int32")
-        return (anchor, ops.cast(hardest_positive, "int32"), ops.cast(hardest_negative, "int32"),
-                _flat(valid))
+        return (anchor, ops.cast(hardest_positive, "int32"), ops.cast(hardest_negative, "int32"), _flat(valid))
 
 
 @keras.saving.register_keras_serializable(package="ffem")
@@ -241,8 +247,7 @@ class _NearestNegativeMiner(Miner):
         else:
             chosen = ops.argmin(ops.where(violating, distances, LARGE), axis=1)
         anchor = ops.arange(ops.shape(distances)[0], dtype="int32")
-        return (anchor, ops.cast(chosen, "int32"), ops.cast(nearest, "int32"),
-                _flat(ops.any(violating, axis=1)))
+        return (anchor, ops.cast(chosen, "int32"), ops.cast(nearest, "int32"), _flat(ops.any(violating, axis=1)))
 
 
 @keras.saving.register_keras_serializable(package="ffem")

@@ -52,4 +52,3 @@ def identity_masks(labels):
     batch = ops.shape(labels)[0]
     eye = ops.cast(ops.eye(batch), "bool")
     return same, ops.logical_and(same, ops.logical_not(eye)), ops.logical_not(same)
-

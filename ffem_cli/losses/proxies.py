@@ -30,7 +30,9 @@ class ProxyLoss(keras.layers.Layer):
         self.num_classes, self.embedding_size = int(num_classes), int(embedding_size)
         self.proxies = self.add_weight(
             shape=(self.embedding_size, self.num_classes * self.proxies_per_class),
-            initializer=initializer, name="proxies")
+            initializer=initializer,
+            name="proxies",
+        )
         self.built = True
 
     def cosines(self, embeddings):
@@ -41,8 +43,7 @@ class ProxyLoss(keras.layers.Layer):
         return self.cosines(embeddings)
 
     def get_config(self):
-        return {**super().get_config(), "num_classes": self.num_classes,
-                "embedding_size": self.embedding_size}
+        return {**super().get_config(), "num_classes": self.num_classes, "embedding_size": self.embedding_size}
 
 
 @keras.saving.register_keras_serializable(package="ffem")
@@ -97,11 +98,9 @@ class ProxyAnchor(ProxyLoss):
         cosines = self.cosines(embeddings)
         is_own = ops.equal(ops.arange(self.num_classes, dtype="int32")[None, :], labels[:, None])
         pull = masked_log1p_sum_exp(-self.alpha * (cosines - self.delta), is_own, axis=0)
-        push = masked_log1p_sum_exp(self.alpha * (cosines + self.delta),
-                                    ops.logical_not(is_own), axis=0)
+        push = masked_log1p_sum_exp(self.alpha * (cosines + self.delta), ops.logical_not(is_own), axis=0)
         with_positives = ops.cast(ops.any(is_own, axis=0), "float32")
-        return (ops.sum(pull) / ops.maximum(ops.sum(with_positives), 1.0)
-                + ops.sum(push) / self.num_classes)
+        return ops.sum(pull) / ops.maximum(ops.sum(with_positives), 1.0) + ops.sum(push) / self.num_classes
 
     def get_config(self):
         return {**super().get_config(), "alpha": self.alpha, "delta": self.delta}
@@ -119,8 +118,9 @@ class SoftTriple(ProxyLoss):
     Holds a (D, C·K) matrix: K times a plain head.
     """
 
-    def __init__(self, num_classes, embedding_size, la=20.0, gamma=0.1, tau=0.2, margin=0.01,
-                 centers_per_class=10, **kwargs):
+    def __init__(
+        self, num_classes, embedding_size, la=20.0, gamma=0.1, tau=0.2, margin=0.01, centers_per_class=10, **kwargs
+    ):
         self.proxies_per_class = int(centers_per_class)
         super().__init__(num_classes, embedding_size, **kwargs)
         self.la, self.gamma, self.tau, self.margin = float(la), float(gamma), float(tau), float(margin)
@@ -129,8 +129,7 @@ class SoftTriple(ProxyLoss):
         """(B, D) → (B, C) float32 soft-max similarity ``S_c`` to each class."""
         if self.proxies_per_class == 1:
             return self.cosines(embeddings)
-        per_center = ops.reshape(self.cosines(embeddings),
-                                 (-1, self.num_classes, self.proxies_per_class))
+        per_center = ops.reshape(self.cosines(embeddings), (-1, self.num_classes, self.proxies_per_class))
         weights = ops.softmax(per_center / self.gamma, axis=2)
         return ops.sum(weights * per_center, axis=2)
 
@@ -153,5 +152,11 @@ class SoftTriple(ProxyLoss):
         return cross_entropy(logits, target_column(logits, labels)) + self.tau * self.regularizer()
 
     def get_config(self):
-        return {**super().get_config(), "la": self.la, "gamma": self.gamma, "tau": self.tau,
-                "margin": self.margin, "centers_per_class": self.proxies_per_class}
+        return {
+            **super().get_config(),
+            "la": self.la,
+            "gamma": self.gamma,
+            "tau": self.tau,
+            "margin": self.margin,
+            "centers_per_class": self.proxies_per_class,
+        }

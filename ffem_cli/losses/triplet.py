@@ -28,8 +28,9 @@ class TripletLoss(PairLoss):
     violates the margin) the loss is exactly 0 with zero gradients.
     """
 
-    def __init__(self, margin=0.2, distance="squared-euclidean", miner="batch-hard",
-                 max_triplets=0, seed=None, **kwargs):
+    def __init__(
+        self, margin=0.2, distance="squared-euclidean", miner="batch-hard", max_triplets=0, seed=None, **kwargs
+    ):
         super().__init__(distance, miner, **kwargs)
         self.margin = float(margin)
         self.max_triplets, self.seed = int(max_triplets), seed
@@ -50,13 +51,13 @@ class TripletLoss(PairLoss):
 
     def compute(self, embeddings, distances, labels):
         anchor, positive, negative, valid = self.capped_triplets(distances, labels)
-        hinge = ops.relu(gather_distances(distances, anchor, positive)
-                         - gather_distances(distances, anchor, negative) + self.margin)
+        hinge = ops.relu(
+            gather_distances(distances, anchor, positive) - gather_distances(distances, anchor, negative) + self.margin
+        )
         return ops.sum(hinge * valid) / ops.maximum(ops.sum(valid), 1.0)
 
     def get_config(self):
-        return {**super().get_config(), "margin": self.margin, "max_triplets": self.max_triplets,
-                "seed": self.seed}
+        return {**super().get_config(), "margin": self.margin, "max_triplets": self.max_triplets, "seed": self.seed}
 
 
 @keras.saving.register_keras_serializable(package="ffem")
@@ -101,20 +102,34 @@ class PoolTripletLoss(TripletLoss):
     slots (label −1) never enter a triplet.
     """
 
-    def __init__(self, margin=0.25, distance="squared-euclidean", miner="batch-min-max",
-                 max_triplets=0, seed=None, pool_size=1024, refresh_every=1, **kwargs):
+    def __init__(
+        self,
+        margin=0.25,
+        distance="squared-euclidean",
+        miner="batch-min-max",
+        max_triplets=0,
+        seed=None,
+        pool_size=1024,
+        refresh_every=1,
+        **kwargs,
+    ):
         super().__init__(margin, distance, miner, max_triplets, seed, **kwargs)
         self.pool_size, self.refresh_every = int(pool_size), int(refresh_every)
         self.pool_features = None
 
     def build(self, embeddings_shape, labels_shape=None):
         width = int(embeddings_shape[-1])
-        self.pool_features = self.add_weight(shape=(self.pool_size, width), initializer="zeros",
-                                             trainable=False, name="pool_features")
-        self.pool_labels = self.add_weight(shape=(self.pool_size,), initializer=keras.initializers.Constant(-1),
-                                           dtype="int32", trainable=False, name="pool_labels")
-        self.calls = self.add_weight(shape=(), initializer="zeros", dtype="int32",
-                                     trainable=False, name="calls")
+        self.pool_features = self.add_weight(
+            shape=(self.pool_size, width), initializer="zeros", trainable=False, name="pool_features"
+        )
+        self.pool_labels = self.add_weight(
+            shape=(self.pool_size,),
+            initializer=keras.initializers.Constant(-1),
+            dtype="int32",
+            trainable=False,
+            name="pool_labels",
+        )
+        self.calls = self.add_weight(shape=(), initializer="zeros", dtype="int32", trainable=False, name="calls")
 
     def call(self, embeddings, labels, training=None):
         embeddings, labels = as_float32(embeddings), as_labels(labels)
@@ -129,8 +144,9 @@ class PoolTripletLoss(TripletLoss):
         far = ops.cast(ops.logical_or(empty[:, None], empty[None, :]), "float32") * LARGE
         anchor, positive, negative, valid = self.capped_triplets(distances + far, mining_labels)
         valid = valid * ops.cast(ops.less(anchor, batch), "float32")
-        hinge = ops.relu(gather_distances(distances, anchor, positive)
-                         - gather_distances(distances, anchor, negative) + self.margin)
+        hinge = ops.relu(
+            gather_distances(distances, anchor, positive) - gather_distances(distances, anchor, negative) + self.margin
+        )
         loss = ops.sum(hinge * valid) / ops.maximum(ops.sum(valid), 1.0)
         if training:
             self.refresh(ops.stop_gradient(embeddings), labels)
@@ -142,14 +158,11 @@ class PoolTripletLoss(TripletLoss):
         start = (self.calls // self.refresh_every) * batch
         rows = (start + ops.arange(batch, dtype="int32")) % self.pool_size
         due = ops.equal(self.calls % self.refresh_every, 0)
-        features = ops.where(due, ops.scatter_update(self.pool_features, rows[:, None], embeddings),
-                             self.pool_features)
-        pool_labels = ops.where(due, ops.scatter_update(self.pool_labels, rows[:, None], labels),
-                                self.pool_labels)
+        features = ops.where(due, ops.scatter_update(self.pool_features, rows[:, None], embeddings), self.pool_features)
+        pool_labels = ops.where(due, ops.scatter_update(self.pool_labels, rows[:, None], labels), self.pool_labels)
         self.pool_features.assign(features)
         self.pool_labels.assign(pool_labels)
         self.calls.assign(self.calls + 1)
 
     def get_config(self):
-        return {**super().get_config(), "pool_size": self.pool_size,
-                "refresh_every": self.refresh_every}
+        return {**super().get_config(), "pool_size": self.pool_size, "refresh_every": self.refresh_every}

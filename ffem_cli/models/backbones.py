@@ -36,41 +36,25 @@ def backbone(build, default_pooling: str, min_input_size: int, paper: str) -> En
 IRESNET_PAPER = "Deng et al. 2019, ArcFace (CVPR); insightface arcface_torch"
 
 BACKBONES: dict[str, Entry] = {
-    "mobilefacenet": backbone(
-        build_mobilefacenet, "gdc", 96, "Chen et al. 2018, MobileFaceNets (CCBR)"
-    ),
-    "mobilenetv3-small": backbone(
-        build_mobilenetv3_small, "gdc", 96, "Howard et al. 2019, MobileNetV3 (ICCV)"
-    ),
-    "mobilenetv3-large": backbone(
-        build_mobilenetv3_large, "gdc", 96, "Howard et al. 2019, MobileNetV3 (ICCV)"
-    ),
+    "mobilefacenet": backbone(build_mobilefacenet, "gdc", 96, "Chen et al. 2018, MobileFaceNets (CCBR)"),
+    "mobilenetv3-small": backbone(build_mobilenetv3_small, "gdc", 96, "Howard et al. 2019, MobileNetV3 (ICCV)"),
+    "mobilenetv3-large": backbone(build_mobilenetv3_large, "gdc", 96, "Howard et al. 2019, MobileNetV3 (ICCV)"),
     "mobilenetv3-minimalistic": backbone(
-        build_mobilenetv3_minimalistic, "gdc", 96,
+        build_mobilenetv3_minimalistic,
+        "gdc",
+        96,
         "Howard et al. 2019, MobileNetV3 (ICCV), minimalistic; FFEM seed 001",
     ),
-    "mobilenetv2": backbone(
-        build_mobilenetv2, "gdc", 96, "Sandler et al. 2018, MobileNetV2 (CVPR)"
-    ),
-    "efficientnetb3": backbone(
-        build_efficientnetb3, "gnap", 96, "Tan & Le 2019, EfficientNet (ICML)"
-    ),
+    "mobilenetv2": backbone(build_mobilenetv2, "gdc", 96, "Sandler et al. 2018, MobileNetV2 (CVPR)"),
+    "efficientnetb3": backbone(build_efficientnetb3, "gnap", 96, "Tan & Le 2019, EfficientNet (ICML)"),
     **{
-        name: backbone(
-            functools.partial(build_iresnet, depths=depths), "flatten-fc", 96, IRESNET_PAPER
-        )
+        name: backbone(functools.partial(build_iresnet, depths=depths), "flatten-fc", 96, IRESNET_PAPER)
         for name, depths in IRESNET_DEPTHS.items()
     },
     "resnet50": backbone(build_resnet50, "gnap", 96, "He et al. 2016, ResNet (CVPR)"),
-    "resnet50v2": backbone(
-        build_resnet50v2, "gnap", 96, "He et al. 2016, identity mappings (ECCV); FFEM seed 003"
-    ),
-    "resnet18": backbone(
-        build_resnet18, "gap", 96, "He et al. 2016, ResNet (CVPR); torchvision, EE488B trainer"
-    ),
-    "thin-resnet34": backbone(
-        build_thin_resnet34, "gap", 96, "EE488B trainer; Chung et al. 2020 (ResNetSE34V2)"
-    ),
+    "resnet50v2": backbone(build_resnet50v2, "gnap", 96, "He et al. 2016, identity mappings (ECCV); FFEM seed 003"),
+    "resnet18": backbone(build_resnet18, "gap", 96, "He et al. 2016, ResNet (CVPR); torchvision, EE488B trainer"),
+    "thin-resnet34": backbone(build_thin_resnet34, "gap", 96, "EE488B trainer; Chung et al. 2020 (ResNetSE34V2)"),
     "thin-resnet34-se": backbone(
         build_thin_resnet34_se, "gap", 96, "EE488B trainer ThinResNet34 (voxceleb_trainer ResNetSE)"
     ),

@@ -33,17 +33,13 @@ def conv_bn(
 
     x: (N, H, W, C_in) → (N, ceil(H/stride), ceil(W/stride), filters).
     """
-    x = layers.Conv2D(
-        filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv"
-    )(x)
+    x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
     x = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_bn")(x)
     return activation(x, act, name)
 
 
 def depthwise_bn(x, kernel: int, stride: int, name: str, act: str | None = None):
     """Depthwise conv (no bias, "same" padding) → BN → optional activation; keeps C."""
-    x = layers.DepthwiseConv2D(
-        kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_dwconv"
-    )(x)
+    x = layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_dwconv")(x)
     x = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_bn")(x)
     return activation(x, act, name)

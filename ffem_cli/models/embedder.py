@@ -53,8 +53,7 @@ def build_embedder(
     head = lookup(POOLINGS, pooling, "pooling")
     if input_size < spec.min_input_size:
         raise FfemError(
-            f"input size {input_size} is too small for backbone {backbone!r} "
-            f"(at least {spec.min_input_size} pixels)"
+            f"input size {input_size} is too small for backbone {backbone!r} (at least {spec.min_input_size} pixels)"
         )
     if embedding_size < 1:
         raise FfemError(f"embedding size must be a positive integer, got {embedding_size}")
@@ -85,8 +84,10 @@ def backbone_of(embedder: keras.Model) -> keras.Model:
     try:
         features = embedder.get_layer(BACKBONE_OUTPUT).output
     except ValueError:
-        raise FfemError(f"model {embedder.name!r} has no {BACKBONE_OUTPUT!r} layer "
-                        "(not an ffem embedder, or saved before backbones were marked)") from None
+        raise FfemError(
+            f"model {embedder.name!r} has no {BACKBONE_OUTPUT!r} layer "
+            "(not an ffem embedder, or saved before backbones were marked)"
+        ) from None
     return keras.Model(embedder.inputs, features, name="backbone")
 
 

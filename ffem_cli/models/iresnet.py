@@ -37,9 +37,7 @@ def ibasic_block(x, filters: int, stride: int, name: str):
     y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv1")(y)
     y = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_bn2")(y)
     y = activation(y, "prelu", name)
-    y = layers.Conv2D(
-        filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv2"
-    )(y)
+    y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv2")(y)
     y = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_bn3")(y)
     shortcut = x
     if stride != 1 or in_channels != filters:
@@ -52,7 +50,5 @@ def build_iresnet(x, depths: tuple[int, int, int, int]):
     x = conv_bn(x, IRESNET_WIDTHS[0], 3, 1, name="ires_stem", act="prelu")
     for stage, (filters, repeats) in enumerate(zip(IRESNET_WIDTHS, depths, strict=True)):
         for block in range(repeats):
-            x = ibasic_block(
-                x, filters, 2 if block == 0 else 1, name=f"ires_stage{stage}_block{block}"
-            )
+            x = ibasic_block(x, filters, 2 if block == 0 else 1, name=f"ires_stage{stage}_block{block}")
     return x

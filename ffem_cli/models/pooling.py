@@ -66,9 +66,7 @@ def fc_regularizer(l2: float):
 
 def embedding_bn(x, name: str, scale: bool = True):
     """The head's last layer: BN over the (N, D) embedding, computed in float32."""
-    return layers.BatchNormalization(
-        epsilon=BN_EPSILON, scale=scale, dtype="float32", name=f"{name}_embedding_bn"
-    )(x)
+    return layers.BatchNormalization(epsilon=BN_EPSILON, scale=scale, dtype="float32", name=f"{name}_embedding_bn")(x)
 
 
 def build_gap(features, embedding_size: int, dropout: float, l2: float = 0.0):
@@ -76,8 +74,7 @@ def build_gap(features, embedding_size: int, dropout: float, l2: float = 0.0):
     x = layers.GlobalAveragePooling2D(name="gap_pool")(features)
     if dropout > 0:
         x = layers.Dropout(dropout, name="gap_dropout")(x)
-    x = layers.Dense(embedding_size, use_bias=False, kernel_regularizer=fc_regularizer(l2),
-                     name="gap_fc")(x)
+    x = layers.Dense(embedding_size, use_bias=False, kernel_regularizer=fc_regularizer(l2), name="gap_fc")(x)
     return embedding_bn(x, "gap")
 
 
@@ -115,15 +112,12 @@ def build_gdc(features, embedding_size: int, dropout: float, l2: float = 0.0):
     activation anywhere; the kernel covers the whole map (7×7 at 112 input).
     """
     kernel = (int(features.shape[1]), int(features.shape[2]))
-    x = layers.DepthwiseConv2D(kernel, padding="valid", use_bias=False, name="gdc_dwconv")(
-        features
-    )
+    x = layers.DepthwiseConv2D(kernel, padding="valid", use_bias=False, name="gdc_dwconv")(features)
     x = layers.BatchNormalization(epsilon=BN_EPSILON, name="gdc_bn")(x)
     x = layers.Flatten(name="gdc_flatten")(x)
     if dropout > 0:
         x = layers.Dropout(dropout, name="gdc_dropout")(x)
-    x = layers.Dense(embedding_size, use_bias=False, kernel_regularizer=fc_regularizer(l2),
-                     name="gdc_fc")(x)
+    x = layers.Dense(embedding_size, use_bias=False, kernel_regularizer=fc_regularizer(l2), name="gdc_fc")(x)
     return embedding_bn(x, "gdc")
 
 
@@ -137,17 +131,23 @@ def build_flatten_fc(features, embedding_size: int, dropout: float, l2: float = 
     if dropout > 0:
         x = layers.Dropout(dropout, name="flatten_fc_dropout")(x)
     x = layers.Flatten(name="flatten_fc_flatten")(x)
-    x = layers.Dense(embedding_size, kernel_regularizer=fc_regularizer(l2),
-                     name="flatten_fc_fc")(x)
+    x = layers.Dense(embedding_size, kernel_regularizer=fc_regularizer(l2), name="flatten_fc_fc")(x)
     return embedding_bn(x, "flatten_fc", scale=False)
 
 
 POOLINGS: dict[str, Entry] = {
     "gap": Entry(build_gap, "—", summary="global average pooling → FC → BN"),
-    "gnap": Entry(build_gnap, "Chen et al. 2018, arXiv:1808.00435 (GNAP)",
-                  summary="norm-aware reweighting → GAP → FC → BN"),
-    "gdc": Entry(build_gdc, "Chen et al. 2018, MobileFaceNets (CCBR)",
-                 summary="global depthwise conv (kernel = map size) → BN → FC → BN"),
-    "flatten-fc": Entry(build_flatten_fc, "Deng et al. 2019, ArcFace (CVPR); arcface_torch IResNet",
-                        summary="BN → dropout → flatten → FC → BN (insightface output block)"),
+    "gnap": Entry(
+        build_gnap, "Chen et al. 2018, arXiv:1808.00435 (GNAP)", summary="norm-aware reweighting → GAP → FC → BN"
+    ),
+    "gdc": Entry(
+        build_gdc,
+        "Chen et al. 2018, MobileFaceNets (CCBR)",
+        summary="global depthwise conv (kernel = map size) → BN → FC → BN",
+    ),
+    "flatten-fc": Entry(
+        build_flatten_fc,
+        "Deng et al. 2019, ArcFace (CVPR); arcface_torch IResNet",
+        summary="BN → dropout → flatten → FC → BN (insightface output block)",
+    ),
 }

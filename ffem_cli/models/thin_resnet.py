@@ -34,11 +34,7 @@ def basic_block(x, filters: int, stride: int, name: str):
 def build_thin_resnet34(x):
     """(N, S, S, 3) → (N, S/16, S/16, 256) feature map (7×7 at S = 112)."""
     x = conv_bn(x, THIN_RESNET34_WIDTHS[0], 3, 1, name="thin_stem", act="relu")
-    for stage, (filters, repeats) in enumerate(
-        zip(THIN_RESNET34_WIDTHS, THIN_RESNET34_DEPTHS, strict=True)
-    ):
+    for stage, (filters, repeats) in enumerate(zip(THIN_RESNET34_WIDTHS, THIN_RESNET34_DEPTHS, strict=True)):
         for block in range(repeats):
-            x = basic_block(
-                x, filters, 2 if block == 0 else 1, name=f"thin_stage{stage}_block{block}"
-            )
+            x = basic_block(x, filters, 2 if block == 0 else 1, name=f"thin_stage{stage}_block{block}")
     return x

@@ -34,8 +34,7 @@ def squeeze_excitation(x, name: str):
 def se_basic_block(x, filters: int, stride: int, name: str):
     """(N, H, W, C_in) → (N, H/stride, W/stride, filters), voxceleb_trainer's SEBasicBlock."""
     in_channels = int(x.shape[-1])
-    y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False,
-                      name=f"{name}_a_conv")(x)
+    y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_a_conv")(x)
     y = layers.Activation("relu", name=f"{name}_a_relu")(y)
     y = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_a_bn")(y)
     y = conv_bn(y, filters, 3, 1, name=f"{name}_b")
@@ -51,9 +50,7 @@ def build_thin_resnet34_se(x):
     """(N, S, S, 3) → (N, S/32, S/32, 256) feature map (4×4 at S = 112)."""
     x = conv_bn(x, THIN_RESNET34_SE_WIDTHS[0], 7, 2, name="thin_se_stem", act="relu")
     x = layers.MaxPooling2D(3, strides=2, padding="same", name="thin_se_stem_pool")(x)
-    for stage, (filters, repeats) in enumerate(
-        zip(THIN_RESNET34_SE_WIDTHS, THIN_RESNET34_SE_DEPTHS, strict=True)
-    ):
+    for stage, (filters, repeats) in enumerate(zip(THIN_RESNET34_SE_WIDTHS, THIN_RESNET34_SE_DEPTHS, strict=True)):
         for block in range(repeats):
             stride = 2 if block == 0 and stage > 0 else 1
             x = se_basic_block(x, filters, stride, name=f"thin_se_stage{stage}_block{block}")

@@ -44,8 +44,9 @@ class DistributedAccumulation:
 
             def accumulate():
                 for grad, acc in zip(summed, accumulators, strict=True):
-                    distribution.extended.update(acc, lambda a, g: a.assign_add(tf.cast(g, a.dtype)),
-                                                 args=(grad,), group=False)
+                    distribution.extended.update(
+                        acc, lambda a, g: a.assign_add(tf.cast(g, a.dtype)), args=(grad,), group=False
+                    )
                 return tf.constant(False)
 
             tf.cond(is_update_step, update, accumulate)

@@ -90,8 +90,7 @@ def restore_latest(directory: Path, model, optimizer) -> Position | None:
             err.print(f"warning: {path} is unreadable ({type(exc).__name__}); trying the previous checkpoint")
             continue
         _assign(path, arrays, meta, _variables(model, optimizer))
-        return Position(meta["step"], meta["epoch"], meta["step_in_epoch"], meta.get("state", {}),
-                        meta.get("metrics"))
+        return Position(meta["step"], meta["epoch"], meta["step_in_epoch"], meta.get("state", {}), meta.get("metrics"))
     return None
 
 

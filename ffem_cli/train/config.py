@@ -182,8 +182,16 @@ def validate(config: TrainConfig) -> None:
     for name in ("batch_size", "epochs", "checkpoint_every", "keep_checkpoints", "grad_accum", "plateau_patience"):
         if getattr(config, name) < 1:
             raise FfemError(f"{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
-    for name in ("images_per_identity", "num_classes", "freeze_backbone_epochs", "devices", "early_stop",
-                 "classes_per_batch", "head_l2", "decay_every"):
+    for name in (
+        "images_per_identity",
+        "num_classes",
+        "freeze_backbone_epochs",
+        "devices",
+        "early_stop",
+        "classes_per_batch",
+        "head_l2",
+        "decay_every",
+    ):
         if getattr(config, name) < 0:
             raise FfemError(f"{name.replace('_', '-')} must not be negative, got {getattr(config, name)}")
     if not 0.0 < config.sample_rate <= 1.0:
@@ -197,13 +205,14 @@ def validate(config: TrainConfig) -> None:
     if not 0 < config.plateau_factor < 1:
         raise FfemError(f"plateau-factor must be between 0 and 1, got {config.plateau_factor}")
     if config.schedule == "plateau" and config.warmup_epochs:
-        raise FfemError("--schedule plateau keeps a constant LR between reductions (as Keras's "
-                        "ReduceLROnPlateau); it does not combine with --warmup")
+        raise FfemError(
+            "--schedule plateau keeps a constant LR between reductions (as Keras's "
+            "ReduceLROnPlateau); it does not combine with --warmup"
+        )
     from ffem_cli.train.validation import parse_every
 
     parse_every(config.val_every)
-    if config.classes_per_batch and config.batch_size != config.classes_per_batch * max(
-            config.images_per_identity, 1):
+    if config.classes_per_batch and config.batch_size != config.classes_per_batch * max(config.images_per_identity, 1):
         raise FfemError(
             f"batch size {config.batch_size} is not classes-per-batch {config.classes_per_batch} × "
             f"images-per-identity {max(config.images_per_identity, 1)}; give one or the other"
@@ -227,12 +236,15 @@ def identity_groups(batch_size: int, images_per_identity: int, replicas: int = 1
     ``batch_size``, and the P identities split evenly among ``replicas`` (each replica needs whole
     identity groups); ``FfemError`` otherwise."""
     if batch_size % images_per_identity:
-        raise FfemError(f"batch size {batch_size} is not a multiple of images-per-identity "
-                        f"{images_per_identity} (P×K batches)")
+        raise FfemError(
+            f"batch size {batch_size} is not a multiple of images-per-identity {images_per_identity} (P×K batches)"
+        )
     identities = batch_size // images_per_identity
     if identities % replicas:
-        raise FfemError(f"{identities} identities per batch do not divide among {replicas} replicas "
-                        "(each replica needs whole identity groups)")
+        raise FfemError(
+            f"{identities} identities per batch do not divide among {replicas} replicas "
+            "(each replica needs whole identity groups)"
+        )
     return identities, images_per_identity
 
 
@@ -263,8 +275,7 @@ def _coerce(name: str, value: Any) -> Any:
     return float(value) if kind == "float" else value
 
 
-def for_run(run_path: str | Path, resume: bool, config_file: str | Path | None,
-            flags: dict[str, Any]) -> TrainConfig:
+def for_run(run_path: str | Path, resume: bool, config_file: str | Path | None, flags: dict[str, Any]) -> TrainConfig:
     """The config of ``ffem train``: with ``--resume``, the run's stored ``[train]`` table is
     the file (flags still override, e.g. more ``--epochs``); otherwise ``--config`` if given."""
     stored = Path(run_path) / "run.toml"

@@ -101,16 +101,20 @@ class Diagnostics(keras.callbacks.Callback):
         figures = collapse_figures(embeddings)
         warnings = []
         if figures["mean_cosine"] > COLLAPSE_COSINE or figures["spread"] < COLLAPSE_SPREAD:
-            warnings.append(f"embedding collapse: mean cosine {figures['mean_cosine']:.3f} between different "
-                            f"faces, spread {figures['spread']:.3f} (lower the learning rate?)")
+            warnings.append(
+                f"embedding collapse: mean cosine {figures['mean_cosine']:.3f} between different "
+                f"faces, spread {figures['spread']:.3f} (lower the learning rate?)"
+            )
         if isinstance(head, CosineHead):
             cosines = np.asarray(head.logits(embeddings), dtype=np.float32)
             target = cosines[np.arange(len(self.labels)), self.labels]
             margined = np.asarray(head.margin(ops.convert_to_tensor(target[:, None])), dtype=np.float32)[:, 0]
             figures.update(margin_figures(cosines, self.labels, margined))
             if epoch >= INSIDE_MARGIN_FROM_EPOCH and figures["inside_margin"] >= INSIDE_MARGIN:
-                warnings.append(f"{figures['inside_margin']:.0%} of samples are still inside the margin "
-                                f"(mean target cos θ {figures['target_cos']:.3f}); the margin head is not converging")
+                warnings.append(
+                    f"{figures['inside_margin']:.0%} of samples are still inside the margin "
+                    f"(mean target cos θ {figures['target_cos']:.3f}); the margin head is not converging"
+                )
         elif isinstance(head, PairLoss):
             from ffem_cli.losses.miners import DEFAULT_MARGIN
 
@@ -120,8 +124,10 @@ class Diagnostics(keras.callbacks.Callback):
             figures.update(active_figures(np.asarray(distances), *mined, margin))
             figures["zero_loss_streak"] = float(self.longest)
             if figures["active"] == 0.0:
-                warnings.append("the miner finds no active tuple on the probe batch (every mined tuple "
-                                "already satisfies the margin)")
+                warnings.append(
+                    "the miner finds no active tuple on the probe batch (every mined tuple "
+                    "already satisfies the margin)"
+                )
             if self.longest >= ZERO_LOSS_STREAK:
                 warnings.append(f"the loss was exactly 0 for {self.longest} consecutive steps")
         norm = gradient_norm(self.parts.model, self.images, self.labels)
@@ -154,5 +160,7 @@ def probe_batch(config, pk) -> tuple[np.ndarray, np.ndarray]:
     from ffem_cli.data.pipeline import Augment, train_dataset
 
     size = config.batch_size if pk else min(config.batch_size, 64)
-    images, labels = next(iter(train_dataset(config.data, size, epoch=0, seed=config.seed, augment=Augment.off(), pk=pk)))
+    images, labels = next(
+        iter(train_dataset(config.data, size, epoch=0, seed=config.seed, augment=Augment.off(), pk=pk))
+    )
     return np.asarray(images), np.asarray(labels)

@@ -62,8 +62,7 @@ class _HeadSettings:
         import tensorflow as tf
 
         rows, position = tf.unique(gradient.indices)
-        grad = tf.math.unsorted_segment_sum(tf.cast(gradient.values, variable.dtype), position,
-                                            tf.shape(rows)[0])
+        grad = tf.math.unsorted_segment_sum(tf.cast(gradient.values, variable.dtype), position, tf.shape(rows)[0])
         weights = _gather(variable, rows)
         index = self._get_variable_index(variable)
         if isinstance(self, keras.optimizers.Adam):

@@ -30,15 +30,23 @@ class TrainingModel(keras.Model):
     pure function of the checkpointed step, so a resumed run is exact.
     """
 
-    def __init__(self, embedder: keras.Model, loss_layer: keras.layers.Layer, track_accuracy: bool = True,
-                 margin_warmup_steps: int = 0, **kwargs):
+    def __init__(
+        self,
+        embedder: keras.Model,
+        loss_layer: keras.layers.Layer,
+        track_accuracy: bool = True,
+        margin_warmup_steps: int = 0,
+        **kwargs,
+    ):
         super().__init__(name="ffem_training", **kwargs)
         self.embedder = embedder
         self.loss_layer = loss_layer
         if margin_warmup_steps:
             if not getattr(loss_layer, "warmable_margin", False):
-                raise FfemError(f"margin warm-up needs a margin loss (arcface, cosface, ...); "
-                                f"{loss_layer.__class__.__name__} has no margin")
+                raise FfemError(
+                    f"margin warm-up needs a margin loss (arcface, cosface, ...); "
+                    f"{loss_layer.__class__.__name__} has no margin"
+                )
             if keras.backend.backend() != "tensorflow":
                 # JAX's stateless loss computation does not see the optimizer's step counter
                 raise FfemError("margin warm-up needs the TensorFlow backend")
@@ -127,8 +135,16 @@ def _multi_worker(strategy=None) -> bool:
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
 
-def build_optimizer(name: str, learning_rate, *, momentum: float = 0.9, nesterov: bool = True,
-                    weight_decay: float = 0.0, clipnorm: float = 0.0, grad_accum: int = 1) -> keras.optimizers.Optimizer:
+def build_optimizer(
+    name: str,
+    learning_rate,
+    *,
+    momentum: float = 0.9,
+    nesterov: bool = True,
+    weight_decay: float = 0.0,
+    clipnorm: float = 0.0,
+    grad_accum: int = 1,
+) -> keras.optimizers.Optimizer:
     """``sgd`` (momentum, Nesterov), ``adam``, ``adamw`` or ``adagrad`` (MassFace's) from
     ``keras.optimizers``.
 

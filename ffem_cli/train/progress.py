@@ -30,8 +30,17 @@ class StepMonitor(keras.callbacks.Callback):
     checking every weight is finite); stops (``halted``) at ``halt_at_step``.
     """
 
-    def __init__(self, run, parts, config, steps_per_epoch: int, position: Position, writer,
-                 halt_at_step: int | None, show_progress: bool):
+    def __init__(
+        self,
+        run,
+        parts,
+        config,
+        steps_per_epoch: int,
+        position: Position,
+        writer,
+        halt_at_step: int | None,
+        show_progress: bool,
+    ):
         super().__init__()
         self.run, self.parts, self.config = run, parts, config
         self.steps_per_epoch = steps_per_epoch
@@ -70,9 +79,12 @@ class StepMonitor(keras.callbacks.Callback):
         self._epoch_started = time.perf_counter()
         self._epoch_images = 0
         if self._bar is not None:
-            self._bar.reset(self._tasks["epoch"], total=self.steps_per_epoch,
-                            completed=self.position.step_in_epoch,
-                            description=f"epoch {epoch + 1}/{self.config.epochs}")
+            self._bar.reset(
+                self._tasks["epoch"],
+                total=self.steps_per_epoch,
+                completed=self.position.step_in_epoch,
+                description=f"epoch {epoch + 1}/{self.config.epochs}",
+            )
 
     def on_epoch_begin(self, epoch, logs=None):
         """After ``fit`` reset the metrics: a resumed epoch continues the running means it had."""
@@ -85,8 +97,11 @@ class StepMonitor(keras.callbacks.Callback):
         """Mid-epoch: the metrics' variables (JSON lists) and the last loss/accuracy; else ``None``."""
         if self.position.step_in_epoch == 0:
             return None
-        return {"variables": [np.asarray(v.numpy()).tolist() for v in self.parts.model.metrics_variables],
-                "loss": self.last_loss, "accuracy": self.last_accuracy}
+        return {
+            "variables": [np.asarray(v.numpy()).tolist() for v in self.parts.model.metrics_variables],
+            "loss": self.last_loss,
+            "accuracy": self.last_accuracy,
+        }
 
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}
@@ -95,8 +110,10 @@ class StepMonitor(keras.callbacks.Callback):
         loss = float(np.asarray(logs.get("loss", np.nan)))
         if not math.isfinite(loss):
             self.model.stop_training = True
-            raise NonFiniteLoss(f"loss became {loss} at step {self.position.step} "
-                                f"(epoch {p.epoch + 1}, step {self.position.step_in_epoch})")
+            raise NonFiniteLoss(
+                f"loss became {loss} at step {self.position.step} "
+                f"(epoch {p.epoch + 1}, step {self.position.step_in_epoch})"
+            )
         accuracy = logs.get("accuracy")
         self.last_loss = loss
         self.last_accuracy = None if accuracy is None else float(np.asarray(accuracy))
@@ -130,8 +147,14 @@ class StepMonitor(keras.callbacks.Callback):
             if not np.all(np.isfinite(np.asarray(variable.numpy(), dtype=np.float32))):
                 raise NonFiniteLoss(f"weight {variable.path} became non-finite by step {self.position.step}")
         position = dataclasses.replace(self.position, metrics=self.metric_state())
-        checkpoint.save(self.run.checkpoints, self.parts.model, self.parts.optimizer, position,
-                        self.config.keep_checkpoints, self.extra_state())
+        checkpoint.save(
+            self.run.checkpoints,
+            self.parts.model,
+            self.parts.optimizer,
+            position,
+            self.config.keep_checkpoints,
+            self.extra_state(),
+        )
 
     def epoch_record(self) -> dict:
         """The ``metrics.jsonl`` line of the epoch just finished (loss/accuracy: this process's steps).

@@ -18,14 +18,20 @@ def check_global_batch(stored_train: dict, batch_size: int) -> None:
     """Refuse a resume that changes the global batch: the data position would mean other images."""
     stored = stored_train.get("batch_size")
     if stored is not None and int(stored) != batch_size:
-        raise FfemError(f"the run was trained with a global batch of {stored}; resume it with the same "
-                        f"--batch-size (on another device count the per-device batch is recomputed from it)")
+        raise FfemError(
+            f"the run was trained with a global batch of {stored}; resume it with the same "
+            f"--batch-size (on another device count the per-device batch is recomputed from it)"
+        )
 
 
 def resumed_entry(started: str, devices: list[str], batch_size: int, previous_devices: list[str]) -> dict:
     """One ``[[resumed]]`` table: when, on which devices, the per-device batch, the change if any."""
-    entry = {"started": started, "devices": devices, "replicas": len(devices),
-             "per_replica_batch": batch_size // max(len(devices), 1)}
+    entry = {
+        "started": started,
+        "devices": devices,
+        "replicas": len(devices),
+        "per_replica_batch": batch_size // max(len(devices), 1),
+    }
     if len(previous_devices) != len(devices):
         entry["replicas_before"] = len(previous_devices)
     return entry

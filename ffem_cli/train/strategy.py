@@ -61,8 +61,9 @@ def _strategy_on_gpus(gpu_ids: list[int], devices: int):
     gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
     missing = [i for i in gpu_ids if not 0 <= i < len(gpus)]
     if missing:
-        raise FfemError(f"--gpu {missing[0]}: only {len(gpus)} GPU(s) are visible"
-                        + (f" (ids 0-{len(gpus) - 1})" if gpus else ""))
+        raise FfemError(
+            f"--gpu {missing[0]}: only {len(gpus)} GPU(s) are visible" + (f" (ids 0-{len(gpus) - 1})" if gpus else "")
+        )
     if len(set(gpu_ids)) != len(gpu_ids):
         raise FfemError(f"--gpu lists a GPU twice: {gpu_ids}")
     if devices and devices != len(gpu_ids):
@@ -99,5 +100,6 @@ def is_chief() -> bool:
 def check_batch(batch_size: int, replicas: int) -> None:
     """Refuse a global batch that does not split evenly among the replicas."""
     if batch_size % replicas:
-        raise FfemError(f"batch size {batch_size} does not divide among {replicas} replicas; "
-                        f"use a multiple of {replicas}")
+        raise FfemError(
+            f"batch size {batch_size} does not divide among {replicas} replicas; use a multiple of {replicas}"
+        )

@@ -52,8 +52,16 @@ class TrainResult:
     halted: bool
 
 
-def train(config: TrainConfig, run_path: str | Path, *, resume: bool = False, argv: list[str] | None = None,
-          halt_at_step: int | None = None, show_progress: bool = True, verify: bool = False) -> TrainResult:
+def train(
+    config: TrainConfig,
+    run_path: str | Path,
+    *,
+    resume: bool = False,
+    argv: list[str] | None = None,
+    halt_at_step: int | None = None,
+    show_progress: bool = True,
+    verify: bool = False,
+) -> TrainResult:
     """Train one stage into ``run_path``.
 
     ``resume``: continue an existing run (its ``run.toml`` ``[train]`` table
@@ -88,8 +96,10 @@ def train(config: TrainConfig, run_path: str | Path, *, resume: bool = False, ar
     watch = validation.make_watch(config, sets)
     pack_classes = int(manifest["num_classes"])
     if config.num_classes and config.num_classes != pack_classes:
-        raise FfemError(f"{config.data}: the pack has {pack_classes} classes but the head is set to "
-                        f"{config.num_classes} (--num-classes)")
+        raise FfemError(
+            f"{config.data}: the pack has {pack_classes} classes but the head is set to "
+            f"{config.num_classes} (--num-classes)"
+        )
 
     with precision_policy(config.precision):
         strategy = strategy_module.make_strategy(config.devices, config.gpu_ids)
@@ -108,17 +118,25 @@ def train(config: TrainConfig, run_path: str | Path, *, resume: bool = False, ar
         with strategy.scope():
             # Partial FC: no top-1 accuracy, which would need the full (B, C) logits it avoids
             track_accuracy = config.sample_rate == 1.0 and not is_pair_loss(config.loss)
-            parts = _Parts(TrainingModel(embedder, loss_layer, track_accuracy=track_accuracy,
-                                         margin_warmup_steps=round(config.margin_warmup_epochs * steps)),
-                           embedder, loss_layer)
+            parts = _Parts(
+                TrainingModel(
+                    embedder,
+                    loss_layer,
+                    track_accuracy=track_accuracy,
+                    margin_warmup_steps=round(config.margin_warmup_epochs * steps),
+                ),
+                embedder,
+                loss_layer,
+            )
             _compile(parts, config, steps)
         chief = strategy_module.is_chief()
         target = run if chief else RunDir(tempfile.mkdtemp(prefix="ffem-worker-"))
         _write_run_toml(target, config, manifest, parts, strategy, argv)
         try:
             # every worker restores from the shared run directory's checkpoints (the chief's)
-            return _loop(config, target, parts, strategy, steps, pk, halt_at_step, show_progress, sets, watch,
-                         run.checkpoints)
+            return _loop(
+                config, target, parts, strategy, steps, pk, halt_at_step, show_progress, sets, watch, run.checkpoints
+            )
         finally:
             if not chief:
                 shutil.rmtree(target.path, ignore_errors=True)
@@ -137,8 +155,10 @@ def _reconcile_with_existing_run(run: RunDir, config: TrainConfig, resume: bool)
         if config_module.resolve(stored) == config:
             err.print(f"{run.path}: continuing the run (same configuration)")
             return config
-        raise FfemError(f"{run.path}: already holds a run with a different configuration; "
-                        "use --resume to continue it or choose another --run")
+        raise FfemError(
+            f"{run.path}: already holds a run with a different configuration; "
+            "use --resume to continue it or choose another --run"
+        )
     if resume:
         raise FfemError(f"{run.path}: nothing to resume (no run.toml)")
     if run.path.exists() and any(run.path.iterdir()):
@@ -153,9 +173,11 @@ def _check_same_pack(run: RunDir, config: TrainConfig) -> None:
     recorded = run.read_config().get("data", {}).get("manifest_sha256")
     current = file_sha256(PackDir(config.data).manifest_path)
     if recorded and recorded != current:
-        raise FfemError(f"{config.data}: is not the pack {run.path} started on (its manifest's sha256 "
-                        f"{current[:12]}… differs from run.toml's {recorded[:12]}…); "
-                        "train a new --run on this pack")
+        raise FfemError(
+            f"{config.data}: is not the pack {run.path} started on (its manifest's sha256 "
+            f"{current[:12]}… differs from run.toml's {recorded[:12]}…); "
+            "train a new --run on this pack"
+        )
 
 
 def _resolve_model(config: TrainConfig) -> TrainConfig:
@@ -167,12 +189,21 @@ def _resolve_model(config: TrainConfig) -> TrainConfig:
         model = source.read_config().get("model", {})
         config = replace(config, backbone=model.get("backbone", config.backbone))
         if not config.init_backbone_only:
-            config = replace(config, pooling=model.get("pooling", config.pooling),
-                             embedding_size=model.get("embedding_size", config.embedding_size))
-        if not (isinstance(config.backbone, str) and isinstance(config.pooling, str)
-                and type(config.embedding_size) is int and config.embedding_size > 0):
-            raise FfemError(f"{source.config_path}: [model] backbone/pooling must be names and "
-                            f"embedding_size a positive integer, got {model!r}")
+            config = replace(
+                config,
+                pooling=model.get("pooling", config.pooling),
+                embedding_size=model.get("embedding_size", config.embedding_size),
+            )
+        if not (
+            isinstance(config.backbone, str)
+            and isinstance(config.pooling, str)
+            and type(config.embedding_size) is int
+            and config.embedding_size > 0
+        ):
+            raise FfemError(
+                f"{source.config_path}: [model] backbone/pooling must be names and "
+                f"embedding_size a positive integer, got {model!r}"
+            )
     backbone = lookup(BACKBONES, config.backbone, "backbone")
     if not config.pooling:
         config = replace(config, pooling=backbone.default_pooling)
@@ -214,13 +245,15 @@ def _build(config: TrainConfig, num_classes: int, size: int) -> tuple[object, ob
     from ffem_cli.losses import build_loss
     from ffem_cli.models import build_embedder
 
-    embedder = build_embedder(config.backbone, config.pooling, config.embedding_size, size, config.dropout,
-                              config.head_l2)
+    embedder = build_embedder(
+        config.backbone, config.pooling, config.embedding_size, size, config.dropout, config.head_l2
+    )
     if config.init_from:
         source = RunDir(config.init_from).load_keras_model()
         if tuple(source.input_shape[1:3]) != (size, size):
-            raise FfemError(f"{config.init_from}: its embedder takes {source.input_shape[1]}-pixel faces, "
-                            f"the pack has {size}")
+            raise FfemError(
+                f"{config.init_from}: its embedder takes {source.input_shape[1]}-pixel faces, the pack has {size}"
+            )
         if config.init_backbone_only:
             transfer.copy_backbone(source, embedder)
         else:
@@ -246,8 +279,10 @@ def _pk(config: TrainConfig, replicas: int) -> tuple[int, int] | None:
     if not k:
         return None
     if pair_loss and k < 2:
-        raise FfemError(f"loss {config.loss!r} compares images of the same identity: it needs at least "
-                        f"2 images per identity in a batch, got --images-per-identity {k}")
+        raise FfemError(
+            f"loss {config.loss!r} compares images of the same identity: it needs at least "
+            f"2 images per identity in a batch, got --images-per-identity {k}"
+        )
     return identity_groups(config.batch_size, k, replicas)
 
 
@@ -257,49 +292,87 @@ def _compile(parts: _Parts, config: TrainConfig, steps: int) -> None:
     from ffem_cli.train.schedules import WarmupDecay
 
     updates = steps / config.grad_accum  # optimizer updates per epoch: the schedule's unit
-    schedule = config.lr if config.schedule == "plateau" else WarmupDecay(  # plateau: validation.Watch lowers it
-        config.lr, total_steps=round(updates * config.epochs), warmup_steps=round(config.warmup_epochs * updates),
-        decay=config.schedule, boundaries=[round(e * updates) for e in config.decay_epochs],
-        factor=config.decay_factor, power=config.poly_power, min_lr=config.min_lr,
-        every=max(round(config.decay_every * steps), 1) if config.decay_every else 0,
-        staircase=config.staircase,
+    schedule = (
+        config.lr
+        if config.schedule == "plateau"
+        else WarmupDecay(  # plateau: validation.Watch lowers it
+            config.lr,
+            total_steps=round(updates * config.epochs),
+            warmup_steps=round(config.warmup_epochs * updates),
+            decay=config.schedule,
+            boundaries=[round(e * updates) for e in config.decay_epochs],
+            factor=config.decay_factor,
+            power=config.poly_power,
+            min_lr=config.min_lr,
+            every=max(round(config.decay_every * steps), 1) if config.decay_every else 0,
+            staircase=config.staircase,
+        )
     )
-    optimizer = build_optimizer(config.optimizer, schedule, momentum=config.momentum, nesterov=config.nesterov,
-                                weight_decay=config.weight_decay, clipnorm=config.clipnorm,
-                                grad_accum=config.grad_accum)
+    optimizer = build_optimizer(
+        config.optimizer,
+        schedule,
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+        weight_decay=config.weight_decay,
+        clipnorm=config.clipnorm,
+        grad_accum=config.grad_accum,
+    )
     head_optimizer.configure(optimizer, parts.loss_layer, config)
     parts.model.compile(optimizer=optimizer, jit_compile=config.xla)
     parts.optimizer = parts.model.optimizer  # a LossScaleOptimizer under mixed_float16
     parts.optimizer.build(parts.model.trainable_variables)
 
 
-def _write_run_toml(run: RunDir, config: TrainConfig, manifest: dict, parts: _Parts, strategy,
-                    argv: list[str] | None) -> None:
+def _write_run_toml(
+    run: RunDir, config: TrainConfig, manifest: dict, parts: _Parts, strategy, argv: list[str] | None
+) -> None:
     run.path.mkdir(parents=True, exist_ok=True)
     manifest_path = PackDir(config.data).manifest_path
-    loss_config = {k: v for k, v in parts.loss_layer.get_config().items()
-                   if isinstance(v, (int, float, str, bool)) and k not in ("name", "trainable")}
+    loss_config = {
+        k: v
+        for k, v in parts.loss_layer.get_config().items()
+        if isinstance(v, (int, float, str, bool)) and k not in ("name", "trainable")
+    }
     previous = run.read_config() if run.config_path.is_file() else {}
     fingerprint = previous.get("data", {}).get("manifest_sha256") or file_sha256(manifest_path)
-    run.write_config({
-        "train": config.to_toml(),
-        "data": {
-            "pack": config.data,
-            "image_size": int(manifest["image_size"]),
-            "crop": manifest["crop"],
-            "margin": float(manifest.get("margin", 0.0)),
-            "num_classes": int(manifest["num_classes"]),
-            "manifest_sha256": fingerprint,  # never rewritten: _check_same_pack refuses another pack
-        },
-        "model": {"backbone": config.backbone, "pooling": config.pooling,
-                  "embedding_size": config.embedding_size, "dropout": config.dropout,
-                  "head_l2": config.head_l2},
-        "loss": {"name": config.loss, **loss_config},
-        "provenance": previous.get("provenance") or provenance.collect(strategy_module.replica_devices(strategy), argv),
-        **({"resumed": previous.get("resumed", []) + [resume_module.resumed_entry(
-            provenance.collect([], argv)["started"], strategy_module.replica_devices(strategy), config.batch_size,
-            _last_devices(previous))]} if previous else {}),
-    })
+    run.write_config(
+        {
+            "train": config.to_toml(),
+            "data": {
+                "pack": config.data,
+                "image_size": int(manifest["image_size"]),
+                "crop": manifest["crop"],
+                "margin": float(manifest.get("margin", 0.0)),
+                "num_classes": int(manifest["num_classes"]),
+                "manifest_sha256": fingerprint,  # never rewritten: _check_same_pack refuses another pack
+            },
+            "model": {
+                "backbone": config.backbone,
+                "pooling": config.pooling,
+                "embedding_size": config.embedding_size,
+                "dropout": config.dropout,
+                "head_l2": config.head_l2,
+            },
+            "loss": {"name": config.loss, **loss_config},
+            "provenance": previous.get("provenance")
+            or provenance.collect(strategy_module.replica_devices(strategy), argv),
+            **(
+                {
+                    "resumed": previous.get("resumed", [])
+                    + [
+                        resume_module.resumed_entry(
+                            provenance.collect([], argv)["started"],
+                            strategy_module.replica_devices(strategy),
+                            config.batch_size,
+                            _last_devices(previous),
+                        )
+                    ]
+                }
+                if previous
+                else {}
+            ),
+        }
+    )
 
 
 def _last_devices(previous: dict) -> list[str]:
@@ -311,8 +384,19 @@ def _last_devices(previous: dict) -> list[str]:
 # ---------------------------------------------------------------- the loop
 
 
-def _loop(config: TrainConfig, run: RunDir, parts: _Parts, strategy, steps: int, pk, halt_at_step,
-          show_progress: bool, sets: list, watch, restore_from: Path) -> TrainResult:
+def _loop(
+    config: TrainConfig,
+    run: RunDir,
+    parts: _Parts,
+    strategy,
+    steps: int,
+    pk,
+    halt_at_step,
+    show_progress: bool,
+    sets: list,
+    watch,
+    restore_from: Path,
+) -> TrainResult:
     """Epochs from the newest checkpoint on. An epoch ends with, in this order: its metrics line,
     the embedder (when kept), the checkpoint; a kill anywhere in between resumes from the
     previous checkpoint and redoes the epoch, whose metrics line then replaces the first."""
@@ -325,13 +409,20 @@ def _loop(config: TrainConfig, run: RunDir, parts: _Parts, strategy, steps: int,
 
     position = checkpoint.restore_latest(restore_from, parts.model, parts.optimizer) or Position(0, 0, 0)
     if position.step:
-        err.print(f"resuming at step {position.step} (epoch {position.epoch + 1}, "
-                  f"step {position.step_in_epoch} of {steps})")
+        err.print(
+            f"resuming at step {position.step} (epoch {position.epoch + 1}, step {position.step_in_epoch} of {steps})"
+        )
     run.forget_epochs_after(position.epoch)
     writer = tf.summary.create_file_writer(str(run.logs))
     monitor = StepMonitor(run, parts, config, steps, position, writer, halt_at_step, show_progress)
-    checker = Validation(sets, watch, config, monitor, run,
-                         lambda: save_embedder(parts.embedder, config, run.embedder_path, parts.loss_layer))
+    checker = Validation(
+        sets,
+        watch,
+        config,
+        monitor,
+        run,
+        lambda: save_embedder(parts.embedder, config, run.embedder_path, parts.loss_layer),
+    )
     checker.restore(position.state)
     monitor.extra_state = checker.state
     diagnostics = Diagnostics(parts, probe_batch(config, pk))
@@ -347,8 +438,15 @@ def _loop(config: TrainConfig, run: RunDir, parts: _Parts, strategy, steps: int,
                     parts.model.compile(optimizer=parts.optimizer, jit_compile=config.xla)
                     frozen = freeze
                 skip = monitor.position.step_in_epoch
-                dataset = train_dataset(config.data, config.batch_size, epoch=epoch, seed=config.seed,
-                                        augment=Augment.preset(config.augment, config.augment_options), pk=pk, start_step=skip)
+                dataset = train_dataset(
+                    config.data,
+                    config.batch_size,
+                    epoch=epoch,
+                    seed=config.seed,
+                    augment=Augment.preset(config.augment, config.augment_options),
+                    pk=pk,
+                    start_step=skip,
+                )
                 monitor.start_epoch(epoch)
                 if skip < steps:  # a step checkpoint may fall on the epoch's last step
                     _fit(parts, config, dataset, steps - skip, [monitor, checker, diagnostics])
@@ -374,10 +472,19 @@ def _loop(config: TrainConfig, run: RunDir, parts: _Parts, strategy, steps: int,
     finally:
         writer.close()
     if not monitor.halted and not embedder_saved and (not sets or not run.embedder_path.is_file()):
-        save_embedder(parts.embedder, config, run.embedder_path, parts.loss_layer)  # a resumed finished run: the final state
-    return TrainResult(run.path, monitor.position.step, monitor.position.epoch, monitor.last_loss,
-                       checker.watch.monitor, checker.watch.state["best"], monitor.images_per_second,
-                       monitor.halted)
+        save_embedder(
+            parts.embedder, config, run.embedder_path, parts.loss_layer
+        )  # a resumed finished run: the final state
+    return TrainResult(
+        run.path,
+        monitor.position.step,
+        monitor.position.epoch,
+        monitor.last_loss,
+        checker.watch.monitor,
+        checker.watch.state["best"],
+        monitor.images_per_second,
+        monitor.halted,
+    )
 
 
 def _fit(parts: _Parts, config: TrainConfig, dataset, steps: int, callbacks: list) -> None:
@@ -388,8 +495,10 @@ def _fit(parts: _Parts, config: TrainConfig, dataset, steps: int, callbacks: lis
         parts.model.fit(dataset, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0, callbacks=callbacks)
     except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as exc:
         reason = _op_error_reason(exc.message or "") or type(exc).__name__
-        raise FfemError(f"{config.data}: a record of the pack cannot be read ({reason}); "
-                        "run ffem train --verify to check every shard, or re-run ffem pack") from None
+        raise FfemError(
+            f"{config.data}: a record of the pack cannot be read ({reason}); "
+            "run ffem train --verify to check every shard, or re-run ffem pack"
+        ) from None
 
 
 def _op_error_reason(message: str) -> str:
@@ -417,8 +526,14 @@ def save_embedder(embedder, config: TrainConfig, path: Path, loss_layer=None) ->
     if not all(np.all(np.isfinite(w)) for w in weights):
         raise FfemError(f"the embedder's weights are not finite; {path} was not written")
     with precision_policy("float32"):
-        plain = build_embedder(config.backbone, config.pooling, config.embedding_size,
-                               int(embedder.input_shape[1]), config.dropout, config.head_l2)
+        plain = build_embedder(
+            config.backbone,
+            config.pooling,
+            config.embedding_size,
+            int(embedder.input_shape[1]),
+            config.dropout,
+            config.head_l2,
+        )
     plain.set_weights(weights)
     if hasattr(loss_layer, "inference_embedder"):
         plain = loss_layer.inference_embedder(plain)
@@ -429,5 +544,3 @@ def save_embedder(embedder, config: TrainConfig, path: Path, loss_layer=None) ->
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-

@@ -23,8 +23,10 @@ def copy_backbone(source, embedder) -> None:
     theirs, ours = backbone_of(source).weights, backbone_of(embedder).weights
     shapes = [tuple(w.shape) for w in theirs]
     if shapes != [tuple(w.shape) for w in ours]:
-        raise FfemError(f"the backbone of {source.name!r} is not this run's backbone "
-                        f"({len(theirs)} vs {len(ours)} weights, or other shapes)")
+        raise FfemError(
+            f"the backbone of {source.name!r} is not this run's backbone "
+            f"({len(theirs)} vs {len(ours)} weights, or other shapes)"
+        )
     for mine, value in zip(ours, theirs, strict=True):
         mine.assign(value)
 
@@ -57,8 +59,7 @@ def load_backbone_weights(embedder, path: str | Path) -> None:
     try:
         target.load_weights(path)
     except Exception as exc:  # h5py and Keras raise many types for a file that does not fit
-        raise FfemError(f"{path}: does not fit the {target.name!r} backbone "
-                        f"({type(exc).__name__}: {exc})") from exc
+        raise FfemError(f"{path}: does not fit the {target.name!r} backbone ({type(exc).__name__}: {exc})") from exc
 
 
 def set_backbone_trainable(embedder, trainable: bool) -> None:

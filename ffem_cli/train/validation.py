@@ -77,7 +77,7 @@ def embed_files(embedder, paths: list[Path], batch_size: int = 64) -> np.ndarray
     prep = FacePrep(image_size=int(embedder.input_shape[1]))
     vectors = []
     for start in range(0, len(paths), batch_size):
-        faces = np.stack([prepare_face(FaceSource(p), prep) for p in paths[start:start + batch_size]])
+        faces = np.stack([prepare_face(FaceSource(p), prep) for p in paths[start : start + batch_size]])
         vectors.append(np.asarray(embedder(faces.astype(np.float32), training=False), dtype=np.float32))
     return np.concatenate(vectors)
 
@@ -114,22 +114,28 @@ class ValSet:
             found = dict(zip(keys, vectors, strict=True))
             missing = [n for n in names if n not in found]
             if missing:
-                raise FfemError(f"{self.path}: {len(missing)} pair image(s) are not in {self.source}, "
-                                f"e.g. {missing[0]!r}")
+                raise FfemError(
+                    f"{self.path}: {len(missing)} pair image(s) are not in {self.source}, e.g. {missing[0]!r}"
+                )
             vectors = np.stack([found[n] for n in names])
         else:
             files = [self.source / n for n in names]
             absent = [f for f in files if not f.is_file()]
             if absent:
-                raise FfemError(f"{self.path}: {len(absent)} pair image(s) are not under {self.source}, e.g. {absent[0]}")
+                raise FfemError(
+                    f"{self.path}: {len(absent)} pair image(s) are not under {self.source}, e.g. {absent[0]}"
+                )
             vectors = embed_files(embedder, files)
         index = {n: i for i, n in enumerate(names)}
         first = vectors[[index[n] for n in pairs.first]]
         second = vectors[[index[n] for n in pairs.second]]
         scores = np.sum(first * second, axis=1)
         accuracy = metrics.kfold_accuracy(scores, pairs.same, pairs.folds)
-        return {"accuracy": accuracy.mean, "accuracy_std": accuracy.std,
-                "eer": metrics.equal_error_rate(scores, pairs.same)[0]}
+        return {
+            "accuracy": accuracy.mean,
+            "accuracy_std": accuracy.std,
+            "eer": metrics.equal_error_rate(scores, pairs.same)[0],
+        }
 
     def _bin(self, embedder) -> dict:
         from ffem_cli.evaluate.binset import decode_faces, insightface_kfold, read_bin
@@ -138,12 +144,19 @@ class ValSet:
             binset = read_bin(self.path)
             self._cache.update(faces=decode_faces(binset, int(embedder.input_shape[1])), issame=binset.issame)
         faces, issame = self._cache["faces"], self._cache["issame"]
-        vectors = np.concatenate([np.asarray(embedder(faces[i:i + 128].astype(np.float32), training=False))
-                                  for i in range(0, len(faces), 128)])
+        vectors = np.concatenate(
+            [
+                np.asarray(embedder(faces[i : i + 128].astype(np.float32), training=False))
+                for i in range(0, len(faces), 128)
+            ]
+        )
         accuracies, _ = insightface_kfold(vectors[0::2], vectors[1::2], issame)
         scores = np.sum(vectors[0::2] * vectors[1::2], axis=1)
-        return {"accuracy": accuracies.mean(), "accuracy_std": accuracies.std(),
-                "eer": metrics.equal_error_rate(scores, issame)[0]}
+        return {
+            "accuracy": accuracies.mean(),
+            "accuracy_std": accuracies.std(),
+            "eer": metrics.equal_error_rate(scores, issame)[0],
+        }
 
     def _retrieval(self, embedder) -> dict:
         from ffem_cli.evaluate.retrieval import evaluate_retrieval
@@ -238,8 +251,16 @@ class Watch:
     early_stop: int = 0
     plateau: tuple[float, int, float] | None = None  # factor, patience, min LR
     min_delta: float = 1e-4
-    state: dict = field(default_factory=lambda: {"best": None, "best_step": None, "wait": 0,
-                                                 "plateau_best": None, "plateau_wait": 0, "stopped": False})
+    state: dict = field(
+        default_factory=lambda: {
+            "best": None,
+            "best_step": None,
+            "wait": 0,
+            "plateau_best": None,
+            "plateau_wait": 0,
+            "stopped": False,
+        }
+    )
 
     def _better(self, value: float, reference: float | None, delta: float = 0.0) -> bool:
         if reference is None:
@@ -265,13 +286,17 @@ class Watch:
                     if old > min_lr:
                         new = max(old * factor, min_lr)
                         optimizer.learning_rate = new
-                        messages.append(f"{self.monitor} has not improved for {patience} validations: "
-                                        f"learning rate {old:.3g} -> {new:.3g}")
+                        messages.append(
+                            f"{self.monitor} has not improved for {patience} validations: "
+                            f"learning rate {old:.3g} -> {new:.3g}"
+                        )
                     s["plateau_wait"] = 0
         if self.early_stop and s["wait"] >= self.early_stop:
             s["stopped"] = True
-            messages.append(f"early stop: {self.monitor} has not improved for {self.early_stop} validations; "
-                            f"keeping the best embedder ({self.monitor} {s['best']:.4f} at step {s['best_step']})")
+            messages.append(
+                f"early stop: {self.monitor} has not improved for {self.early_stop} validations; "
+                f"keeping the best embedder ({self.monitor} {s['best']:.4f} at step {s['best_step']})"
+            )
         return improved, messages
 
 

@@ -101,8 +101,14 @@ class Source:
         return self
 
 
-def open_source(path: Path, root: Path | None = None, crops: bool = False, strict_boxes: bool = False,
-                relabel: bool = False, follow_symlinks: bool = False) -> Source:
+def open_source(
+    path: Path,
+    root: Path | None = None,
+    crops: bool = False,
+    strict_boxes: bool = False,
+    relabel: bool = False,
+    follow_symlinks: bool = False,
+) -> Source:
     """The source for a ``pack`` SOURCE argument, by what the path holds.
 
     ``*.json``: image list (needs ``root``). A ``.rec`` file or a folder with

@@ -39,7 +39,11 @@ class ImageListSource(Source):
     format = "image-list"
 
     def __init__(
-        self, path: Path, root: Path | None, strict_boxes: bool = False, relabel: bool = False,
+        self,
+        path: Path,
+        root: Path | None,
+        strict_boxes: bool = False,
+        relabel: bool = False,
         follow_symlinks: bool = False,
     ):
         super().__init__(path)
@@ -64,7 +68,10 @@ class ImageListSource(Source):
     def table(self, workers: int = 1) -> SourceTable:
         listed = scan_image_list(self.path, allow_gaps=self.relabel)
         fits = check_listed_images(
-            listed, self.root, strict_boxes=self.strict_boxes, follow_symlinks=self.follow_symlinks,
+            listed,
+            self.root,
+            strict_boxes=self.strict_boxes,
+            follow_symlinks=self.follow_symlinks,
             processes=workers,
         )
         order = np.argsort(listed.keys, kind="stable")  # UTF-8 byte order = the keys' code point order

@@ -135,9 +135,7 @@ class RecordIOSource(Source):
         if not len(labels):
             raise FfemError(f"{self.rec}: holds no images")
         self._check_property(labels)
-        return SourceTable(
-            refs=image_offsets, labels=labels, groups=np.full(len(labels), -1, np.int32)
-        )
+        return SourceTable(refs=image_offsets, labels=labels, groups=np.full(len(labels), -1, np.int32))
 
     def _image_keys(self, fd: int, keys: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         if keys[0] != 0:

@@ -85,8 +85,11 @@ class SeedTFRecordSource(Source):
                             if self.strict_boxes:
                                 raise FfemError(f"{where}: box {box} lies outside the {size} image")
                             rejected.append(
-                                {"path": _key(file, offset), "reason": "box-outside",
-                                 "detail": f"box {box} has no pixel inside the {size} image"}
+                                {
+                                    "path": _key(file, offset),
+                                    "reason": "box-outside",
+                                    "detail": f"box {box} has no pixel inside the {size} image",
+                                }
                             )
                             continue
                         clipped += fit == "clipped"
@@ -137,4 +140,3 @@ class SeedTFRecordSource(Source):
 
 def _key(file: Path, offset: int) -> str:
     return f"{file.name}@{offset}"
-
