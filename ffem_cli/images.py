@@ -40,6 +40,7 @@ from ffem_cli.errors import FfemError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 DEFAULT_MAX_PIXELS = 2 * 89_478_485  # the threshold of Pillow's DecompressionBombError
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+HEADER_BYTES = 65536  # read for a JPEG header check; longer headers (big EXIF/ICC blocks) go to PIL
 
 Image.MAX_IMAGE_PIXELS = None  # ``max_pixels`` decides instead, before decoding
 
@@ -201,6 +202,12 @@ def image_size(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, data: byt
     ``ImageReadError`` like ``open_rgb`` (a header over ``max_pixels`` is ``too-large``).
     """
     path = Path(path)
+    with _read_errors(path):
+        head = data[:HEADER_BYTES] if data is not None else _read_head(path)
+        size = jpeg_size(head)
+    if size is not None and min(size) > 0:  # a plain JPEG: its SOF says it all, no PIL object needed
+        _check_pixels(path, *size, max_pixels)
+        return size
     with _read_errors(path), _open(path, data) as image:
         width, height = image.size
         _check_pixels(path, width, height, max_pixels)
@@ -210,6 +217,12 @@ def image_size(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, data: byt
         if header_exif and image.getexif().get(EXIF_ORIENTATION) in SWAPPED_ORIENTATIONS:
             width, height = height, width
     return width, height
+
+
+def _read_head(path: Path) -> bytes:
+    """The first ``HEADER_BYTES`` of the regular file ``path``."""
+    with _regular_file(path).open("rb") as handle:
+        return handle.read(HEADER_BYTES)
 
 
 def _open(path: Path, data: bytes | None) -> Image.Image:
@@ -305,11 +318,35 @@ def read_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: i
 def jpeg_size(data: bytes) -> tuple[int, int] | None:
     """``(width, height)`` of a baseline/progressive JPEG from its SOF marker, without decoding.
 
-    ``None`` when ``data`` is not a JPEG, is damaged before its SOF, or carries
-    an EXIF block (its orientation could turn the pixels, so it must be decoded).
+    The header segments are walked up to the start of scan (SOS). ``None``
+    when ``data`` is not a JPEG, ends or is damaged before its SOS, has no
+    SOF, or carries an EXIF block (its orientation could turn the pixels, so
+    it must be decoded): the caller then asks PIL.
     """
     if data[:2] != b"\xff\xd8":
         return None
+    size = None
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker == 0xDA:
+            return size
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if length < 2:
+            return None
+        if marker == 0xE1 and data[pos + 4 : pos + 8] == b"Exif":
+            return None
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if pos + 9 > len(data):
+                return None
+            size = int.from_bytes(data[pos + 7 : pos + 9], "big"), int.from_bytes(data[pos + 5 : pos + 7], "big")
+        pos += 2 + length
+    return None
     pos = 2
     while pos + 4 <= len(data):
         if data[pos] != 0xFF:

@@ -120,3 +120,34 @@ def test_fifos_and_nul_characters_are_rejected_not_hung_on(tmp_path):
     with pytest.raises(ImageReadError) as caught:
         path_under(tmp_path, "a/\0.jpg")  # was a ValueError traceback
     assert caught.value.reason == "bad-name"
+
+
+def test_image_size_reads_plain_jpeg_headers_itself_and_asks_pil_otherwise(tmp_path):
+    """The JPEG fast path gives PIL's answer; EXIF, PNG and damaged headers still go through PIL."""
+    import io
+
+    from ffem_cli.images import jpeg_size
+
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 50, 3), dtype=np.uint8))
+    exif = picture.getexif()
+    exif[0x0112] = 6  # rotated 90 degrees: width and height swap
+    files = {
+        "baseline.jpg": {"format": "JPEG"},
+        "progressive.jpg": {"format": "JPEG", "progressive": True},
+        "rotated.jpg": {"format": "JPEG", "exif": exif},
+        "plain.png": {"format": "PNG"},
+    }
+    for name, options in files.items():
+        picture.save(tmp_path / name, **options)
+    assert jpeg_size((tmp_path / "baseline.jpg").read_bytes()) == (50, 30)
+    assert jpeg_size((tmp_path / "progressive.jpg").read_bytes()) == (50, 30)
+    assert jpeg_size((tmp_path / "rotated.jpg").read_bytes()) is None  # EXIF: PIL decides
+    assert [image_size(tmp_path / name) for name in files] == [(50, 30), (50, 30), (30, 50), (50, 30)]
+    whole = (tmp_path / "baseline.jpg").read_bytes()
+    start_of_scan = whole.index(b"\xff\xda")
+    (tmp_path / "cut.jpg").write_bytes(whole[: start_of_scan - 20])  # ends inside the tables before the scan
+    assert jpeg_size((tmp_path / "cut.jpg").read_bytes()) is None
+    with pytest.raises(ImageReadError) as caught:
+        image_size(tmp_path / "cut.jpg")
+    assert caught.value.reason == "corrupt"
+    assert image_size("x.jpg", data=whole) == (50, 30) and jpeg_size(io.BytesIO(whole).read(2)) is None
