@@ -155,12 +155,10 @@ def gradient_norm(model, images: np.ndarray, labels: np.ndarray) -> float | None
     return float(tf.linalg.global_norm(gradients)) if gradients else 0.0
 
 
-def probe_batch(config, pk) -> tuple[np.ndarray, np.ndarray]:
-    """The fixed probe: epoch 0's first batch, unaugmented (at most 64 images for plain batches)."""
+def probe_batch(pack, config, pk) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed probe: epoch 0's first batch of ``pack`` (a ``PackDir``), unaugmented (at most 64 images for plain batches)."""
     from ffem_cli.data.pipeline import Augment, train_dataset
 
     size = config.batch_size if pk else min(config.batch_size, 64)
-    images, labels = next(
-        iter(train_dataset(config.data, size, epoch=0, seed=config.seed, augment=Augment.off(), pk=pk))
-    )
+    images, labels = next(iter(train_dataset(pack, size, epoch=0, seed=config.seed, augment=Augment.off(), pk=pk)))
     return np.asarray(images), np.asarray(labels)

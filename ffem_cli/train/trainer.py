@@ -135,7 +135,18 @@ def train(
         try:
             # every worker restores from the shared run directory's checkpoints (the chief's)
             return _loop(
-                config, target, parts, strategy, steps, pk, halt_at_step, show_progress, sets, watch, run.checkpoints
+                config,
+                target,
+                parts,
+                strategy,
+                steps,
+                pk,
+                halt_at_step,
+                show_progress,
+                sets,
+                watch,
+                run.checkpoints,
+                pack,
             )
         finally:
             if not chief:
@@ -396,6 +407,7 @@ def _loop(
     sets: list,
     watch,
     restore_from: Path,
+    pack: PackDir,
 ) -> TrainResult:
     """Epochs from the newest checkpoint on. An epoch ends with, in this order: its metrics line,
     the embedder (when kept), the checkpoint; a kill anywhere in between resumes from the
@@ -425,7 +437,7 @@ def _loop(
     )
     checker.restore(position.state)
     monitor.extra_state = checker.state
-    diagnostics = Diagnostics(parts, probe_batch(config, pk))
+    diagnostics = Diagnostics(parts, probe_batch(pack, config, pk))
     frozen = None
     epoch = position.epoch
     embedder_saved = False  # by this process, after its last epoch
@@ -439,7 +451,7 @@ def _loop(
                     frozen = freeze
                 skip = monitor.position.step_in_epoch
                 dataset = train_dataset(
-                    config.data,
+                    pack,
                     config.batch_size,
                     epoch=epoch,
                     seed=config.seed,
