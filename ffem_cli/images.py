@@ -30,7 +30,7 @@ import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -146,29 +146,69 @@ def shown_name(rel: str) -> str:
     return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def path_under(root: str | Path, rel: str, follow_symlinks: bool = False, real_root: str | None = None) -> Path:
+def path_under(root: str | Path, rel: str, follow_symlinks: bool = False) -> Path:
     """``root / rel``, checked to stay inside ``root``; the input-path rule of every command.
 
     ``rel`` must be relative without ``..``; unless ``follow_symlinks``, its
-    real path (symlinks resolved) must lie inside the real path of ``root``
-    (``real_root``: ``os.path.realpath(root)`` when the caller has it, for
-    loops over many paths). Raises ``ImageReadError`` with reason
-    ``outside-root`` (``bad-name`` for a NUL character).
+    real path (symlinks resolved) must lie inside the real path of ``root``.
+    Raises ``ImageReadError`` with reason ``outside-root`` (``bad-name`` for a
+    NUL character). Loops over many paths use one ``ImageRoot`` instead.
     """
-    if "\0" in rel:
-        raise ImageReadError(Path(root), "bad-name", f"the path {rel!r} holds a NUL character")
-    path = Path(root) / rel
-    posix = PurePosixPath(rel)
-    if posix.is_absolute() or Path(rel).is_absolute() or ".." in posix.parts:
-        raise ImageReadError(path, "outside-root", "the path must be relative to ROOT, without '..'")
-    if not follow_symlinks:
-        real_root = real_root or os.path.realpath(root)
-        real = _outside(real_root, posix.parts)
-        if real is not None:
-            raise ImageReadError(
-                path, "outside-root", f"a symlink to {real}, outside ROOT (--follow-symlinks allows it)"
-            )
-    return path
+    return ImageRoot(root, follow_symlinks).path(rel)
+
+
+class ImageRoot:
+    """``path_under`` for many paths below one ``root``: each folder is checked once, then each file.
+
+    ``path(rel)`` gives the same answer and the same errors as
+    ``path_under(root, rel, follow_symlinks)``. The folders' answers are kept
+    (one entry per folder of the paths asked for); a file costs one ``lstat``.
+    """
+
+    def __init__(self, root: str | Path, follow_symlinks: bool = False):
+        self.root = Path(root)
+        self.follow_symlinks = follow_symlinks
+        self._root_text = str(root)
+        self.real_root = os.path.realpath(root)
+        self._folders: dict[str, bool] = {}  # folder below the root -> it holds a symlink (resolving inside)
+
+    def path(self, rel: str) -> Path:
+        if "\0" in rel:
+            raise ImageReadError(self.root, "bad-name", f"the path {rel!r} holds a NUL character")
+        path = Path(self._root_text, rel)
+        parts = tuple(part for part in rel.split("/") if part not in ("", "."))  # PurePosixPath(rel).parts
+        if rel.startswith("/") or ".." in parts:
+            raise ImageReadError(path, "outside-root", "the path must be relative to ROOT, without '..'")
+        if not self.follow_symlinks:
+            real = self._outside(parts)
+            if real is not None:
+                raise ImageReadError(
+                    path, "outside-root", f"a symlink to {real}, outside ROOT (--follow-symlinks allows it)"
+                )
+        return path
+
+    def _outside(self, parts: tuple[str, ...]) -> str | None:
+        """The real path of ``real_root/parts…`` when it leaves ``real_root``, else ``None``.
+
+        Each component below the root is ``lstat``-ed (a folder once per
+        ``ImageRoot``); the whole path is resolved only when one of them is a
+        symlink. A missing component answers ``None``: opening the path
+        reports it.
+        """
+        folder = "/".join(parts[:-1])
+        linked = self._folders.get(folder) if folder else False
+        if linked is None:
+            real = _outside(self.real_root, parts[:-1])
+            if real is not None:
+                return os.path.realpath(os.path.join(self.real_root, *parts))
+            linked = self._folders[folder] = _holds_symlink(self.real_root, parts[:-1])
+        try:
+            is_link = stat.S_ISLNK(os.lstat(os.path.join(self.real_root, *parts)).st_mode)
+        except OSError:
+            return None
+        if linked or is_link:
+            return _outside_if_linked(self.real_root, parts)
+        return None
 
 
 def _outside(real_root: str, parts: tuple[str, ...]) -> str | None:
@@ -185,9 +225,26 @@ def _outside(real_root: str, parts: tuple[str, ...]) -> str | None:
         except OSError:
             return None  # nothing below a missing component: opening the path reports it
         if is_link:
-            real = os.path.realpath(os.path.join(real_root, *parts))
-            return real if os.path.commonpath([real_root, real]) != real_root else None
+            return _outside_if_linked(real_root, parts)
     return None
+
+
+def _holds_symlink(real_root: str, parts: tuple[str, ...]) -> bool:
+    """Whether a component of ``real_root/parts…`` is a symlink (a missing one ends the walk)."""
+    current = real_root
+    for part in parts:
+        current = os.path.join(current, part)
+        try:
+            if stat.S_ISLNK(os.lstat(current).st_mode):
+                return True
+        except OSError:
+            return False
+    return False
+
+
+def _outside_if_linked(real_root: str, parts: tuple[str, ...]) -> str | None:
+    real = os.path.realpath(os.path.join(real_root, *parts))
+    return real if os.path.commonpath([real_root, real]) != real_root else None
 
 
 EXIF_ORIENTATION = 0x0112
@@ -220,9 +277,14 @@ def image_size(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, data: byt
 
 
 def _read_head(path: Path) -> bytes:
-    """The first ``HEADER_BYTES`` of the regular file ``path``."""
-    with _regular_file(path).open("rb") as handle:
-        return handle.read(HEADER_BYTES)
+    """The first ``HEADER_BYTES`` of the regular file ``path`` (one open, one fstat, one read)."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the open
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise ImageReadError(path, "corrupt", "not a regular file")
+        return os.read(descriptor, HEADER_BYTES)
+    finally:
+        os.close(descriptor)
 
 
 def _open(path: Path, data: bytes | None) -> Image.Image:

@@ -15,6 +15,7 @@ from PIL import Image
 
 from ffem_cli.images import (
     ImageReadError,
+    ImageRoot,
     image_size,
     open_rgb,
     path_under,
@@ -86,6 +87,31 @@ def test_path_under_refuses_paths_and_links_leaving_root(tmp_path):
         assert caught.value.reason == "outside-root", rel
     assert path_under(root, "a/link.jpg", follow_symlinks=True) == root / "a/link.jpg"
     assert path_under(root, "a/inside.jpg") == root / "a/inside.jpg"
+
+
+def test_one_image_root_answers_every_path_as_path_under_does(tmp_path):
+    """``ImageRoot`` checks each folder once; the answers must not depend on what it asked before."""
+    root, elsewhere = tmp_path / "root", tmp_path / "elsewhere"
+    for folder in (root / "a", root / "b", elsewhere):
+        folder.mkdir(parents=True)
+    for folder in (root / "a", root / "b", elsewhere):
+        Image.new("RGB", (8, 8)).save(folder / "1.jpg")
+    (root / "a" / "escape.jpg").symlink_to(elsewhere / "1.jpg")
+    (root / "linked").symlink_to(root / "b")  # a folder link that stays inside
+    (root / "out").symlink_to(elsewhere)  # a folder link that leaves
+    rels = ["a/1.jpg", "a/escape.jpg", "linked/1.jpg", "out/1.jpg", "a/1.jpg", "out/1.jpg", "nothing/1.jpg"]
+
+    def answer(check, rel):
+        try:
+            return check(rel)
+        except ImageReadError as exc:
+            return exc.reason, exc.detail
+
+    shared = ImageRoot(root)
+    expected = [answer(lambda rel: path_under(root, rel), rel) for rel in rels]
+    assert [answer(shared.path, rel) for rel in rels] == expected
+    assert [answer(shared.path, rel) for rel in reversed(rels)] == expected[::-1]
+    assert [isinstance(item, tuple) for item in expected] == [False, True, False, True, False, True, False]
 
 
 def test_broken_and_looping_links_are_listed_and_read_with_reasons(tmp_path):

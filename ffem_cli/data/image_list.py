@@ -49,7 +49,7 @@ from ffem_cli import atomic
 from ffem_cli.data.crop import MAX_COORDINATE
 from ffem_cli.errors import FfemError
 from ffem_cli.hashing import file_sha256
-from ffem_cli.images import ImageReadError, image_size, path_under
+from ffem_cli.images import ImageReadError, ImageRoot, image_size
 
 BOX_KEYS = ("x1", "y1", "x2", "y2")
 _CHUNK = 1 << 20  # characters read at a time while streaming a list
@@ -130,8 +130,7 @@ def _is_number(value: Any) -> bool:
 def _key_problem(key: str) -> str | None:
     if not key:
         return "the image path is empty"
-    posix = PurePosixPath(key)
-    if posix.is_absolute() or "\\" in key or ".." in posix.parts:
+    if key.startswith("/") or "\\" in key or ".." in key.split("/"):
         return "the image path must be relative to ROOT (no leading /, no .., / separators)"
     if "\x00" in key:
         return "the image path holds a NUL character"
@@ -474,8 +473,8 @@ def scan_image_list(path: str | os.PathLike, allow_gaps: bool = False) -> Listed
             count += len(entry_problems)
             first = first or (row, 1, f"{_show(key)}: {entry_problems[0]}")
             entry = FaceEntry(0, (0, 0, 1, 1))  # a placeholder row: the list is refused below
-        if (normal := PurePosixPath(key).as_posix()) != key:
-            respelled[row] = normal.encode("utf-8", "surrogatepass")
+        if _respelled(key):
+            respelled[row] = PurePosixPath(key).as_posix().encode("utf-8", "surrogatepass")
         columns.add(key, entry)
     if not (columns.rows or columns.blocks):
         raise FfemError(f"{path}: the image list has no entries")
@@ -490,6 +489,12 @@ def scan_image_list(path: str | os.PathLike, allow_gaps: bool = False) -> Listed
     if gap:
         _raise_first(str(path), gap, 0)
     return faces
+
+
+def _respelled(key: str) -> bool:
+    """Whether ``PurePosixPath(key).as_posix()`` differs from ``key`` (an empty or ``.`` component),
+    without building the path object for every key."""
+    return any(part in ("", ".") for part in key.split("/")) and PurePosixPath(key).as_posix() != key
 
 
 def _raise_twice_listed(path: Path, faces: ListedFaces) -> None:
@@ -587,19 +592,20 @@ class BoxFits:
     outside: dict[int, str]
 
 
-def _check_one(
-    root: Path, key: str, box: tuple[int, int, int, int], follow_symlinks: bool, real_root: str
-) -> tuple[str | None, str, str]:
-    """(problem, fit, box text) of one entry; fit as ``box_fit``."""
+def _check_one(root: ImageRoot, key: str, box: tuple[int, int, int, int]) -> tuple[str | None, str, str]:
+    """(problem, fit, box text) of one entry; fit as ``box_fit``, the text only for a box not inside."""
     try:
-        width, height = image_size(path_under(root, key, follow_symlinks, real_root))
+        width, height = image_size(root.path(key))
     except ImageReadError as exc:
         if exc.reason == "missing":
             return f"{_show(key)}: missing file" + ("" if exc.detail == "no such file" else f" ({exc.detail})"), "", ""
         what = "unreadable image" if exc.reason == "corrupt" else exc.reason
         return f"{_show(key)}: {what} ({exc.detail})", "", ""
+    fit = box_fit(box, width, height)
+    if fit == "inside":
+        return None, fit, ""
     x1, y1, x2, y2 = box
-    return None, box_fit(box, width, height), f"box ({x1}, {y1}, {x2}, {y2}) lies outside the {width}x{height} image"
+    return None, fit, f"box ({x1}, {y1}, {x2}, {y2}) lies outside the {width}x{height} image"
 
 
 def check_listed_images(
@@ -629,7 +635,7 @@ def check_listed_images(
     root = Path(root)
     if not root.is_dir():
         raise FfemError(f"{root}: image root is not a folder")
-    job = _HeaderJob(faces, root, os.path.realpath(root), follow_symlinks)
+    job = _HeaderJob(faces, ImageRoot(root, follow_symlinks))
     if processes > 1 and "tensorflow" not in sys.modules:  # fork is unsafe once TensorFlow is loaded
         found = _in_processes(job, processes)
     else:
@@ -656,16 +662,14 @@ class _HeaderJob:
     """What every header checker needs; ``check(first, step)`` does rows ``first, first + step, …``."""
 
     faces: ListedFaces
-    root: Path
-    real_root: str
-    follow_symlinks: bool
+    root: ImageRoot
 
     def check(self, first: int, step: int) -> list[tuple[int, str | None, int, str]]:
         """``(row, problem, fit code, box text)`` of the rows that are not simply inside their image."""
         found = []
         for row in range(first, len(self.faces), step):
             box = tuple(self.faces.boxes[row].tolist())
-            problem, where, text = _check_one(self.root, self.faces.key(row), box, self.follow_symlinks, self.real_root)
+            problem, where, text = _check_one(self.root, self.faces.key(row), box)
             if problem is not None or where != "inside":
                 found.append((row, problem, _FIT_CODES.get(where, INSIDE), text))
         return found

@@ -12,7 +12,6 @@ the list names the identities.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ from ffem_cli.data.image_list import (
 )
 from ffem_cli.data.sources import Record, Source, SourceTable
 from ffem_cli.errors import FfemError
-from ffem_cli.images import path_under
+from ffem_cli.images import ImageRoot
 
 
 class ImageListSource(Source):
@@ -55,7 +54,7 @@ class ImageListSource(Source):
         self.follow_symlinks = follow_symlinks
         self.faces: ListedFaces | None = None  # the kept faces in ref order (or, in a job's copy, its refs')
         self.refs = np.zeros(0, np.int64)  # sorted: the refs ``faces`` holds, row by row
-        self.real_root: str | None = None  # os.path.realpath(root), once
+        self.image_root: ImageRoot | None = None  # the path rule, each folder checked once
 
     def describe(self) -> dict:
         return {
@@ -80,7 +79,7 @@ class ImageListSource(Source):
         ]
         self.faces = listed.take(order[fits.fit[order] != OUTSIDE])
         self.refs = np.arange(len(self.faces), dtype=np.int64)
-        self.real_root = os.path.realpath(self.root)
+        self.image_root = ImageRoot(self.root, self.follow_symlinks)
         del listed, order
         used = np.unique(self.faces.groups[self.faces.groups >= 0]).tolist()
         group_names = sorted(self.faces.group_names[code] for code in used)
@@ -116,7 +115,7 @@ class ImageListSource(Source):
     def read(self, ref: int) -> Record:
         entry = self.faces.entry(self._row(ref))
         key = self.key(ref)
-        path = path_under(self.root, key, self.follow_symlinks, self.real_root)
+        path = self.image_root.path(key)
         return Record(key=key, path=path, box=entry.box, landmarks=entry.landmarks)
 
 
