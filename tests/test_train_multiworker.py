@@ -149,9 +149,9 @@ def test_two_workers_on_loopback_follow_the_single_process_loss_curve(pack_dir, 
     assert records[2]["loss"] == pytest.approx(single[2]["loss"], rel=1e-2)
 
 
-def start_workers(pack_dir, run, tmp_path, cluster, flags, tag):
+def start_workers(pack_dir, run, tmp_path, cluster, flags, tag, indexes=(0, 1)):
     workers = []
-    for index in range(2):
+    for index in indexes:
         scratch = tmp_path / f"scratch-{tag}{index}"
         scratch.mkdir()
         env = {
@@ -219,4 +219,43 @@ def test_a_killed_worker_restarted_with_the_job_resumes_from_the_shared_checkpoi
         assert worker.returncode == 0, stderr[-3000:]
         assert f"resuming at step {step}" in " ".join(stderr.split())
     assert "3 epochs, 18 steps" in " ".join(outputs[0][0].split())  # rich wraps long lines
+    assert (run / "embedder.keras").is_file()
+
+
+@pytest.mark.timeout(600)
+def test_a_killed_worker_started_again_alone_rejoins_the_running_job(pack_dir, tmp_path, monkeypatch):
+    """Worker 1 is killed mid-epoch and started again by itself; worker 0 is left running. Its health
+    check aborts the lost collective, it starts itself again (``strategy.rejoin``), and both resume
+    from the chief's newest checkpoint and finish the job."""
+    import time
+
+    from ffem_cli.train import checkpoint
+
+    monkeypatch.setenv("FFEM_HEALTH_CHECK_SECONDS", "2")
+    run = tmp_path / "run"
+    flags = [*FLAGS[: FLAGS.index("--checkpoint-every")], "--checkpoint-every", "4"]
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
+    workers = start_workers(pack_dir, run, tmp_path, cluster, flags, "a")
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not checkpoint.list_checkpoints(run / "checkpoints"):
+            time.sleep(0.05)
+        assert workers[1].poll() is None, "training ended before a worker could be killed"
+        workers[1].kill()
+        workers[1].wait(timeout=30)
+        kept = checkpoint.list_checkpoints(run / "checkpoints")
+        assert 0 < int(kept[-1].name[5:14]) < 18 and not (run / "embedder.keras").exists()
+        assert workers[0].poll() is None, "worker 0 stopped instead of waiting to rejoin"
+        (workers[1],) = start_workers(pack_dir, run, tmp_path, cluster, flags, "b", indexes=(1,))
+        outputs = [worker.communicate(timeout=400) for worker in workers]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+    for worker, (_, stderr) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, stderr[-3000:]
+    chief_log = " ".join(outputs[0][1].split())
+    assert "worker 0: a peer was lost" in chief_log and "starting again to rejoin" in chief_log
+    assert "resuming at step" in chief_log and "resuming at step" in " ".join(outputs[1][1].split())
+    assert "3 epochs, 18 steps" in " ".join(outputs[0][0].split())
     assert (run / "embedder.keras").is_file()

@@ -175,12 +175,16 @@ def train(
     """
     flags = config_flags(locals())  # first: locals() is the parameters alone
     from ffem_cli.train import config as config_module
+    from ffem_cli.train import strategy
     from ffem_cli.train.trainer import train as train_stage
 
     resolved = config_module.for_run(run, resume, config, flags)
     if resolved.recipe:
         _print_recipe(resolved)
-    result = train_stage(resolved, run, resume=resume, argv=sys.argv, verify=verify)
+    try:
+        result = train_stage(resolved, run, resume=resume, argv=sys.argv, verify=verify)
+    except strategy.PeerLost as lost:
+        strategy.rejoin(lost)
     summary = f"{result.run}: {result.epochs_done} epochs, {result.steps} steps"
     if result.last_loss is not None:
         summary += f", loss {result.last_loss:.4f}"

@@ -11,7 +11,12 @@
 
   Worker 0 (the chief) writes the run directory; the others write theirs to
   a scratch folder that is deleted at the end. Every worker restores from
-  the run directory's checkpoints, so a job started again resumes.
+  the run directory's checkpoints, so a job started again resumes. A worker
+  that dies can be started again alone: TensorFlow's health check (every
+  ``HEALTH_CHECK_SECONDS``) aborts the survivors' collectives, each survivor
+  raises ``PeerLost`` and ``ffem train`` starts itself again
+  (``rejoin``); all of them then wait for the whole cluster and continue
+  from the chief's newest checkpoint.
 - several local devices (``--devices N``, default: every visible GPU) →
   ``MirroredStrategy``. On a CPU-only machine ``--devices N`` uses N logical
   CPU devices (only when they were configured before TensorFlow started;
@@ -27,8 +32,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import sys
 
+from ffem_cli.console import err
 from ffem_cli.errors import FfemError
+
+#: Seconds between TensorFlow's multi-worker peer health checks (its default is 30); a dead peer
+#: aborts the collectives after at most this long plus three failed probes.
+HEALTH_CHECK_SECONDS = float(os.environ.get("FFEM_HEALTH_CHECK_SECONDS", "10"))
+#: Restarts of one worker after lost peers before ``ffem train`` gives up with an error.
+MAX_REJOINS = 20
+
+
+class PeerLost(Exception):
+    """Another worker of a multi-worker job stopped answering; this worker must start again to rejoin."""
 
 
 def make_strategy(devices: int = 0, gpu_ids: list[int] | tuple[int, ...] = ()):
@@ -43,7 +61,7 @@ def make_strategy(devices: int = 0, gpu_ids: list[int] | tuple[int, ...] = ()):
             json.loads(os.environ["TF_CONFIG"])
         except json.JSONDecodeError as exc:
             raise FfemError(f"TF_CONFIG is not valid JSON ({exc})") from exc
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _multi_worker_strategy()
     gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
     available = gpus or [d.name for d in tf.config.list_logical_devices("CPU")]
     wanted = devices or (len(gpus) if gpus else 1)
@@ -53,6 +71,69 @@ def make_strategy(devices: int = 0, gpu_ids: list[int] | tuple[int, ...] = ()):
     if wanted == 1:
         return tf.distribute.OneDeviceStrategy(available[0]) if gpus else tf.distribute.get_strategy()
     return tf.distribute.MirroredStrategy(available[:wanted])
+
+
+def _multi_worker_strategy():
+    import tensorflow as tf
+    from tensorflow.python.distribute import collective_all_reduce_strategy
+
+    extended = collective_all_reduce_strategy.CollectiveAllReduceExtended
+    if hasattr(extended, "_check_health_interval"):  # a class setting, read when the health thread starts
+        extended._check_health_interval = HEALTH_CHECK_SECONDS
+    try:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    except (tf.errors.UnavailableError, tf.errors.FailedPreconditionError, tf.errors.AbortedError) as exc:
+        raise PeerLost(peer_error_text(exc)) from None
+
+
+def peer_errors() -> tuple[type[Exception], ...]:
+    """TensorFlow's errors for a collective aborted because a peer is down or was restarted."""
+    import tensorflow as tf
+
+    return (
+        tf.errors.UnavailableError,
+        tf.errors.FailedPreconditionError,
+        tf.errors.AbortedError,
+        tf.errors.CancelledError,
+        tf.errors.DeadlineExceededError,
+    )
+
+
+def peer_error_text(exc) -> str:
+    """What a TensorFlow error for a lost peer says, in one line: the first line naming the abort
+    or the unhealthy task, without the graph trace or the ``{{function_node …}}`` prefix."""
+    lines = [line for line in (exc.message or "").splitlines() if line.strip() and not line[0].isspace()]
+    lines = [line for line in lines if not line.startswith(("Graph execution error", "Detected at node"))]
+    telling = [line for line in lines if re.search(r"abort|unhealthy|unavailable|restart", line, re.IGNORECASE)]
+    text = (telling or lines or [type(exc).__name__])[0]
+    text = re.sub(r"^\{\{[^}]*\}\}\s*|\s*\[Op:[^\]]*\]$", "", text).strip()
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def rejoin(lost: PeerLost) -> None:
+    """Start this ``ffem train`` process again with its own command line (never returns).
+
+    The new process builds the strategy, which waits until every worker is
+    up, then resumes from the chief's newest checkpoint like any restart.
+    ``FFEM_REJOINS`` counts the restarts; past ``MAX_REJOINS`` it is an error.
+    """
+    count = int(os.environ.get("FFEM_REJOINS", "0")) + 1
+    if count > MAX_REJOINS:
+        raise FfemError(f"a worker of the job was lost {count} times in a row ({lost}); giving up")
+    err.print(
+        f"worker {_task_index()}: a peer was lost ({lost}); starting again to rejoin from the newest checkpoint",
+        highlight=False,
+        soft_wrap=True,
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(sys.stderr.fileno(), 2)  # the real stderr: the native-log filter's pipe dies with this process
+    os.environ["FFEM_REJOINS"] = str(count)
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
+def _task_index() -> int:
+    return int(json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {}).get("index", 0))
 
 
 def _strategy_on_gpus(gpu_ids: list[int], devices: int):

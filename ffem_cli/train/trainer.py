@@ -505,6 +505,10 @@ def _fit(parts: _Parts, config: TrainConfig, dataset, steps: int, callbacks: lis
 
     try:
         parts.model.fit(dataset, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0, callbacks=callbacks)
+    except strategy_module.peer_errors() as exc:
+        if not os.environ.get("TF_CONFIG"):
+            raise
+        raise strategy_module.PeerLost(strategy_module.peer_error_text(exc)) from None
     except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as exc:
         reason = _op_error_reason(exc.message or "") or type(exc).__name__
         raise FfemError(
