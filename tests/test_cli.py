@@ -63,3 +63,20 @@ def test_error_line_is_printed_verbatim_with_its_exit_code():
     result = runner.invoke(demo, [])
     assert result.exit_code == 3
     assert result.output == "error: run.toml has no [data] table\n"
+
+
+def test_one_command_is_built_alone_with_the_same_help():
+    """``ffem pack …`` builds only ``pack`` (none of the other commands' imports), and says the same."""
+    from ffem_cli.cli import build_app
+
+    script = (
+        "import sys; from ffem_cli.cli import build_app; build_app(['pack']); "
+        "print(sorted(m for m in sys.modules if m.startswith('ffem_cli.commands.')))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert loaded.stdout.split() == ["['ffem_cli.commands.pack']"], loaded.stderr
+    for name in ("pack", "eval", "map"):
+        alone = runner.invoke(build_app([name]), [name, "--help"], terminal_width=100)
+        whole = runner.invoke(app, [name, "--help"], terminal_width=100)
+        assert alone.exit_code == whole.exit_code == 0
+        assert alone.output == whole.output
