@@ -82,44 +82,15 @@ def step_losses(run) -> list[float]:
 def test_two_workers_on_loopback_follow_the_single_process_loss_curve(pack_dir, tmp_path):
     run = tmp_path / "run"
     cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
-    workers = []
-    for index in range(2):
-        scratch = tmp_path / f"scratch{index}"
-        scratch.mkdir()
-        env = {
-            **os.environ,
-            "TF_CPP_MIN_LOG_LEVEL": "2",
-            "CUDA_VISIBLE_DEVICES": "",
-            "TMPDIR": str(scratch),
-            "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
-        }
-        command = [
-            sys.executable,
-            "-c",
-            "from ffem_cli.cli import main; main()",
-            "train",
-            "--data",
-            str(pack_dir),
-            "--run",
-            str(run),
-            *FLAGS,
-        ]
-        workers.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    try:
-        outputs = [worker.communicate(timeout=150) for worker in workers]
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-    for worker, (_, stderr) in zip(workers, outputs, strict=True):
-        assert worker.returncode == 0, stderr[-3000:]
+    workers = start_workers(pack_dir, run, tmp_path, cluster, FLAGS, "")
+    outputs = finish(workers, timeout=150)
     # rich wraps the summary where the temporary path's length puts it: compare without whitespace
     assert f"{run}:3epochs,18steps" in "".join(outputs[0][0].split())
 
     # the chief wrote the run; the other worker's scratch run directory is gone
     assert (run / "run.toml").is_file() and (run / "embedder.keras").is_file()
     assert "/job:worker/replica:0/task:0/device:CPU:0" in (run / "run.toml").read_text()
-    assert list((tmp_path / "scratch1").iterdir()) == []
+    assert list((tmp_path / "scratch-1").iterdir()) == []
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [6, 12, 18]
 
@@ -176,25 +147,57 @@ def start_workers(pack_dir, run, tmp_path, cluster, flags, tag, indexes=(0, 1)):
     return workers
 
 
+def finish(workers, timeout: float) -> list[tuple[str, str]]:
+    """Each worker's (stdout, stderr) once it exits within ``timeout`` s; every one must exit with 0.
+    Workers still running after that are killed."""
+    try:
+        outputs = [worker.communicate(timeout=timeout) for worker in workers]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+    for worker, (_, stderr) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, stderr[-3000:]
+    return outputs
+
+
+#: ``FLAGS`` with a checkpoint every 4 steps, so that one falls inside an epoch (6 steps).
+RESUME_FLAGS = [*FLAGS[: FLAGS.index("--checkpoint-every")], "--checkpoint-every", "4"]
+
+
+def newest_step(run) -> int:
+    from ffem_cli.train import checkpoint
+
+    kept = checkpoint.list_checkpoints(run / "checkpoints")
+    return int(kept[-1].name[5:14]) if kept else 0
+
+
+def kill_worker_1_mid_epoch(workers, run) -> int:
+    """SIGKILL worker 1 once the chief has written a checkpoint; the newest checkpoint's step (mid-epoch)."""
+    import time
+
+    deadline = time.time() + 240
+    while time.time() < deadline and not newest_step(run):
+        time.sleep(0.05)
+    assert workers[1].poll() is None, "training ended before a worker could be killed"
+    workers[1].kill()
+    workers[1].wait(timeout=30)
+    step = newest_step(run)
+    assert 0 < step < 18 and step % 6 and not (run / "embedder.keras").exists()  # mid-epoch, unfinished
+    return step
+
+
 @pytest.mark.timeout(600)
 def test_a_killed_worker_restarted_with_the_job_resumes_from_the_shared_checkpoint(pack_dir, tmp_path):
     """Worker 1 is killed mid-epoch; the job (both workers) is started again with the same command:
     both restore the chief's newest checkpoint from the shared run directory and finish together."""
-    import time
-
-    from ffem_cli.train import checkpoint
-
     run = tmp_path / "run"
-    flags = [*FLAGS[: FLAGS.index("--checkpoint-every")], "--checkpoint-every", "4"]
-    workers = start_workers(pack_dir, run, tmp_path, {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}, flags, "a")
+    workers = start_workers(
+        pack_dir, run, tmp_path, {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}, RESUME_FLAGS, "a"
+    )
     try:
-        deadline = time.time() + 240
-        while time.time() < deadline and not checkpoint.list_checkpoints(run / "checkpoints"):
-            time.sleep(0.05)
-        assert workers[1].poll() is None, "training ended before a worker could be killed"
-        workers[1].kill()
-        workers[1].wait(timeout=30)
-        try:  # the chief stops at its next collective, or hangs in it: the job is restarted as a whole
+        step = kill_worker_1_mid_epoch(workers, run)
+        try:  # the chief starts itself again to wait for worker 1 (``rejoin``): stop it, end the whole job
             workers[0].wait(timeout=20)
         except subprocess.TimeoutExpired:
             workers[0].kill()
@@ -203,20 +206,13 @@ def test_a_killed_worker_restarted_with_the_job_resumes_from_the_shared_checkpoi
         for worker in workers:
             if worker.poll() is None:
                 worker.kill()
-    kept = checkpoint.list_checkpoints(run / "checkpoints")
-    assert kept and not (run / "embedder.keras").exists()
-    step = int(kept[-1].name[5:14])
-    assert 0 < step < 18 and step % 6  # mid-epoch
+    assert newest_step(run) == step
 
-    workers = start_workers(pack_dir, run, tmp_path, {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}, flags, "b")
-    try:
-        outputs = [worker.communicate(timeout=300) for worker in workers]
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-    for worker, (_, stderr) in zip(workers, outputs, strict=True):
-        assert worker.returncode == 0, stderr[-3000:]
+    workers = start_workers(
+        pack_dir, run, tmp_path, {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}, RESUME_FLAGS, "b"
+    )
+    outputs = finish(workers, timeout=300)
+    for _, stderr in outputs:
         assert f"resuming at step {step}" in " ".join(stderr.split())
     assert "3 epochs, 18 steps" in " ".join(outputs[0][0].split())  # rich wraps long lines
     assert (run / "embedder.keras").is_file()
@@ -227,33 +223,18 @@ def test_a_killed_worker_started_again_alone_rejoins_the_running_job(pack_dir, t
     """Worker 1 is killed mid-epoch and started again by itself; worker 0 is left running. Its health
     check aborts the lost collective, it starts itself again (``strategy.rejoin``), and both resume
     from the chief's newest checkpoint and finish the job."""
-    import time
-
-    from ffem_cli.train import checkpoint
-
     monkeypatch.setenv("FFEM_HEALTH_CHECK_SECONDS", "2")
     run = tmp_path / "run"
-    flags = [*FLAGS[: FLAGS.index("--checkpoint-every")], "--checkpoint-every", "4"]
     cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
-    workers = start_workers(pack_dir, run, tmp_path, cluster, flags, "a")
+    workers = start_workers(pack_dir, run, tmp_path, cluster, RESUME_FLAGS, "a")
     try:
-        deadline = time.time() + 240
-        while time.time() < deadline and not checkpoint.list_checkpoints(run / "checkpoints"):
-            time.sleep(0.05)
-        assert workers[1].poll() is None, "training ended before a worker could be killed"
-        workers[1].kill()
-        workers[1].wait(timeout=30)
-        kept = checkpoint.list_checkpoints(run / "checkpoints")
-        assert 0 < int(kept[-1].name[5:14]) < 18 and not (run / "embedder.keras").exists()
+        kill_worker_1_mid_epoch(workers, run)
         assert workers[0].poll() is None, "worker 0 stopped instead of waiting to rejoin"
-        (workers[1],) = start_workers(pack_dir, run, tmp_path, cluster, flags, "b", indexes=(1,))
-        outputs = [worker.communicate(timeout=400) for worker in workers]
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-    for worker, (_, stderr) in zip(workers, outputs, strict=True):
-        assert worker.returncode == 0, stderr[-3000:]
+        (workers[1],) = start_workers(pack_dir, run, tmp_path, cluster, RESUME_FLAGS, "b", indexes=(1,))
+    except BaseException:
+        finish(workers, timeout=0)
+        raise
+    outputs = finish(workers, timeout=400)
     chief_log = " ".join(outputs[0][1].split())
     assert "worker 0: a peer was lost" in chief_log and "starting again to rejoin" in chief_log
     assert "resuming at step" in chief_log and "resuming at step" in " ".join(outputs[1][1].split())
