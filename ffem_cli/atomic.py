@@ -51,17 +51,20 @@ def temporary_sibling(path: Path, suffix: str = "") -> Path:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
+def atomic_open(
+    path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8", buffering: int = -1
+) -> Iterator[IO[Any]]:
     """Open ``path`` for writing through a temporary sibling; rename on success.
 
-    ``mode`` is ``"w"`` or ``"wb"``. On any exception the temporary file is
-    deleted and the final name is left untouched.
+    ``mode`` is ``"w"`` or ``"wb"``; ``buffering`` as ``open``'s (bytes of
+    buffer; -1: Python's default, 8 KiB). On any exception the temporary
+    file is deleted and the final name is left untouched.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_sibling(path)
     try:
-        with open(tmp, mode, encoding=None if "b" in mode else encoding) as handle:
+        with open(tmp, mode, buffering=buffering, encoding=None if "b" in mode else encoding) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())

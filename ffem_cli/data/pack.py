@@ -268,13 +268,16 @@ def encode_record(record: Record, settings: PackSettings) -> tuple[bytes, bool]:
     return encode_face(picture, record, settings), False
 
 
+SHARD_WRITE_BUFFER = 1 << 20  # bytes: one write(2) per ~180 records of ~5.6 KB instead of one per record
+
+
 def write_shard(job: _ShardJob, report: Callable[[int], None] | None = None) -> ShardResult:
     """Write one shard under a temporary name, rename it, then write its ``.done`` record."""
     result = ShardResult(file=job.path.name, count=0, sha256="")
     digest = hashlib.sha256()
     position = 0
     pending = 0
-    with atomic.atomic_open(job.path, "wb") as handle:
+    with atomic.atomic_open(job.path, "wb", buffering=SHARD_WRITE_BUFFER) as handle:
         for source_number, ref, label in job.rows.tolist():
             source = job.sources[source_number]
             key = source.key(ref)
