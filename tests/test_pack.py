@@ -195,6 +195,32 @@ def test_resume_keeps_good_shards_and_rewrites_a_corrupted_one(packed, labelled_
     assert not list(output.glob("*.done")) and not (output / "pack-progress.json").exists()
 
 
+def test_resume_of_an_intact_finished_pack_never_leaves_it_unfinished(packed, labelled_list, tmp_path, monkeypatch):
+    """Every shard matches: the pack stays finished while it is re-sealed, so a crash midway loses nothing."""
+    from ffem_cli.data import pack as packing
+
+    source, _ = packed
+    root, list_path = labelled_list
+    output = tmp_path / "faces"
+    shutil.copytree(source, output)
+    original = PackDir(output).read_manifest_json()
+
+    def crash(*args):
+        raise RuntimeError("killed while re-sealing")
+
+    monkeypatch.setattr(packing, "_write_index", crash)
+    with pytest.raises(RuntimeError):
+        pack(list_path, root, output, SETTINGS, workers=1, resume=True)
+    assert PackDir(output).manifest()["shards"] == original["shards"]  # still a finished, valid pack
+    assert not list(output.glob("*.done"))
+
+    monkeypatch.undo()
+    result = pack(list_path, root, output, SETTINGS, workers=1, resume=True)
+    assert (result.kept_shards, result.images_written) == (4, 0)
+    assert PackDir(output).read_manifest_json()["shards"] == original["shards"]
+    assert not (output / "pack-progress.json").exists()
+
+
 def test_resume_refuses_other_settings(packed, labelled_list, tmp_path):
     source, _ = packed
     root, list_path = labelled_list

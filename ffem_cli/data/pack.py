@@ -409,8 +409,11 @@ def _progress_record(settings: PackSettings, source_fingerprint: str) -> dict:
 def _finished_shards(output: Path, expected: dict, names: list[str]) -> dict[str, ShardResult]:
     """Shards of an interrupted (or finished) pack whose bytes still match their record.
 
-    A finished pack being re-checked is first turned back into an unfinished
-    one (progress + ``.done`` records, no manifest) until it is re-sealed.
+    A finished pack whose shards all match keeps its manifest: the caller
+    re-seals it by atomic replacement, so a kill at any moment leaves it
+    finished. One with a shard to rewrite is first turned back into an
+    unfinished pack (progress + ``.done`` records, no manifest) until it is
+    re-sealed.
     """
     pack = PackDir(output)
     hint = "; rerun without --resume to start over"
@@ -430,14 +433,10 @@ def _finished_shards(output: Path, expected: dict, names: list[str]) -> dict[str
             f"{output}: the pack there was made from another list or with other settings; "
             "rerun without --resume (and with --overwrite if it is finished) to start over"
         )
-    if pack.manifest_path.exists():
+    finished = pack.manifest_path.exists()
+    if finished:
         index = pack.read_index(hint) if pack.index_path.exists() else None
         records = _records_from_manifest(manifest, index)
-        atomic.write_json(pack.progress_path, expected)
-        for name, record in records.items():
-            if record is not None:
-                _write_done(pack.shard_path(name), record)
-        pack.manifest_path.unlink()
     else:
         records = {n: _read_done(pack.shard_path(n)) for n in names if pack.done_path(n).exists()}
     kept = {}
@@ -445,6 +444,11 @@ def _finished_shards(output: Path, expected: dict, names: list[str]) -> dict[str
         shard = pack.shard_path(name)
         if record is not None and name in names and shard.exists() and file_sha256(shard) == record.get("sha256"):
             kept[name] = ShardResult(**record)
+    if finished and sorted(kept) != sorted(names):
+        atomic.write_json(pack.progress_path, expected)
+        for name, shard_result in kept.items():
+            _write_done(pack.shard_path(name), vars(shard_result))
+        pack.manifest_path.unlink()
     return kept
 
 
