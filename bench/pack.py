@@ -59,6 +59,7 @@ from PIL import Image  # noqa: E402
 from bench.reference import BOX, plain_loop, reference_line  # noqa: E402
 from ffem_cli import realdata  # noqa: E402
 from ffem_cli.data import pack as packing  # noqa: E402
+from ffem_cli.data import tfrecord  # noqa: E402
 from ffem_cli.data.crop import square_around_box  # noqa: E402
 
 
@@ -117,11 +118,11 @@ def writer_rates(root: Path, keys: list[str], folder: Path) -> tuple[float, floa
             face = image.convert("RGB").resize((112, 112), Image.BILINEAR, box=square_around_box(BOX, 0.2))
         buffer = io.BytesIO()
         face.save(buffer, format="JPEG", quality=settings.jpeg_quality)
-        payloads.append(packing.encode_example(buffer.getvalue(), 0, key))
+        payloads.append(tfrecord.encode_example(buffer.getvalue(), 0, key))
     started = time.perf_counter()
     with open(folder / "python.tfrecord", "wb") as handle:
         for payload in payloads:
-            handle.write(packing.tfrecord_frame(payload))
+            handle.write(tfrecord.tfrecord_frame(payload))
     python_rate = len(payloads) / (time.perf_counter() - started)
     started = time.perf_counter()
     with tf.io.TFRecordWriter(str(folder / "tf.tfrecord")) as writer:

@@ -559,7 +559,7 @@ def test_python_tfrecord_writer_is_byte_identical_to_tf_io(tmp_path):
     """The worker's TensorFlow-free framing + Example encoding equals tf.io's bytes, and tf.data reads it back."""
     import tensorflow as tf
 
-    from ffem_cli.data.pack import encode_example, tfrecord_frame
+    from ffem_cli.data.tfrecord import encode_example, tfrecord_frame
 
     examples = [
         (b"", 0, "a.jpg"),

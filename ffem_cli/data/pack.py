@@ -34,10 +34,9 @@ or progress record, or files a pack does not hold) is refused
 (``atomic.check_owned``). ``--shards`` above the number of images is capped
 to it; sources whose every face fails leave no pack and raise.
 
-The writer is a small pure-Python TFRecord encoder (no TensorFlow in the
+Records are framed by ``data.tfrecord`` (pure Python: no TensorFlow in the
 worker processes, which would cost seconds of import and hundreds of MB
-each); CRC32C comes from ``google-crc32c`` when installed, else a table
-implementation in Python (correct but slower).
+each).
 """
 
 from __future__ import annotations
@@ -48,7 +47,6 @@ import json
 import math
 import multiprocessing
 import os
-import struct
 import sys
 import time
 from collections.abc import Callable
@@ -66,98 +64,10 @@ from ffem_cli.data.image_list import FaceEntry
 from ffem_cli.data.packdir import FORMAT, MANIFEST, PROGRESS, PackDir, is_pack_file, shard_name
 from ffem_cli.data.shaping import ShapedSet, Shaping, shape
 from ffem_cli.data.sources import Record, Source, SourceTable, open_source
+from ffem_cli.data.tfrecord import encode_example, tfrecord_frame
 from ffem_cli.errors import FfemError
 from ffem_cli.hashing import file_sha256
 from ffem_cli.images import ImageReadError, decode_rgb, jpeg_size, open_rgb
-
-# ---------------------------------------------------------------- TFRecord encoding
-
-
-def _crc32c_table() -> list[int]:
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
-        table.append(crc)
-    return table
-
-
-try:
-    from google_crc32c import value as crc32c
-except ImportError:  # pragma: no cover - exercised only without the C extension
-    _TABLE = _crc32c_table()
-
-    def crc32c(data: bytes) -> int:
-        """CRC-32C (Castagnoli) of ``data``, table-driven pure Python."""
-        crc = 0xFFFFFFFF
-        for byte in data:
-            crc = _TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-        return crc ^ 0xFFFFFFFF
-
-
-def masked_crc(data: bytes) -> int:
-    crc = crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def tfrecord_frame(payload: bytes) -> bytes:
-    """One TFRecord: length (u64 LE), masked CRC32C of the length, payload, masked CRC32C."""
-    length = struct.pack("<Q", len(payload))
-    return length + struct.pack("<I", masked_crc(length)) + payload + struct.pack("<I", masked_crc(payload))
-
-
-_ONE_BYTE = [bytes((value,)) for value in range(0x80)]
-
-
-def _varint(value: int) -> bytes:
-    if 0 <= value < 0x80:
-        return _ONE_BYTE[value]
-    value &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        bits = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(bits | 0x80)
-        else:
-            out.append(bits)
-            return bytes(out)
-
-
-def _delimited(field_number: int, payload: bytes) -> bytes:
-    return _varint(field_number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _bytes_feature_head(key_field: bytes, size: int) -> bytes:
-    """Everything of one ``{key: BytesList[value]}`` map entry that precedes a ``size``-byte value.
-
-    The value itself is not copied into nested messages: each level's length
-    is computed from the sizes, and the caller joins head and value once.
-    """
-    value_head = b"\x0a" + _varint(size)  # BytesList.value
-    list_head = b"\x0a" + _varint(len(value_head) + size)  # Feature.bytes_list
-    feature_size = len(list_head) + len(value_head) + size
-    feature_head = b"\x12" + _varint(feature_size)  # entry.value
-    entry_size = len(key_field) + len(feature_head) + feature_size
-    return b"\x0a" + _varint(entry_size) + key_field + feature_head + list_head + value_head
-
-
-_ENCODED_KEY = _delimited(1, b"image/encoded")
-_PATH_KEY = _delimited(1, b"image/path")
-
-
-def encode_example(encoded: bytes, label: int, path: str) -> bytes:
-    """A serialized ``tf.train.Example`` with the three pack features (protobuf wire format)."""
-    path_bytes = path.encode()
-    encoded_head = _bytes_feature_head(_ENCODED_KEY, len(encoded))
-    label_entry = _delimited(
-        1, _delimited(1, b"image/label") + _delimited(2, _delimited(3, _delimited(1, _varint(label))))
-    )
-    path_head = _bytes_feature_head(_PATH_KEY, len(path_bytes))
-    size = len(encoded_head) + len(encoded) + len(label_entry) + len(path_head) + len(path_bytes)
-    return b"".join((b"\x0a", _varint(size), encoded_head, encoded, label_entry, path_head, path_bytes))
-
 
 # ---------------------------------------------------------------- settings and plan
 

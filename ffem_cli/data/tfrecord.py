@@ -1,8 +1,10 @@
-"""Reading TFRecord files and ``tf.train.Example`` protos in pure Python (no TensorFlow).
+"""TFRecord files and ``tf.train.Example`` protos in pure Python (no TensorFlow): the one owner of the format.
 
-Used by the seed TFRecord source and by ``ffem inspect --verify``. A TFRecord
-frame is: length (uint64 LE), masked CRC32C of the length, payload, masked
-CRC32C of the payload (the writer is ``data.pack.tfrecord_frame``).
+Written by ``ffem pack`` (``tfrecord_frame``, ``encode_example``), read by the
+seed TFRecord source and ``ffem inspect --verify``. A TFRecord frame is:
+length (uint64 LE), masked CRC32C of the length, payload, masked CRC32C of
+the payload. CRC32C comes from ``google-crc32c`` when installed, else a
+table implementation in Python (correct but slower).
 """
 
 from __future__ import annotations
@@ -11,7 +13,97 @@ import struct
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from ffem_cli.data.pack import masked_crc
+# ---------------------------------------------------------------- writing
+
+
+def _crc32c_table() -> list[int]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+        table.append(crc)
+    return table
+
+
+try:
+    from google_crc32c import value as crc32c
+except ImportError:  # pragma: no cover - exercised only without the C extension
+    _TABLE = _crc32c_table()
+
+    def crc32c(data: bytes) -> int:
+        """CRC-32C (Castagnoli) of ``data``, table-driven pure Python."""
+        crc = 0xFFFFFFFF
+        for byte in data:
+            crc = _TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+        return crc ^ 0xFFFFFFFF
+
+
+def masked_crc(data: bytes) -> int:
+    crc = crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def tfrecord_frame(payload: bytes) -> bytes:
+    """One TFRecord: length (u64 LE), masked CRC32C of the length, payload, masked CRC32C."""
+    length = struct.pack("<Q", len(payload))
+    return length + struct.pack("<I", masked_crc(length)) + payload + struct.pack("<I", masked_crc(payload))
+
+
+_ONE_BYTE = [bytes((value,)) for value in range(0x80)]
+
+
+def _varint_bytes(value: int) -> bytes:
+    """``value`` as a protobuf varint (two's complement in 64 bits when negative)."""
+    if 0 <= value < 0x80:
+        return _ONE_BYTE[value]
+    value &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        bits = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(bits | 0x80)
+        else:
+            out.append(bits)
+            return bytes(out)
+
+
+def _delimited(field_number: int, payload: bytes) -> bytes:
+    return _varint_bytes(field_number << 3 | 2) + _varint_bytes(len(payload)) + payload
+
+
+def _bytes_feature_head(key_field: bytes, size: int) -> bytes:
+    """Everything of one ``{key: BytesList[value]}`` map entry that precedes a ``size``-byte value.
+
+    The value itself is not copied into nested messages: each level's length
+    is computed from the sizes, and the caller joins head and value once.
+    """
+    value_head = b"\x0a" + _varint_bytes(size)  # BytesList.value
+    list_head = b"\x0a" + _varint_bytes(len(value_head) + size)  # Feature.bytes_list
+    feature_size = len(list_head) + len(value_head) + size
+    feature_head = b"\x12" + _varint_bytes(feature_size)  # entry.value
+    entry_size = len(key_field) + len(feature_head) + feature_size
+    return b"\x0a" + _varint_bytes(entry_size) + key_field + feature_head + list_head + value_head
+
+
+_ENCODED_KEY = _delimited(1, b"image/encoded")
+_PATH_KEY = _delimited(1, b"image/path")
+
+
+def encode_example(encoded: bytes, label: int, path: str) -> bytes:
+    """A serialized ``tf.train.Example`` with the three pack features (protobuf wire format)."""
+    path_bytes = path.encode()
+    encoded_head = _bytes_feature_head(_ENCODED_KEY, len(encoded))
+    label_entry = _delimited(
+        1, _delimited(1, b"image/label") + _delimited(2, _delimited(3, _delimited(1, _varint_bytes(label))))
+    )
+    path_head = _bytes_feature_head(_PATH_KEY, len(path_bytes))
+    size = len(encoded_head) + len(encoded) + len(label_entry) + len(path_head) + len(path_bytes)
+    return b"".join((b"\x0a", _varint_bytes(size), encoded_head, encoded, label_entry, path_head, path_bytes))
+
+
+# ---------------------------------------------------------------- reading
 
 
 class FrameError(Exception):
