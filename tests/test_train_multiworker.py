@@ -240,3 +240,13 @@ def test_a_killed_worker_started_again_alone_rejoins_the_running_job(pack_dir, t
     assert "resuming at step" in chief_log and "resuming at step" in " ".join(outputs[1][1].split())
     assert "3 epochs, 18 steps" in " ".join(outputs[0][0].split())
     assert (run / "embedder.keras").is_file()
+
+
+def test_a_worker_that_keeps_losing_peers_gives_up_with_one_line(monkeypatch):
+    from ffem_cli.errors import FfemError
+    from ffem_cli.train import strategy
+
+    monkeypatch.setenv("FFEM_REJOINS", str(strategy.MAX_REJOINS))
+    monkeypatch.setattr(strategy.os, "execv", lambda *args: pytest.fail("started again past the limit"))
+    with pytest.raises(FfemError, match=f"lost a peer {strategy.MAX_REJOINS + 1} times .*giving up"):
+        strategy.rejoin(strategy.PeerLost("task 1 is down"))

@@ -119,7 +119,7 @@ def rejoin(lost: PeerLost) -> None:
     """
     count = int(os.environ.get("FFEM_REJOINS", "0")) + 1
     if count > MAX_REJOINS:
-        raise FfemError(f"a worker of the job was lost {count} times in a row ({lost}); giving up")
+        raise FfemError(f"this worker has lost a peer {count} times ({lost}); giving up after {MAX_REJOINS} restarts")
     err.print(
         f"worker {_task_index()}: a peer was lost ({lost}); starting again to rejoin from the newest checkpoint",
         highlight=False,
