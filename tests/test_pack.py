@@ -584,3 +584,12 @@ def test_python_tfrecord_writer_is_byte_identical_to_tf_io(tmp_path):
             )  # map entries by key, as the pack writer orders them
     assert ours.read_bytes() == theirs.read_bytes()
     assert read_records(ours) == examples
+
+
+def test_progress_from_two_workers_counts_every_image_once(labelled_list, tmp_path):
+    root, list_path = labelled_list
+    seen = []
+    result = pack(list_path, root, tmp_path / "p", SETTINGS, workers=2, on_progress=lambda d, t: seen.append((d, t)))
+    done = [d for d, _ in seen]
+    assert seen[0] == (0, 36) and seen[-1] == (36, 36) and result.images == 36
+    assert done == sorted(done) and {t for _, t in seen} == {36}

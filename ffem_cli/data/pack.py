@@ -53,7 +53,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from queue import Empty
 
 import numpy as np
 from PIL import Image
@@ -137,12 +136,19 @@ class _ShardJob:
     settings: PackSettings
 
 
-_progress_queue = None
+_images_done = None  # the pool's shared counter of images handled (a multiprocessing.Value)
 
 
-def _init_worker(queue) -> None:
-    global _progress_queue
-    _progress_queue = queue
+def _init_worker(counter) -> None:
+    global _images_done
+    _images_done = counter
+
+
+def _count_done(count: int) -> None:
+    """Add ``count`` to the shared counter: a lock and a store, with no feeder thread in the worker
+    (a ``multiprocessing.Queue`` starts one, which costs the encoding loop CPU)."""
+    with _images_done.get_lock():
+        _images_done.value += count
 
 
 def encode_face(picture: Image.Image, entry: FaceEntry | Record, settings: PackSettings) -> bytes:
@@ -217,7 +223,7 @@ def write_shard(job: _ShardJob, report: Callable[[int], None] | None = None) -> 
 
 
 def _write_shard_in_worker(job: _ShardJob) -> ShardResult:
-    return write_shard(job, _progress_queue.put if _progress_queue is not None else None)
+    return write_shard(job, _count_done if _images_done is not None else None)
 
 
 # ---------------------------------------------------------------- driver
@@ -556,17 +562,18 @@ def _run_jobs(
     # as a test session or the trainer) is not fork-safe, so then spawn.
     method = "spawn" if "tensorflow" in sys.modules else "fork"
     context = multiprocessing.get_context(method)
-    queue = context.Queue()
+    counter = context.Value("q", 0)
     results = {}
-    with context.Pool(min(workers, len(jobs)), initializer=_init_worker, initargs=(queue,)) as pool:
+    with context.Pool(min(workers, len(jobs)), initializer=_init_worker, initargs=(counter,)) as pool:
         pending = pool.map_async(_write_shard_in_worker, jobs, chunksize=1)
-        while not pending.ready() or not queue.empty():
-            try:  # a short wait: the last one delays the end of the whole pack
-                report(queue.get(timeout=0.01))
-            except Empty:
-                continue
+        while not pending.ready():
+            pending.wait(0.1)  # returns as soon as the last job ends
+            if counter.value > done:
+                report(counter.value - done)
         for result in pending.get():
             results[result.file] = result
+    if counter.value > done:
+        report(counter.value - done)
     return results
 
 
