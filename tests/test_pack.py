@@ -195,30 +195,41 @@ def test_resume_keeps_good_shards_and_rewrites_a_corrupted_one(packed, labelled_
     assert not list(output.glob("*.done")) and not (output / "pack-progress.json").exists()
 
 
-def test_resume_of_an_intact_finished_pack_never_leaves_it_unfinished(packed, labelled_list, tmp_path, monkeypatch):
-    """Every shard matches: the pack stays finished while it is re-sealed, so a crash midway loses nothing."""
+def test_resume_of_an_intact_finished_pack_writes_nothing(packed, labelled_list, tmp_path, monkeypatch):
+    """Every shard, the index and the rejects match the manifest: the pack is checked and left as it is,
+    so no moment of the check leaves it unfinished or its manifest disagreeing with its files."""
     from ffem_cli.data import pack as packing
 
     source, _ = packed
     root, list_path = labelled_list
     output = tmp_path / "faces"
     shutil.copytree(source, output)
+    before = {path.name: (path.read_bytes(), path.stat().st_mtime_ns) for path in output.iterdir()}
+
+    def no_writing(*args, **kwargs):
+        raise AssertionError("an intact pack was written to")
+
+    monkeypatch.setattr(packing, "_write_index", no_writing)
+    monkeypatch.setattr(packing.atomic, "write_json", no_writing)
+    monkeypatch.setattr(packing, "_write_done", no_writing)
+    result = pack(list_path, root, output, SETTINGS, workers=1, resume=True)
+    assert (result.kept_shards, result.images_written, result.images) == (4, 0, 36)
+    assert {path.name: (path.read_bytes(), path.stat().st_mtime_ns) for path in output.iterdir()} == before
+
+
+def test_resume_repairs_a_finished_pack_whose_index_was_damaged(packed, labelled_list, tmp_path):
+    source, _ = packed
+    root, list_path = labelled_list
+    output = tmp_path / "faces"
+    shutil.copytree(source, output)
     original = PackDir(output).read_manifest_json()
+    index = output / "index.npz"
+    index.write_bytes(index.read_bytes() + b"\0")  # still readable, but its sha256 no longer matches
 
-    def crash(*args):
-        raise RuntimeError("killed while re-sealing")
-
-    monkeypatch.setattr(packing, "_write_index", crash)
-    with pytest.raises(RuntimeError):
-        pack(list_path, root, output, SETTINGS, workers=1, resume=True)
-    assert PackDir(output).manifest()["shards"] == original["shards"]  # still a finished, valid pack
-    assert not list(output.glob("*.done"))
-
-    monkeypatch.undo()
     result = pack(list_path, root, output, SETTINGS, workers=1, resume=True)
     assert (result.kept_shards, result.images_written) == (4, 0)
-    assert PackDir(output).read_manifest_json()["shards"] == original["shards"]
-    assert not (output / "pack-progress.json").exists()
+    assert PackDir(output).manifest()["shards"] == original["shards"]
+    assert not list(output.glob("*.done")) and not (output / "pack-progress.json").exists()
 
 
 def test_resume_refuses_other_settings(packed, labelled_list, tmp_path):

@@ -322,14 +322,15 @@ def _progress_record(settings: PackSettings, source_fingerprint: str) -> dict:
     }
 
 
-def _finished_shards(output: Path, expected: dict, names: list[str]) -> dict[str, ShardResult]:
-    """Shards of an interrupted (or finished) pack whose bytes still match their record.
+def _finished_shards(output: Path, expected: dict, names: list[str]) -> tuple[dict[str, ShardResult], dict | None]:
+    """Shards of an interrupted (or finished) pack whose bytes still match their record, and the
+    manifest of a finished pack that is intact (every shard, the index and the rejects match it).
 
-    A finished pack whose shards all match keeps its manifest: the caller
-    re-seals it by atomic replacement, so a kill at any moment leaves it
-    finished. One with a shard to rewrite is first turned back into an
-    unfinished pack (progress + ``.done`` records, no manifest) until it is
-    re-sealed.
+    An intact finished pack is left exactly as it is: nothing needs writing.
+    A finished pack with anything to rewrite is first turned back into an
+    unfinished one (progress + ``.done`` records of the good shards, no
+    manifest) until it is re-sealed, so it never carries a manifest that
+    disagrees with its files.
     """
     pack = PackDir(output)
     hint = "; rerun without --resume to start over"
@@ -343,7 +344,7 @@ def _finished_shards(output: Path, expected: dict, names: list[str]) -> dict[str
     elif pack.progress_path.exists():
         previous = _read_json(pack.progress_path, hint)
     else:
-        return {}
+        return {}, None
     if previous != expected:
         raise FfemError(
             f"{output}: the pack there was made from another list or with other settings; "
@@ -360,12 +361,22 @@ def _finished_shards(output: Path, expected: dict, names: list[str]) -> dict[str
         shard = pack.shard_path(name)
         if record is not None and name in names and shard.exists() and file_sha256(shard) == record.get("sha256"):
             kept[name] = ShardResult(**record)
-    if finished and sorted(kept) != sorted(names):
-        atomic.write_json(pack.progress_path, expected)
-        for name, shard_result in kept.items():
-            _write_done(pack.shard_path(name), vars(shard_result))
-        pack.manifest_path.unlink()
-    return kept
+    if not finished:
+        return kept, None
+    if sorted(kept) == sorted(names) and all(
+        _file_matches(pack.path / manifest.get(part, {}).get("file", ""), manifest.get(part, {}).get("sha256"))
+        for part in ("index", "rejects")
+    ):
+        return kept, manifest
+    atomic.write_json(pack.progress_path, expected)
+    for name, shard_result in kept.items():
+        _write_done(pack.shard_path(name), vars(shard_result))
+    pack.manifest_path.unlink()
+    return kept, None
+
+
+def _file_matches(path: Path, sha256: str | None) -> bool:
+    return path.is_file() and file_sha256(path) == sha256
 
 
 def _records_from_manifest(manifest: dict, index: dict | None) -> dict[str, dict | None]:
@@ -489,7 +500,19 @@ def _write_into(
     _clear_stale(output)
     expected = _progress_record(settings, _sources_fingerprint(described, shaped.report))
     shard_names = [shard_name(i, settings.shards) for i in range(settings.shards)]
-    kept = _finished_shards(output, expected, shard_names) if resume else {}
+    kept, intact = _finished_shards(output, expected, shard_names) if resume else ({}, None)
+    if intact is not None:
+        return {
+            "images": intact["num_examples"],
+            "images_written": 0,
+            "shards": settings.shards,
+            "kept_shards": len(kept),
+            "skipped": intact["skipped"],
+            "identities": len(shaped.names),
+            "clipped": intact["boxes_clipped"],
+            "rejected": intact["num_rejected"],
+            "passed_through": 0,
+        }
     if not kept:
         _remove_pack_files(output)
     atomic.write_json(pack.progress_path, expected)
