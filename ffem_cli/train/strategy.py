@@ -36,7 +36,7 @@ import re
 import sys
 
 from ffem_cli.console import err
-from ffem_cli.errors import FfemError
+from ffem_cli.errors import FfemError, op_error_lines, tidy_op_line
 
 #: Seconds between TensorFlow's multi-worker peer health checks (its default is 30); a dead peer
 #: aborts the collectives after at most this long plus three failed probes.
@@ -82,7 +82,7 @@ def _multi_worker_strategy():
         extended._check_health_interval = HEALTH_CHECK_SECONDS
     try:
         return tf.distribute.MultiWorkerMirroredStrategy()
-    except (tf.errors.UnavailableError, tf.errors.FailedPreconditionError, tf.errors.AbortedError) as exc:
+    except peer_errors() as exc:
         raise PeerLost(peer_error_text(exc)) from None
 
 
@@ -102,11 +102,9 @@ def peer_errors() -> tuple[type[Exception], ...]:
 def peer_error_text(exc) -> str:
     """What a TensorFlow error for a lost peer says, in one line: the first line naming the abort
     or the unhealthy task, without the graph trace or the ``{{function_node …}}`` prefix."""
-    lines = [line for line in (exc.message or "").splitlines() if line.strip() and not line[0].isspace()]
-    lines = [line for line in lines if not line.startswith(("Graph execution error", "Detected at node"))]
+    lines = op_error_lines(exc.message or "")
     telling = [line for line in lines if re.search(r"abort|unhealthy|unavailable|restart", line, re.IGNORECASE)]
-    text = (telling or lines or [type(exc).__name__])[0]
-    text = re.sub(r"^\{\{[^}]*\}\}\s*|\s*\[Op:[^\]]*\]$", "", text).strip()
+    text = tidy_op_line((telling or lines or [type(exc).__name__])[0])
     return text if len(text) <= 300 else text[:297] + "..."
 
 

@@ -14,7 +14,6 @@ run ends where an uninterrupted one does, within float tolerance.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass, replace
@@ -25,7 +24,7 @@ import numpy as np
 from ffem_cli import atomic, faults
 from ffem_cli.console import err
 from ffem_cli.data.packdir import PackDir
-from ffem_cli.errors import FfemError
+from ffem_cli.errors import FfemError, op_error_lines, tidy_op_line
 from ffem_cli.hashing import file_sha256
 from ffem_cli.registry import lookup
 from ffem_cli.rundir import RunDir
@@ -520,12 +519,11 @@ def _fit(parts: _Parts, config: TrainConfig, dataset, steps: int, callbacks: lis
 def _op_error_reason(message: str) -> str:
     """The sentence of a TensorFlow op error that says what went wrong, without the graph trace
     ("Unknown image file format. One of JPEG, … required.")."""
-    lines = [line for line in message.splitlines() if line.strip() and not line[0].isspace()]
-    lines = [line for line in lines if not line.startswith(("Graph execution error", "Detected at node"))]
+    lines = op_error_lines(message)
     last = lines[-1] if lines else ""
     if last.startswith("Error in user-defined function"):  # "… transformation with iterator: …: <reason>"
         last = last.rsplit(": ", 1)[-1]
-    return re.sub(r"^\{\{[^}]*\}\}\s*|\s*\[Op:[^\]]*\]$", "", last).strip()
+    return tidy_op_line(last)
 
 
 def save_embedder(embedder, config: TrainConfig, path: Path, loss_layer=None) -> None:
