@@ -70,6 +70,10 @@ class TrainingModel(keras.Model):
         extra = [ops.cast(value, "float32") for value in self.losses]  # e.g. regularisers
         if extra:
             loss = loss + ops.sum(ops.stack(extra))
+        if self.accuracy_tracker is not None:
+            # here, not in compute_metrics: Keras's JAX step calls compute_metrics with only
+            # the metrics' variables in scope (the head's centres are unreadable there)
+            self.accuracy_tracker.update_state(y, self.loss_layer.logits(ops.stop_gradient(y_pred)))
         return _scale_for_replicas(loss)
 
     def margin_fraction(self):
@@ -78,9 +82,6 @@ class TrainingModel(keras.Model):
         return ops.minimum(step / float(self.margin_warmup_steps), 1.0)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        if self.accuracy_tracker is not None:
-            logits = self.loss_layer.logits(ops.stop_gradient(y_pred))
-            self.accuracy_tracker.update_state(y, logits)
         results = self.get_metrics_result()
         if _multi_worker():
             # Keras 3.15 averages step logs over workers with strategy.reduce(MEAN, v, axis=0),

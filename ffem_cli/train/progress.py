@@ -104,12 +104,15 @@ class StepMonitor(keras.callbacks.Callback):
         }
 
     def on_train_batch_end(self, batch, logs=None):
+        # Keras's property: on JAX it first copies the step's state into the variables, which the
+        # learning rate, checkpoints and step validations below read
+        model = self.model
         logs = logs or {}
         p = self.position
         self.position = Position(p.step + 1, p.epoch, p.step_in_epoch + 1)
         loss = float(np.asarray(logs.get("loss", np.nan)))
         if not math.isfinite(loss):
-            self.model.stop_training = True
+            model.stop_training = True
             raise NonFiniteLoss(
                 f"loss became {loss} at step {self.position.step} "
                 f"(epoch {p.epoch + 1}, step {self.position.step_in_epoch})"
@@ -130,7 +133,7 @@ class StepMonitor(keras.callbacks.Callback):
             self.save_checkpoint()
         if self.halt_at_step is not None and self.position.step >= self.halt_at_step:
             self.halted = True
-            self.model.stop_training = True
+            model.stop_training = True
 
     def _show(self) -> None:
         if self._bar is None:
