@@ -149,7 +149,9 @@ def train(
         "--early-stop",
         help="End the run after this many validations without improvement; the best embedder is kept. Default 0 (off).",
     ),
-    devices: int = typer.Option(None, help="Local replicas (GPUs). Default: all GPUs, or one CPU."),
+    devices: int = typer.Option(
+        None, help="Local replicas (GPUs; on JAX, JAX devices). Default: all GPUs, or one CPU."
+    ),
     gpu: list[int] = typer.Option(None, "--gpu", help="Train on this GPU id (repeatable for several)."),
     sync_batchnorm: bool = typer.Option(
         None,
@@ -168,7 +170,9 @@ def train(
 
     Re-running the same command on an existing run, or --resume, continues from
     the newest checkpoint (same step, learning-rate position and data
-    position). Several GPUs: MirroredStrategy over --devices. Several machines:
+    position). Several GPUs: MirroredStrategy over --devices; with
+    KERAS_BACKEND=jax the devices are JAX's and the head's class centres are
+    split among them. Several machines:
     set TF_CONFIG on each, e.g.
     TF_CONFIG='{"cluster":{"worker":["host1:12345","host2:12345"]},"task":{"type":"worker","index":0}}'
     and run the same command everywhere (worker 0 writes the run directory).

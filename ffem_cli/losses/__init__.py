@@ -86,7 +86,7 @@ def is_pair_loss(name: str) -> bool:
     return lookup(LOSSES, name, "loss").family == PAIR
 
 
-def build_loss(name: str, num_classes: int, embedding_size: int, **options) -> keras.layers.Layer:
+def build_loss(name: str, num_classes: int, embedding_size: int, /, **options) -> keras.layers.Layer:
     """The loss layer registered as ``name`` with ``options`` over its defaults.
 
     ``num_classes`` (C) and ``embedding_size`` (D) go to the families that own

@@ -25,11 +25,21 @@
   their index among the visible ones (one: ``OneDeviceStrategy``).
 - otherwise TensorFlow's default strategy (one device).
 
+On Keras's JAX backend (``KERAS_BACKEND=jax``) ``tf.distribute`` is not
+used: ``--devices N`` / ``--gpu ID`` pick JAX devices, and ``JaxDevices``
+sets a ``keras.distribution.ModelParallel`` over them. The batch is split
+among the devices (data parallelism) and the classification head's
+class-indexed weights (``CLASS_LAYOUTS``) are split by
+class, C/N per device, as Partial FC v2 shards them; every other weight is
+replicated. XLA inserts the collectives (the embeddings' all-gather, the
+softmax's cross-device sums).
+
 The global batch (``--batch-size``) is split evenly among all replicas.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -49,9 +59,29 @@ class PeerLost(Exception):
     """Another worker of a multi-worker job stopped answering; this worker must start again to rejoin."""
 
 
+#: Name of the training model's loss layer: ``JaxDevices`` shards this layer's class-indexed weights.
+HEAD_NAME = "class_head"
+#: Variable paths (regular expressions, as ``keras.distribution.LayoutMap`` reads them) of the
+#: head's class-indexed weights → their layout over the ``"devices"`` mesh axis: split by class.
+CLASS_LAYOUTS = {
+    rf"{HEAD_NAME}/(.+/)?(centres|centers|proxies)": ("devices", None),  # (C, D)
+    rf"{HEAD_NAME}/(.+/)?kernel": (None, "devices"),  # (D, C)
+    rf"{HEAD_NAME}/(.+/)?bias": ("devices",),  # (C,)
+}
+
+
 def make_strategy(devices: int = 0, gpu_ids: list[int] | tuple[int, ...] = ()):
     """The strategy for ``devices`` local replicas (0 = every GPU, or one CPU), or for the
-    GPUs numbered ``gpu_ids`` (then ``devices`` must be 0 or their count)."""
+    GPUs numbered ``gpu_ids`` (then ``devices`` must be 0 or their count).
+
+    On Keras's JAX backend: a ``JaxDevices`` for the same choice of JAX devices.
+    """
+    import keras
+
+    if keras.backend.backend() == "jax":
+        if os.environ.get("TF_CONFIG"):
+            raise FfemError("TF_CONFIG (several machines) needs the TensorFlow backend; unset KERAS_BACKEND=jax")
+        return JaxDevices.choose(devices, gpu_ids)
     import tensorflow as tf
 
     if gpu_ids:
@@ -153,8 +183,102 @@ def _strategy_on_gpus(gpu_ids: list[int], devices: int):
     return tf.distribute.MirroredStrategy(chosen)
 
 
+class JaxDevices:
+    """What ffem uses of a ``tf.distribute`` strategy, on Keras's JAX backend: ``devices`` (JAX
+    devices) split the batch, and with more than one the head's class-indexed weights are
+    sharded by class (``keras.distribution.ModelParallel``, set here globally before any
+    weight exists).
+
+    A weight whose class count does not divide by the device count stays whole on every
+    device; ``unsplit`` names those weights once they exist.
+    """
+
+    def __init__(self, devices: list):
+        import keras
+
+        self.devices = list(devices)
+        self.num_replicas_in_sync = len(self.devices)
+        self.distribution = None
+        keras.distribution.set_distribution(None)  # an earlier run's, in this process
+        if len(self.devices) > 1:
+            mesh = keras.distribution.DeviceMesh((len(self.devices),), ["devices"], self.devices)
+            layouts = keras.distribution.LayoutMap(mesh)
+            for pattern, layout in CLASS_LAYOUTS.items():
+                layouts[pattern] = layout
+            self.distribution = _class_sharding(layouts)
+            keras.distribution.set_distribution(self.distribution)
+
+    @classmethod
+    def choose(cls, devices: int, gpu_ids) -> JaxDevices:
+        """``devices`` JAX devices (0 = every GPU, or one CPU), or the GPUs numbered ``gpu_ids``."""
+        import jax
+
+        gpus = [d for d in jax.devices() if d.platform == "gpu"]
+        if gpu_ids:
+            missing = [i for i in gpu_ids if not 0 <= i < len(gpus)]
+            if missing:
+                raise FfemError(f"--gpu {missing[0]}: only {len(gpus)} GPU(s) are visible to JAX")
+            if devices and devices != len(gpu_ids):
+                raise FfemError(f"--devices {devices} disagrees with {len(gpu_ids)} --gpu id(s)")
+            return cls([gpus[i] for i in gpu_ids])
+        available = gpus or jax.devices("cpu")
+        wanted = devices or (len(gpus) if gpus else 1)
+        if wanted > len(available):
+            kind = "GPU" if gpus else "CPU"
+            hint = "" if gpus else " (more CPU devices: XLA_FLAGS=--xla_force_host_platform_device_count=N)"
+            raise FfemError(
+                f"--devices {wanted} asked for, but only {len(available)} JAX {kind} device(s) are visible{hint}"
+            )
+        return cls(available[:wanted])
+
+    def scope(self):
+        return contextlib.nullcontext()
+
+    def sharding_lines(self, variables) -> list[str]:
+        """One line per class-indexed weight among ``variables``: its shape, and per device."""
+        if self.distribution is None:
+            return []
+        lines = []
+        for variable in variables:
+            if not any(re.fullmatch(pattern, variable.path) for pattern in CLASS_LAYOUTS):
+                continue
+            if variable.path in self.distribution.unsplit:
+                lines.append(
+                    f"{variable.path} {tuple(variable.shape)}: whole on each of the {len(self.devices)} devices "
+                    f"({self.distribution.unsplit[variable.path]} classes do not divide by {len(self.devices)})"
+                )
+                continue
+            shard = tuple(variable.value.addressable_shards[0].data.shape)
+            lines.append(f"{variable.path} {tuple(variable.shape)}: {shard} on each of {len(self.devices)} devices")
+        return lines
+
+
+def _class_sharding(layouts):
+    """A ``ModelParallel`` over ``layouts`` that keeps whole (and names in ``unsplit``: path →
+    class count) a weight whose class axis does not divide by the device count."""
+    import keras
+
+    class ClassSharding(keras.distribution.ModelParallel):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.unsplit = {}
+
+        def get_variable_layout(self, variable):
+            layout = super().get_variable_layout(variable)
+            count = self.device_mesh.shape[0]
+            for size, axis in zip(variable.shape, layout.axes, strict=True):
+                if axis is not None and size % count:
+                    self.unsplit[variable.path] = size
+                    return keras.distribution.TensorLayout([None] * len(variable.shape), self.device_mesh)
+            return layout
+
+    return ClassSharding(layout_map=layouts, batch_dim_name="devices")
+
+
 def replica_devices(strategy) -> list[str]:
     """Names of the devices the strategy's replicas run on (this machine's, for multi-worker)."""
+    if isinstance(strategy, JaxDevices):
+        return [f"{d.platform}:{d.id}" for d in strategy.devices]
     import tensorflow as tf
 
     try:

@@ -107,8 +107,11 @@ def train(
         keras.utils.set_random_seed(config.seed)  # same seed → same initial weights
         with strategy.scope():
             embedder, loss_layer = _build(config, pack_classes, int(manifest["image_size"]))
-        if replicas > 1 and config.sync_batchnorm:
-            synchronize_batchnorm(embedder)
+        if replicas > 1 and config.sync_batchnorm and not isinstance(strategy, strategy_module.JaxDevices):
+            synchronize_batchnorm(embedder)  # (on JAX a BatchNorm already sees the global batch)
+        if isinstance(strategy, strategy_module.JaxDevices):
+            for line in strategy.sharding_lines(loss_layer.weights):
+                err.print(f"sharded by class: {line}", highlight=False, soft_wrap=True)
         pk = _pk(config, replicas)
         steps = pipeline.steps_per_epoch(pack, config.batch_size, pk)
         if steps < 1:
@@ -275,6 +278,7 @@ def _build(config: TrainConfig, num_classes: int, size: int) -> tuple[object, ob
         options["miner"] = config.miner
     if config.sample_rate < 1.0:
         options["sample_rate"] = config.sample_rate
+    options["name"] = strategy_module.HEAD_NAME  # the weights JaxDevices shards are found by this name
     loss_layer = build_loss(config.loss, num_classes, config.embedding_size, **options)
     loss_layer(ops.zeros((2, config.embedding_size)), ops.zeros((2,), "int32"))  # creates its weights
     return embedder, loss_layer
