@@ -11,6 +11,7 @@ import textwrap
 import time
 
 import pytest
+from train_fixtures import cli_flags
 
 from ffem_cli.data import synthetic
 from ffem_cli.data.pack import PackSettings, pack
@@ -33,24 +34,10 @@ def _env():
 
 def test_sigkill_mid_run_then_resume_completes(pack_dir, tmp_path):
     run = tmp_path / "run"
-    flags = [
-        "--data",
-        str(pack_dir),
-        "--run",
-        str(run),
-        "--backbone",
-        "tiny",
-        "--embedding-size",
-        "32",
-        "--batch-size",
-        "16",
-        "--lr",
-        "0.003",
-        "--epochs",
-        "10",
-        "--checkpoint-every",
-        "3",
-    ]
+    flags = cli_flags(
+        data=pack_dir, run=run, backbone="tiny", embedding_size=32, batch_size=16, lr=0.003, epochs=10,
+        checkpoint_every=3,
+    )  # fmt: skip
     command = [sys.executable, "-c", "from ffem_cli.cli import main; main()", "train", *flags]
     process = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -23,29 +23,15 @@ import sys
 
 import numpy as np
 import pytest
-from train_fixtures import make_pack
+from train_fixtures import cli_flags, make_pack
 
 from ffem_cli.train import config as C
 from ffem_cli.train.trainer import train
 
-FLAGS = [
-    "--backbone",
-    "tiny",
-    "--embedding-size",
-    "32",
-    "--batch-size",
-    "16",
-    "--lr",
-    "0.003",
-    "--epochs",
-    "3",
-    "--freeze-backbone-epochs",
-    "2",
-    "--augment",
-    "off",
-    "--checkpoint-every",
-    "100",
-]
+FLAGS = cli_flags(
+    backbone="tiny", embedding_size=32, batch_size=16, lr=0.003, epochs=3, freeze_backbone_epochs=2, augment="off",
+    checkpoint_every=100,
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import json
 import keras
 import numpy as np
 import pytest
-from train_fixtures import make_pack, write_pair_list
+from train_fixtures import cli_flags, make_pack, write_pair_list
 from typer.testing import CliRunner
 
 from ffem_cli.cli import app
@@ -39,30 +39,11 @@ def batch_labels(monkeypatch):
 
 
 def metric_flags(pack_dir, run, *extra):
-    return [
-        "train",
-        "--stage",
-        "metric",
-        "--data",
-        str(pack_dir),
-        "--run",
-        str(run),
-        "--backbone",
-        "tiny",
-        "--embedding-size",
-        "32",
-        "--batch-size",
-        str(P * K),
-        "--optimizer",
-        "adam",
-        "--lr",
-        "0.003",
-        "--augment",
-        "off",
-        "--checkpoint-every",
-        "100",
-        *extra,
-    ]
+    flags = cli_flags(
+        stage="metric", data=pack_dir, run=run, backbone="tiny", embedding_size=32, batch_size=P * K,
+        optimizer="adam", lr=0.003, augment="off", checkpoint_every=100,
+    )  # fmt: skip
+    return ["train", *flags, *extra]
 
 
 def test_triplet_batch_hard_on_pk_batches_with_validation(pack_dir, tmp_path, batch_labels):

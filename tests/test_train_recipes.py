@@ -14,7 +14,7 @@ from ffem_cli.train import config as C
 from ffem_cli.train import recipes
 from ffem_cli.train.model import build_optimizer
 from ffem_cli.train.schedules import WarmupDecay
-from tests.train_fixtures import make_pack
+from tests.train_fixtures import cli_flags, make_pack
 
 SEED_RECIPES = ("ee488b", "ffem-001", "ffem-003", "massface")
 
@@ -132,26 +132,8 @@ def test_train_with_a_recipe_prints_and_records_it(pack_dir, tmp_path):
         app,
         [
             "train",
-            "--recipe",
-            "ee488b",
-            "--data",
-            str(pack_dir),
-            "--run",
-            str(run),
-            "--backbone",
-            "tiny",
-            "--embedding-size",
-            "16",
-            "--classes-per-batch",
-            "6",
-            "--epochs",
-            "1",
-            "--augment-option",
-            "hue=0.05",
-            "--augment-option",
-            "cutout=0.5",
-            "--augment-option",
-            "cutout_size=0.3",
+            *cli_flags(recipe="ee488b", data=pack_dir, run=run, backbone="tiny", embedding_size=16),
+            *cli_flags(classes_per_batch=6, epochs=1, augment_option=["hue=0.05", "cutout=0.5", "cutout_size=0.3"]),
         ],
     )
     assert result.exit_code == 0, result.output

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 from fault_fixtures import read_only_folder
-from train_fixtures import make_pack, write_pair_list
+from train_fixtures import cli_flags, make_pack, write_pair_list
 from typer.testing import CliRunner
 
 from ffem_cli.cli import app
@@ -29,22 +29,9 @@ from ffem_cli.train.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
 # 96 images, batch 16: 6 steps per epoch, 12 in all; checkpoints at steps 5, 6 (epoch end), 10, 12
-ARGS = [
-    "--backbone",
-    "tiny",
-    "--embedding-size",
-    "32",
-    "--batch-size",
-    "16",
-    "--lr",
-    "0.003",
-    "--epochs",
-    "2",
-    "--checkpoint-every",
-    "5",
-    "--augment",
-    "off",
-]
+ARGS = cli_flags(
+    backbone="tiny", embedding_size=32, batch_size=16, lr=0.003, epochs=2, checkpoint_every=5, augment="off"
+)
 
 
 @pytest.fixture(scope="module")

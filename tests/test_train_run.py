@@ -8,6 +8,7 @@ import tomllib
 import keras
 import numpy as np
 import pytest
+from train_fixtures import cli_flags
 from typer.testing import CliRunner
 
 from ffem_cli.cli import app
@@ -60,24 +61,8 @@ def test_classifier_then_metric_stage(pack_dir, tmp_path):
         app,
         [
             "train",
-            "--data",
-            str(pack_dir),
-            "--run",
-            str(first),
-            "--backbone",
-            "tiny",
-            "--embedding-size",
-            "32",
-            "--batch-size",
-            "16",
-            "--lr",
-            "0.01",
-            "--epochs",
-            "10",
-            "--checkpoint-every",
-            "4",
-            "--augment",
-            "off",
+            *cli_flags(data=pack_dir, run=first, backbone="tiny", embedding_size=32, batch_size=16, lr=0.01),
+            *cli_flags(epochs=10, checkpoint_every=4, augment="off"),
         ],
     )
     assert result.exit_code == 0, result.output

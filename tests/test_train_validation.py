@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 from eval_fixtures import write_bin
-from train_fixtures import make_pack, write_pair_list
+from train_fixtures import cli_flags, make_pack, write_pair_list
 from typer.testing import CliRunner
 
 from ffem_cli.cli import app
@@ -108,40 +108,10 @@ def test_every_kind_of_set_during_training(pack_dir, tmp_path):
         app,
         [
             "train",
-            "--data",
-            str(pack_dir),
-            "--run",
-            str(run),
-            "--backbone",
-            "tiny",
-            "--embedding-size",
-            "16",
-            "--batch-size",
-            "16",
-            "--lr",
-            "0.003",
-            "--epochs",
-            "2",
-            "--augment",
-            "off",
-            "--loss",
-            "arcface",
-            "--loss-option",
-            "scale=16",
-            "--loss-option",
-            "margin=0.2",
-            "--val",
-            f"{pairs}",
-            "--val",
-            f"crops={pairs}@{faces}",
-            "--val",
-            str(tmp_path / "agedb.bin"),
-            "--val",
-            f"gallery={faces}",
-            "--val",
-            str(pack_dir),
-            "--monitor",
-            "pack/map@r",
+            *cli_flags(data=pack_dir, run=run, backbone="tiny", embedding_size=16, batch_size=16, lr=0.003, epochs=2),
+            *cli_flags(augment="off", loss="arcface", loss_option=["scale=16", "margin=0.2"]),
+            *cli_flags(val=[pairs, f"crops={pairs}@{faces}", tmp_path / "agedb.bin", f"gallery={faces}", pack_dir]),
+            *cli_flags(monitor="pack/map@r"),
         ],
     )
     assert result.exit_code == 0, result.output
@@ -168,19 +138,7 @@ def test_every_kind_of_set_during_training(pack_dir, tmp_path):
     assert "agedb/accuracy" in result.output  # the epoch line shows the figures
     bad = CliRunner().invoke(
         app,
-        [
-            "train",
-            "--data",
-            str(pack_dir),
-            "--run",
-            str(tmp_path / "bad"),
-            "--backbone",
-            "tiny",
-            "--val",
-            str(pairs),
-            "--monitor",
-            "nope/accuracy",
-        ],
+        ["train", *cli_flags(data=pack_dir, run=tmp_path / "bad", backbone="tiny", val=pairs, monitor="nope/accuracy")],
     )
     assert bad.exit_code == 1 and "--monitor 'nope/accuracy' is not a figure" in bad.output
 
@@ -242,24 +200,8 @@ def test_a_huge_learning_rate_collapses_the_embedding_and_says_so(pack_dir, tmp_
         app,
         [
             "train",
-            "--data",
-            str(pack_dir),
-            "--run",
-            str(run),
-            "--backbone",
-            "tiny",
-            "--embedding-size",
-            "16",
-            "--batch-size",
-            "16",
-            "--lr",
-            "10",
-            "--optimizer",
-            "sgd",
-            "--epochs",
-            "1",
-            "--augment",
-            "off",
+            *cli_flags(data=pack_dir, run=run, backbone="tiny", embedding_size=16, batch_size=16, lr=10),
+            *cli_flags(optimizer="sgd", epochs=1, augment="off"),
         ],
     )
     assert "warning: epoch 1: embedding collapse" in result.output, result.output

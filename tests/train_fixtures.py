@@ -13,6 +13,16 @@ from ffem_cli.data import synthetic
 from ffem_cli.data.pack import PackSettings, pack
 
 
+def cli_flags(**flags) -> list[str]:
+    """``ffem`` command-line arguments for ``flags``, in order: ``batch_size=16`` → ``--batch-size 16``;
+    a list repeats its flag: ``val=[a, b]`` → ``--val a --val b``."""
+    arguments = []
+    for name, value in flags.items():
+        for item in value if isinstance(value, list) else [value]:
+            arguments += [f"--{name.replace('_', '-')}", str(item)]
+    return arguments
+
+
 def make_pack(
     root: Path,
     identities: int = 8,
