@@ -9,8 +9,14 @@ whose ``[train]`` table is what ``ffem train --config`` reads).
    al. 2007) — all 4,038 with the recipe's ``singletons = true``, else the
    1,184 with 2+ images — labelled ``0..N-1`` in name order. Faces: the fixed
    box ``evaluate.lfw.LFW_FACE_BOX`` (the median MTCNN box on the 250x250
-   deep-funneled images) for every image, no detector run.
-2. ``ffem pack`` at the recipe's ``[pack]`` size and crop margin.
+   deep-funneled images) for every image, no detector run. A recipe with
+   ``[pack] align = true`` instead takes each image's box and 5 landmarks
+   from ``ffem detect`` run over LFW's images folder (a timed phase of the
+   run, ~7 minutes on 2 cores; ``--detections LIST`` reuses an earlier one):
+   training images without a detection are left out, test images without
+   one fall back to the fixed box.
+2. ``ffem pack`` at the recipe's ``[pack]`` size and crop margin (``--align``
+   for an aligned recipe).
 3. ``ffem train --config`` with the recipe's ``[train]`` table (and its ``[train.classifier]``); a ``[train.metric]``
    table, when present, is a second stage trained ``--init-from`` the first.
    ``--epochs N`` overrides every stage's epochs (short ranking runs).
@@ -66,7 +72,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.reference import reference_rate  # noqa: E402
 from ffem_cli import atomic, realdata  # noqa: E402
-from ffem_cli.data.image_list import FaceEntry, label_map_path, write_image_list, write_label_map  # noqa: E402
+from ffem_cli.data.image_list import (  # noqa: E402
+    FaceEntry,
+    label_map_path,
+    load_image_list,
+    write_image_list,
+    write_label_map,
+)
 from ffem_cli.evaluate import metrics, plots  # noqa: E402
 from ffem_cli.evaluate.lfw import LFW_FACE_BOX, image_dir  # noqa: E402
 from ffem_cli.evaluate.pairfiles import PairList, read_lfw_pairs, read_lfw_people  # noqa: E402
@@ -96,13 +108,15 @@ class Recipe:
     """A recipe file: its ``[train]`` table (``ffem train --recipe``), whose ``[train.classifier]`` and
     ``[train.metric]`` tables are the stages (the second trained with ``--init-from`` the first), and the ``[pack]``/``[eval]`` settings
     this benchmark reads: ``size``, ``margin``, ``singletons`` (train on the people with one image
-    too) and ``flip`` (test-time flip: the mirrored face's embedding added)."""
+    too), ``align`` (5-point alignment on ``ffem detect``'s landmarks) and ``flip`` (test-time flip: the
+    mirrored face's embedding added)."""
 
     path: Path
     stages: tuple[dict, ...]
     size: int
     margin: float
     singletons: bool
+    align: bool
     flip: bool
 
     @classmethod
@@ -126,6 +140,7 @@ class Recipe:
             int(pack.get("size", 112)),
             float(pack.get("margin", 0.0)),
             bool(pack.get("singletons", False)),
+            bool(pack.get("align", False)),
             bool(evaluation.get("flip", False)),
         )
 
@@ -134,20 +149,37 @@ class Recipe:
 
 
 def people_image_list(
-    people: dict[str, int], box: tuple[int, int, int, int], min_images: int = 2
+    people: dict[str, int],
+    box: tuple[int, int, int, int],
+    min_images: int = 2,
+    detections: dict[str, FaceEntry] | None = None,
 ) -> tuple[dict[str, FaceEntry], dict[str, int]]:
     """Image-list entries and label map for the people with ``min_images``+ images (``people``: name → count).
 
-    Labels ``0..N-1`` follow the sorted names; every image gets ``box``.
-    Keys are LFW's ``Name/Name_NNNN.jpg`` (numbers from 0001).
+    Labels ``0..N-1`` follow the sorted names; every image gets ``box``, or with
+    ``detections`` (key → detected entry) the detected box and landmarks, and an
+    image without a detection is left out. Keys are LFW's ``Name/Name_NNNN.jpg``
+    (numbers from 0001).
     """
     names = sorted(name for name, count in people.items() if count >= min_images)
     entries, label_map = {}, {}
     for label, name in enumerate(names):
         label_map[name] = label
         for number in range(1, people[name] + 1):
-            entries[f"{name}/{name}_{number:04d}.jpg"] = FaceEntry(label, box)
+            key = f"{name}/{name}_{number:04d}.jpg"
+            if detections is None:
+                entries[key] = FaceEntry(label, box)
+            elif key in detections:
+                entries[key] = FaceEntry(label, detections[key].box, detections[key].landmarks)
     return entries, label_map
+
+
+def face_source(images: Path, key: str, detections: dict[str, FaceEntry] | None) -> FaceSource:
+    """The face of LFW image ``key``: its detection (box + landmarks) when there is one, else the fixed box."""
+    found = detections.get(key) if detections is not None else None
+    if found is None:
+        return FaceSource(images / key, box=FACE_BOX)
+    return FaceSource(images / key, box=found.box, landmarks=tuple(map(tuple, found.landmarks.tolist())))
 
 
 class Eigenfaces:
@@ -233,44 +265,46 @@ def images_per_second(run: Path) -> float:
     return float(np.mean(rates))
 
 
-def train_faces(entries: dict[str, FaceEntry], images: Path, prep: FacePrep) -> np.ndarray:
+def train_faces(entries: dict[str, FaceEntry], images: Path, prep: FacePrep, detections) -> np.ndarray:
     """The training images' faces, cut as the model's were: uint8 ``(N, S, S, 3)``."""
     from concurrent.futures import ThreadPoolExecutor
 
-    sources = [FaceSource(images / key, box=entries[key].box) for key in sorted(entries)]
+    sources = [face_source(images, key, detections) for key in sorted(entries)]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         return np.stack(list(pool.map(lambda source: prepare_face(source, prep), sources, chunksize=64)))
 
 
 def score_both(
-    embedder: Embedder, dev_train: PairList, dev_test: PairList, images: Path
+    embedder: Embedder, dev_train: PairList, dev_test: PairList, images: Path, detections
 ) -> tuple[ScoredPairs, ScoredPairs]:
     scored = []
     for pairs in (dev_train, dev_test):
         names = dict.fromkeys([*pairs.first, *pairs.second])
-        sources = {name: FaceSource(images / name, box=FACE_BOX) for name in names}
+        sources = {name: face_source(images, name, detections) for name in names}
         scored.append(score_pair_list(embedder, pairs, sources, None, 128, f"embed {pairs.source.name}"))
     return scored[0], scored[1]
 
 
-def recall_at_1(embedder: Embedder, people: dict[str, int], images: Path) -> dict:
+def recall_at_1(embedder: Embedder, people: dict[str, int], images: Path, detections) -> dict:
     """Leave-one-out Recall@1 over every image of ``people`` (``peopleDevTest``: 3,708 images): each image
     whose identity has another image is a query, all images form the gallery."""
     entries, _ = people_image_list(people, FACE_BOX, min_images=1)
     keys = sorted(entries)
-    embedded = compute_embeddings(
-        embedder, [FaceSource(images / key, box=FACE_BOX) for key in keys], None, 128, description="embed peopleDevTest"
-    )
+    sources = [face_source(images, key, detections) for key in keys]
+    embedded = compute_embeddings(embedder, sources, None, 128, description="embed peopleDevTest")
     result = evaluate_retrieval(embedded.vectors, [entries[key].label for key in keys], embedded.valid)
     return {"recall@1": result.metrics["recall@1"], "queries": result.num_queries, "gallery": len(keys)}
 
 
 def evaluate(
-    embedder: Embedder, pairs: tuple[PairList, PairList], test_people: dict[str, int], images: Path
+    embedder: Embedder, pairs: tuple[PairList, PairList], test_people: dict[str, int], images: Path, detections
 ) -> tuple[dict, ScoredPairs]:
-    """Pair accuracies (``accuracies``) and peopleDevTest Recall@1 of one model; the scored test pairs."""
-    train_scored, test_scored = score_both(embedder, *pairs, images)
-    return {**accuracies(train_scored, test_scored), **recall_at_1(embedder, test_people, images)}, test_scored
+    """Pair accuracies (``accuracies``) and peopleDevTest Recall@1 of one model; the scored test pairs.
+
+    ``detections``: key → detected entry for an aligned recipe, else ``None`` (the fixed box)."""
+    train_scored, test_scored = score_both(embedder, *pairs, images, detections)
+    recall = recall_at_1(embedder, test_people, images, detections)
+    return {**accuracies(train_scored, test_scored), **recall}, test_scored
 
 
 def stage_commands(
@@ -316,6 +350,12 @@ def main() -> int:
         type=float,
         help="also train the last stage with Partial FC at this sample rate, from the same start (issue 15)",
     )
+    parser.add_argument(
+        "--detections",
+        type=Path,
+        help="for a recipe with [pack] align: an image list from `ffem detect LFW/images` (boxes + "
+        "landmarks) made earlier; default: run ffem detect here, as part of the timed run",
+    )
     parser.add_argument("--pca-components", type=int, default=150)
     parser.add_argument("--no-whiten", action="store_true", help="eigenfaces without whitening")
     args = parser.parse_args()
@@ -337,15 +377,28 @@ def main() -> int:
     images = image_dir(root)
     phases: dict[str, float] = {}
     started = time.perf_counter()
+    detections = detections_path = None
+    if recipe.align:
+        detections_path = args.detections
+        if detections_path is None:  # part of the recipe's time
+            detections_path = output / "detections.json"
+            phases["detect"] = run_ffem(
+                ["detect", str(images), "--output", str(detections_path)], output / "detect.log"
+            )
+        detections = load_image_list(detections_path)
 
     people = read_lfw_people(root / "peopleDevTrain.txt")[0]
-    entries, label_map = people_image_list(people, FACE_BOX, min_images=1 if recipe.singletons else 2)
+    entries, label_map = people_image_list(
+        people, FACE_BOX, min_images=1 if recipe.singletons else 2, detections=detections
+    )
     list_path = output / "image_list.json"
     write_image_list(list_path, entries)
     write_label_map(label_map_path(list_path), label_map)
     print(
         f"recipe {recipe.path}; peopleDevTrain: {len(people)} people, {len(label_map)} used "
-        f"({len(entries)} images); box {FACE_BOX}, {recipe.size} px, crop margin {recipe.margin}; output {output}"
+        f"({len(entries)} images); "
+        + (f"aligned on {detections_path}'s landmarks" if recipe.align else f"box {FACE_BOX}")
+        + f", {recipe.size} px, crop margin {recipe.margin}; output {output}"
     )
 
     pack_dir = output / "pack"
@@ -363,6 +416,7 @@ def main() -> int:
             str(recipe.margin),
             "--shards",
             "8",
+            *(["--align"] if recipe.align else []),
         ],
         output / "pack.log",
     )
@@ -390,15 +444,17 @@ def main() -> int:
         label = f"ffem {saved['model']['backbone']} {name} ({saved['loss']['name']})"
         for flip in sorted({False, recipe.flip}):
             key = f"{label}{' + flip' if flip else ''}"
-            results[key], scored_test[key] = evaluate(load_embedder(run, None, flip=flip), pairs, test_people, images)
+            embedder = load_embedder(run, None, flip=flip)
+            results[key], scored_test[key] = evaluate(embedder, pairs, test_people, images, detections)
     phases["evaluate_trained"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
-    prep = FacePrep(image_size=recipe.size, margin=recipe.margin)
-    eigenfaces = Eigenfaces(args.pca_components, whiten=not args.no_whiten).fit(train_faces(entries, images, prep))
+    prep = FacePrep(image_size=recipe.size, margin=recipe.margin, crop="align" if recipe.align else "margin")
+    faces = train_faces(entries, images, prep, detections)
+    eigenfaces = Eigenfaces(args.pca_components, whiten=not args.no_whiten).fit(faces)
     pca = Embedder(eigenfaces, "eigenfaces", prep, f"eigenfaces ({eigenfaces.components} components)")
     pca_name = f"eigenfaces PCA-{eigenfaces.components}{'' if args.no_whiten else ' whitened'}"
-    results[pca_name], scored_test[pca_name] = evaluate(pca, pairs, test_people, images)
+    results[pca_name], scored_test[pca_name] = evaluate(pca, pairs, test_people, images, detections)
     phases["eigenfaces_fit_and_evaluate"] = time.perf_counter() - tick
     phases["total"] = time.perf_counter() - started
     budget = BUDGET_MINUTES * max(1.0, BUDGET_REFERENCE_RATE / reference)
@@ -412,6 +468,7 @@ def main() -> int:
             "size": recipe.size,
             "margin": recipe.margin,
             "singletons": recipe.singletons,
+            "align": recipe.align,
             "flip": recipe.flip,
             "epochs_override": epochs,
         },

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ffem_cli.data.image_list import check_against_images, load_image_list, write_image_list
+from ffem_cli.data.image_list import FaceEntry, check_against_images, load_image_list, write_image_list
 from ffem_cli.evaluate import metrics
 from ffem_cli.evaluate.lfw import image_dir
 from ffem_cli.evaluate.pairfiles import PairList, read_lfw_people
@@ -44,6 +44,28 @@ def test_people_image_list_keeps_people_with_two_or_more_images(tmp_path):
 def test_people_image_list_with_singletons_keeps_everyone():
     entries, label_map = lfw_view1.people_image_list({"Zoe_B": 2, "Solo_C": 1}, BOX, min_images=1)
     assert label_map == {"Solo_C": 0, "Zoe_B": 1} and sorted(entries)[0] == "Solo_C/Solo_C_0001.jpg"
+
+
+def test_aligned_image_list_takes_each_detection_and_leaves_out_undetected_images():
+    landmarks = np.array([[90, 100], [130, 100], [110, 125], [95, 150], [125, 150]], np.float32)
+    detections = {
+        "Al_A/Al_A_0001.jpg": FaceEntry(7, (80, 70, 160, 180), landmarks),
+        "Al_A/Al_A_0003.jpg": FaceEntry(7, (81, 71, 161, 181), landmarks + 1),
+        "Zoe_B/Zoe_B_0002.jpg": FaceEntry(9, (82, 72, 162, 182), landmarks + 2),
+    }
+    entries, label_map = lfw_view1.people_image_list({"Zoe_B": 2, "Al_A": 3}, BOX, detections=detections)
+    assert label_map == {"Al_A": 0, "Zoe_B": 1}  # the people file's labels, not the detector's
+    assert entries == {
+        "Al_A/Al_A_0001.jpg": FaceEntry(0, (80, 70, 160, 180), landmarks),
+        "Al_A/Al_A_0003.jpg": FaceEntry(0, (81, 71, 161, 181), landmarks + 1),
+        "Zoe_B/Zoe_B_0002.jpg": FaceEntry(1, (82, 72, 162, 182), landmarks + 2),
+    }
+    images = Path("/lfw")
+    found = lfw_view1.face_source(images, "Al_A/Al_A_0001.jpg", detections)
+    assert found.box == (80, 70, 160, 180) and np.array_equal(found.landmarks, landmarks)
+    missing = lfw_view1.face_source(images, "Al_A/Al_A_0002.jpg", detections)
+    assert missing.box == lfw_view1.FACE_BOX and missing.landmarks is None  # the fixed box instead
+    assert lfw_view1.face_source(images, "Al_A/Al_A_0001.jpg", None).box == lfw_view1.FACE_BOX
 
 
 def test_shipped_recipe_loads_and_its_train_table_is_a_valid_config():
