@@ -113,3 +113,28 @@ def test_two_replicas_follow_the_single_device_loss_curve(pack_dir, tmp_path):
     assert one[-1] < 0.5 * one[0]
     assert two == pytest.approx(one, rel=1e-2)
     assert losses["refusal2"] == "batch size 15 does not divide among 2 replicas; use a multiple of 2"
+
+
+def test_device_choice_is_checked_alike_for_every_backend():
+    """``strategy.choose_devices`` serves TensorFlow and JAX: the same choice and the same refusals."""
+    from ffem_cli.errors import FfemError
+    from ffem_cli.train.strategy import choose_devices
+
+    gpus, cpus = ("g0", "g1", "g2"), ["c0", "c1"]  # gpus: a tuple, to key the refusals below
+    assert choose_devices(0, (), list(gpus), cpus) == list(gpus)  # every GPU
+    assert choose_devices(0, (), [], cpus) == ["c0"]  # one CPU
+    assert choose_devices(2, (), [], cpus) == cpus
+    assert choose_devices(0, (2, 0), list(gpus), cpus) == ["g2", "g0"]
+    refusals = {
+        (0, (3,), gpus, ""): "--gpu 3: only 3 GPU(s) are visible (ids 0-2)",
+        (0, (3,), gpus, "JAX"): "--gpu 3: only 3 GPU(s) are visible to JAX (ids 0-2)",
+        (0, (1, 1), gpus, "JAX"): "--gpu lists a GPU twice: [1, 1]",
+        (3, (0, 1), gpus, ""): "--devices 3 disagrees with 2 --gpu id(s)",
+        (3, (), (), ""): "--devices 3 asked for, but only 2 CPU device(s) are visible",
+        (3, (), (), "JAX"): "--devices 3 asked for, but only 2 JAX CPU device(s) are visible (more CPU devices: N)",
+        (4, (), gpus, "JAX"): "--devices 4 asked for, but only 3 JAX GPU device(s) are visible",
+    }
+    for (devices, gpu_ids, visible, seen_by), message in refusals.items():
+        with pytest.raises(FfemError) as caught:
+            choose_devices(devices, gpu_ids, list(visible), cpus, seen_by, "N" if seen_by else "")
+        assert str(caught.value) == message

@@ -84,23 +84,42 @@ def make_strategy(devices: int = 0, gpu_ids: list[int] | tuple[int, ...] = ()):
         return JaxDevices.choose(devices, gpu_ids)
     import tensorflow as tf
 
-    if gpu_ids:
-        return _strategy_on_gpus(list(gpu_ids), devices)
-    if os.environ.get("TF_CONFIG"):
+    if os.environ.get("TF_CONFIG") and not gpu_ids:
         try:
             json.loads(os.environ["TF_CONFIG"])
         except json.JSONDecodeError as exc:
             raise FfemError(f"TF_CONFIG is not valid JSON ({exc})") from exc
         return _multi_worker_strategy()
     gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
-    available = gpus or [d.name for d in tf.config.list_logical_devices("CPU")]
+    chosen = choose_devices(devices, gpu_ids, gpus, [d.name for d in tf.config.list_logical_devices("CPU")])
+    if len(chosen) == 1:
+        return tf.distribute.OneDeviceStrategy(chosen[0]) if gpus else tf.distribute.get_strategy()
+    return tf.distribute.MirroredStrategy(chosen)
+
+
+def choose_devices(devices: int, gpu_ids, gpus: list, cpus: list, seen_by: str = "", more_cpus: str = "") -> list:
+    """The devices to train on, out of the visible ``gpus`` and ``cpus``: those numbered
+    ``gpu_ids``, else ``devices`` of the GPUs (0: all), or of the CPUs when there is no GPU
+    (0: one). In the errors, ``seen_by`` (e.g. ``"JAX"``) names who sees the devices and
+    ``more_cpus`` says how to get more CPU devices."""
+    if gpu_ids:
+        missing = [i for i in gpu_ids if not 0 <= i < len(gpus)]
+        if missing:
+            to = f" to {seen_by}" if seen_by else ""
+            ids = f" (ids 0-{len(gpus) - 1})" if gpus else ""
+            raise FfemError(f"--gpu {missing[0]}: only {len(gpus)} GPU(s) are visible{to}{ids}")
+        if len(set(gpu_ids)) != len(gpu_ids):
+            raise FfemError(f"--gpu lists a GPU twice: {list(gpu_ids)}")
+        if devices and devices != len(gpu_ids):
+            raise FfemError(f"--devices {devices} disagrees with {len(gpu_ids)} --gpu id(s)")
+        return [gpus[i] for i in gpu_ids]
+    available = gpus or cpus
     wanted = devices or (len(gpus) if gpus else 1)
     if wanted > len(available):
-        kind = "GPU" if gpus else "CPU"
-        raise FfemError(f"--devices {wanted} asked for, but only {len(available)} {kind} device(s) are visible")
-    if wanted == 1:
-        return tf.distribute.OneDeviceStrategy(available[0]) if gpus else tf.distribute.get_strategy()
-    return tf.distribute.MirroredStrategy(available[:wanted])
+        kind = f"{seen_by} {'GPU' if gpus else 'CPU'}".strip()
+        hint = f" (more CPU devices: {more_cpus})" if more_cpus and not gpus else ""
+        raise FfemError(f"--devices {wanted} asked for, but only {len(available)} {kind} device(s) are visible{hint}")
+    return available[:wanted]
 
 
 def _multi_worker_strategy():
@@ -164,25 +183,6 @@ def _task_index() -> int:
     return int(json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {}).get("index", 0))
 
 
-def _strategy_on_gpus(gpu_ids: list[int], devices: int):
-    import tensorflow as tf
-
-    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
-    missing = [i for i in gpu_ids if not 0 <= i < len(gpus)]
-    if missing:
-        raise FfemError(
-            f"--gpu {missing[0]}: only {len(gpus)} GPU(s) are visible" + (f" (ids 0-{len(gpus) - 1})" if gpus else "")
-        )
-    if len(set(gpu_ids)) != len(gpu_ids):
-        raise FfemError(f"--gpu lists a GPU twice: {gpu_ids}")
-    if devices and devices != len(gpu_ids):
-        raise FfemError(f"--devices {devices} disagrees with {len(gpu_ids)} --gpu id(s)")
-    chosen = [gpus[i] for i in gpu_ids]
-    if len(chosen) == 1:
-        return tf.distribute.OneDeviceStrategy(chosen[0])
-    return tf.distribute.MirroredStrategy(chosen)
-
-
 class JaxDevices:
     """What ffem uses of a ``tf.distribute`` strategy, on Keras's JAX backend: ``devices`` (JAX
     devices) split the batch, and with more than one the head's class-indexed weights are
@@ -214,22 +214,8 @@ class JaxDevices:
         import jax
 
         gpus = [d for d in jax.devices() if d.platform == "gpu"]
-        if gpu_ids:
-            missing = [i for i in gpu_ids if not 0 <= i < len(gpus)]
-            if missing:
-                raise FfemError(f"--gpu {missing[0]}: only {len(gpus)} GPU(s) are visible to JAX")
-            if devices and devices != len(gpu_ids):
-                raise FfemError(f"--devices {devices} disagrees with {len(gpu_ids)} --gpu id(s)")
-            return cls([gpus[i] for i in gpu_ids])
-        available = gpus or jax.devices("cpu")
-        wanted = devices or (len(gpus) if gpus else 1)
-        if wanted > len(available):
-            kind = "GPU" if gpus else "CPU"
-            hint = "" if gpus else " (more CPU devices: XLA_FLAGS=--xla_force_host_platform_device_count=N)"
-            raise FfemError(
-                f"--devices {wanted} asked for, but only {len(available)} JAX {kind} device(s) are visible{hint}"
-            )
-        return cls(available[:wanted])
+        more_cpus = "XLA_FLAGS=--xla_force_host_platform_device_count=N"
+        return cls(choose_devices(devices, gpu_ids, gpus, jax.devices("cpu"), "JAX", more_cpus))
 
     def scope(self):
         return contextlib.nullcontext()

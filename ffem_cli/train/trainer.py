@@ -107,11 +107,11 @@ def train(
         keras.utils.set_random_seed(config.seed)  # same seed → same initial weights
         with strategy.scope():
             embedder, loss_layer = _build(config, pack_classes, int(manifest["image_size"]))
-        if replicas > 1 and config.sync_batchnorm and not isinstance(strategy, strategy_module.JaxDevices):
-            synchronize_batchnorm(embedder)  # (on JAX a BatchNorm already sees the global batch)
-        if isinstance(strategy, strategy_module.JaxDevices):
+        if isinstance(strategy, strategy_module.JaxDevices):  # there a BatchNorm already sees the global batch
             for line in strategy.sharding_lines(loss_layer.weights):
                 err.print(f"sharded by class: {line}", highlight=False, soft_wrap=True)
+        elif replicas > 1 and config.sync_batchnorm:
+            synchronize_batchnorm(embedder)
         pk = _pk(config, replicas)
         steps = pipeline.steps_per_epoch(pack, config.batch_size, pk)
         if steps < 1:
