@@ -78,6 +78,14 @@ def packed(labelled_list, tmp_path_factory):
     return output, result
 
 
+@pytest.fixture
+def packed_copy(packed, tmp_path):
+    """A copy of ``packed`` in this test's folder, to damage or resume."""
+    output = tmp_path / "faces"
+    shutil.copytree(packed[0], output)
+    return output
+
+
 def test_manifest_counts_checksums_and_settings(packed, labelled_list):
     output, result = packed
     root, list_path = labelled_list
@@ -173,11 +181,9 @@ def test_finished_pack_is_refused_without_resume_or_overwrite(packed, labelled_l
     )
 
 
-def test_resume_keeps_good_shards_and_rewrites_a_corrupted_one(packed, labelled_list, tmp_path):
-    source, _ = packed
+def test_resume_keeps_good_shards_and_rewrites_a_corrupted_one(packed_copy, labelled_list):
     root, list_path = labelled_list
-    output = tmp_path / "faces"
-    shutil.copytree(source, output)
+    output = packed_copy
     original = PackDir(output).read_manifest_json()
     damaged = output / shard_name(2, 4)
     data = bytearray(damaged.read_bytes())
@@ -195,15 +201,13 @@ def test_resume_keeps_good_shards_and_rewrites_a_corrupted_one(packed, labelled_
     assert not list(output.glob("*.done")) and not (output / "pack-progress.json").exists()
 
 
-def test_resume_of_an_intact_finished_pack_writes_nothing(packed, labelled_list, tmp_path, monkeypatch):
+def test_resume_of_an_intact_finished_pack_writes_nothing(packed_copy, labelled_list, monkeypatch):
     """Every shard, the index and the rejects match the manifest: the pack is checked and left as it is,
     so no moment of the check leaves it unfinished or its manifest disagreeing with its files."""
     from ffem_cli.data import pack as packing
 
-    source, _ = packed
     root, list_path = labelled_list
-    output = tmp_path / "faces"
-    shutil.copytree(source, output)
+    output = packed_copy
     before = {path.name: (path.read_bytes(), path.stat().st_mtime_ns) for path in output.iterdir()}
 
     def no_writing(*args, **kwargs):
@@ -217,11 +221,9 @@ def test_resume_of_an_intact_finished_pack_writes_nothing(packed, labelled_list,
     assert {path.name: (path.read_bytes(), path.stat().st_mtime_ns) for path in output.iterdir()} == before
 
 
-def test_resume_repairs_a_finished_pack_whose_index_was_damaged(packed, labelled_list, tmp_path):
-    source, _ = packed
+def test_resume_repairs_a_finished_pack_whose_index_was_damaged(packed_copy, labelled_list):
     root, list_path = labelled_list
-    output = tmp_path / "faces"
-    shutil.copytree(source, output)
+    output = packed_copy
     original = PackDir(output).read_manifest_json()
     index = output / "index.npz"
     index.write_bytes(index.read_bytes() + b"\0")  # still readable, but its sha256 no longer matches
@@ -232,12 +234,10 @@ def test_resume_repairs_a_finished_pack_whose_index_was_damaged(packed, labelled
     assert not list(output.glob("*.done")) and not (output / "pack-progress.json").exists()
 
 
-def test_resume_refuses_other_settings(packed, labelled_list, tmp_path):
-    source, _ = packed
+def test_resume_refuses_other_settings(packed_copy, labelled_list):
     root, list_path = labelled_list
-    shutil.copytree(source, tmp_path / "faces")
     with pytest.raises(FfemError, match="made from another list or with other settings"):
-        pack(list_path, root, tmp_path / "faces", PackSettings(shards=4, image_size=96), resume=True)
+        pack(list_path, root, packed_copy, PackSettings(shards=4, image_size=96), resume=True)
 
 
 KILLER = textwrap.dedent(

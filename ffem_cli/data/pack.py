@@ -502,17 +502,7 @@ def _write_into(
     shard_names = [shard_name(i, settings.shards) for i in range(settings.shards)]
     kept, intact = _finished_shards(output, expected, shard_names) if resume else ({}, None)
     if intact is not None:
-        return {
-            "images": intact["num_examples"],
-            "images_written": 0,
-            "shards": settings.shards,
-            "kept_shards": len(kept),
-            "skipped": intact["skipped"],
-            "identities": len(shaped.names),
-            "clipped": intact["boxes_clipped"],
-            "rejected": intact["num_rejected"],
-            "passed_through": 0,
-        }
+        return _counts(intact, settings, len(shaped.names), len(kept))
     if not kept:
         _remove_pack_files(output)
     atomic.write_json(pack.progress_path, expected)
@@ -546,16 +536,32 @@ def _write_into(
     for name in shard_names:
         pack.done_path(name).unlink(missing_ok=True)
     pack.progress_path.unlink(missing_ok=True)
+    written = [results[name] for name in shard_names if name not in kept]
+    return _counts(
+        manifest,
+        settings,
+        len(shaped.names),
+        len(kept),
+        written=sum(shard.count for shard in written),
+        passed_through=sum(shard.passed_through for shard in written),
+    )
+
+
+def _counts(
+    manifest: dict, settings: PackSettings, identities: int, kept: int, written: int = 0, passed_through: int = 0
+) -> dict:
+    """The counts of ``PackResult`` for a sealed pack's ``manifest``; ``written``/``passed_through``:
+    images this call encoded / copied through (``kept`` shards from an earlier run add none)."""
     return {
         "images": manifest["num_examples"],
-        "images_written": sum(results[n].count for n in shard_names if n not in kept),
+        "images_written": written,
         "shards": settings.shards,
-        "kept_shards": len(kept),
+        "kept_shards": kept,
         "skipped": manifest["skipped"],
-        "identities": len(shaped.names),
-        "clipped": clipped,
-        "rejected": len(rejected),
-        "passed_through": sum(results[n].passed_through for n in shard_names if n not in kept),
+        "identities": identities,
+        "clipped": manifest["boxes_clipped"],
+        "rejected": manifest["num_rejected"],
+        "passed_through": passed_through,
     }
 
 
@@ -589,14 +595,14 @@ def _run_jobs(
     results = {}
     with context.Pool(min(workers, len(jobs)), initializer=_init_worker, initargs=(counter,)) as pool:
         pending = pool.map_async(_write_shard_in_worker, jobs, chunksize=1)
-        while not pending.ready():
+        finished = False
+        while not finished:
             pending.wait(0.1)  # returns as soon as the last job ends
+            finished = pending.ready()  # before reading the counter: once finished, it holds every image
             if counter.value > done:
                 report(counter.value - done)
         for result in pending.get():
             results[result.file] = result
-    if counter.value > done:
-        report(counter.value - done)
     return results
 
 
