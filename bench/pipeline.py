@@ -26,8 +26,16 @@ map_fn, first batch) against raw's ~25 ms, so with --quick's 15-batch epochs
 the whole-epoch ratio mostly measures that; the streaming ratio does not.
 Goal: training mode (default augmentation) >= 0.8 of raw.
 
+``--teardown SECONDS`` measures instead how long deleting a training
+iterator takes once it has lived SECONDS (45: an epoch's length on LFW
+View 1): ffem's pipeline (fixed parallelism, autotuner off) against the
+same pipeline with AUTOTUNE parallelism and prefetch (as ffem built it
+before), where tf.data's autotuner model thread held the delete until the
+end of its current sleep (10 ms doubling to 60 s: at 41 s, 82 s, 142 s, …).
+
     .venv/bin/python bench/pipeline.py            # 6,000 images, 5 rounds
     .venv/bin/python bench/pipeline.py --quick    # 1,000 images, 2 rounds
+    .venv/bin/python bench/pipeline.py --quick --teardown 45
 """
 
 from __future__ import annotations
@@ -127,6 +135,41 @@ def measure(make, epochs: int) -> tuple[int, float, float, float]:
     return images, setup, streaming, time.process_time() - cpu_started
 
 
+def teardown_seconds(dataset, age: float) -> float:
+    """Seconds ``del`` of an iterator over ``dataset.repeat()`` takes once it has lived ``age`` seconds,
+    consumed as a training loop would: a batch, then ~50 ms of matrix products (the "step"), again."""
+    rng = np.random.default_rng(0)
+    weights = rng.standard_normal((384, 384), dtype=np.float32)
+    started = time.perf_counter()
+    batches = iter(dataset.repeat())
+    while time.perf_counter() - started < age:
+        next(batches)
+        step = time.perf_counter()
+        while time.perf_counter() - step < 0.05:
+            weights = np.tanh(weights @ weights)
+    deleting = time.perf_counter()
+    del batches
+    return time.perf_counter() - deleting
+
+
+def autotuned_train_dataset(pipeline, pack_dir: Path, batch: int, autotuned: bool):
+    """``pipeline.train_dataset`` as ffem builds it, or with AUTOTUNE parallelism, AUTOTUNE prefetch and
+    the autotuner on (TF's defaults, ffem's pipeline before it fixed them)."""
+    import tensorflow as tf
+
+    fixed = pipeline.PARALLEL_CALLS, pipeline.PREFETCH_BATCHES, pipeline.AUTOTUNER
+    if autotuned:
+        pipeline.PARALLEL_CALLS, pipeline.PREFETCH_BATCHES, pipeline.AUTOTUNER = (
+            tf.data.AUTOTUNE,
+            tf.data.AUTOTUNE,
+            True,
+        )
+    try:
+        return pipeline.train_dataset(pack_dir, batch, epoch=0, seed=0)
+    finally:
+        pipeline.PARALLEL_CALLS, pipeline.PREFETCH_BATCHES, pipeline.AUTOTUNER = fixed
+
+
 def spread(values: list[float]) -> str:
     """``median [min-max]`` of per-round figures."""
     ordered = sorted(values)
@@ -139,6 +182,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None, help="default 5 (2 with --quick)")
     parser.add_argument("--images", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--teardown",
+        type=float,
+        metavar="SECONDS",
+        help="only time deleting a training iterator that has lived SECONDS, fixed vs autotuned",
+    )
     args = parser.parse_args()
     print(reference_line())
     count = args.images or (1000 if args.quick else 6000)
@@ -154,6 +203,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ffem-bench-pipeline-") as tmp:
         pack_dir = make_pack(count, Path(tmp))
         files, labels = write_jpegs(pack_dir, Path(tmp) / "jpegs")
+        if args.teardown is not None:
+            for name, autotuned in (("ffem train_dataset", False), ("same, autotuned as before (TF's defaults)", True)):
+                took = teardown_seconds(autotuned_train_dataset(pipeline, pack_dir, batch, autotuned), args.teardown)
+                print(f"{name:42s}: deleting its iterator after {args.teardown:.0f} s took {took:6.2f} s")
+            return
         augment = pipeline.Augment
         flip_colour = augment(brightness=0.15, contrast=0.2, saturation=0.2)
 

@@ -12,6 +12,8 @@ from ffem_cli.data.image_list import load_image_list
 from ffem_cli.data.pack import PackSettings, pack, plan_shards
 from ffem_cli.data.packdir import PackDir
 from ffem_cli.data.pipeline import (
+    PARALLEL_CALLS,
+    PREFETCH_BATCHES,
     Augment,
     eval_dataset,
     pk_batches,
@@ -140,6 +142,14 @@ def test_eval_dataset_yields_every_face_once_in_file_order(pack_dir, synthetic_f
     assert batches[0][0].dtype == np.float32 and batches[0][1].dtype == np.int32
     # File order: shard 0 first, each shard in the order pack's seeded plan wrote it.
     assert paths == [key for shard in plan_shards(sorted(entries), 4, seed=0) for key in shard]
+
+
+def test_pipelines_run_without_the_autotuner(pack_dir):
+    # tf.data's autotuner thread made deleting an iterator wait for its sleep in progress: training
+    # epochs of ~42 s took 82 s (bench/pipeline.py --teardown). The pipelines fix their parallelism.
+    for dataset in (train_dataset(pack_dir, 8, epoch=0, seed=0), eval_dataset(pack_dir, 8)):
+        assert dataset.options().autotune.enabled is False
+    assert PARALLEL_CALLS >= 1 and PREFETCH_BATCHES >= 1
 
 
 def test_read_manifest_errors(tmp_path, pack_dir):

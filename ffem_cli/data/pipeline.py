@@ -11,10 +11,15 @@
     permutation of the whole pack (default; the remainder is dropped) or
     identity-balanced P×K draws (``pk``). Records are sliced by byte offset
     (``index.npz``) from memory-mapped shards, a batch per Python generator
-    call; one parallel map call (AUTOTUNE) per batch parses it, JPEG-decodes
+    call; one parallel map call per batch parses it, JPEG-decodes
     (and crops / colour-jitters when asked) its images in a ``map_fn``,
     mirrors the flagged ones and casts to float32; then a prefetch. The
     shuffle is exact (no shuffle buffer, no interleave).
+  - parallelism is fixed (``PARALLEL_CALLS`` map calls, ``PREFETCH_BATCHES``)
+    and tf.data's autotuner is off: its model thread sleeps 10 ms, 20 ms, …
+    doubling to 60 s, and in TF 2.21 deleting an iterator waits for the
+    sleep in progress, so an epoch whose iterator lived 41 s took 82 s
+    (``bench/pipeline.py --part teardown``).
   - ``pk=(P, K)``: each batch holds P distinct identities × K images each
     (B = P·K, in identity blocks: rows ``p*K … p*K+K-1`` share a label).
     Identities with a single image cannot give a positive pair and are left
@@ -32,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import mmap
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +48,9 @@ from ffem_cli.data.packdir import PackDir
 from ffem_cli.errors import FfemError
 
 MIN_IMAGES_PER_IDENTITY = 2
-AUTOTUNE = tf.data.AUTOTUNE
+PARALLEL_CALLS = max(1, len(os.sched_getaffinity(0)))  # batch map calls in flight: one per usable core
+PREFETCH_BATCHES = 2  # decoded batches waiting for the training step
+AUTOTUNER = False  # tf.data's autotuner (module docstring: off, for the iterator-deletion wait)
 MIRROR_STREAM = 1  # numpy seed suffix that separates the flip draws from the P×K draws
 
 
@@ -163,10 +171,10 @@ def train_dataset(
     seed_tensor = tf.constant(epoch_seed, tf.int64)
     batches = batches.enumerate(start=start_step).map(
         lambda step, batch: decode(*batch, step, seed_tensor),
-        num_parallel_calls=AUTOTUNE,
+        num_parallel_calls=PARALLEL_CALLS,
         deterministic=True,
     )
-    return batches.prefetch(AUTOTUNE)
+    return _without_autotune(batches.prefetch(PREFETCH_BATCHES))
 
 
 def eval_dataset(pack: PackDir | str | Path, batch_size: int) -> tf.data.Dataset:
@@ -179,7 +187,16 @@ def eval_dataset(pack: PackDir | str | Path, batch_size: int) -> tf.data.Dataset
     batches = [np.arange(start, min(start + batch_size, count)) for start in range(0, count, batch_size)]
     dataset = _indexed_records(pack.shard_paths, index, batches)
     decode = _eval_batch_decoder(int(manifest["image_size"]))
-    return dataset.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
+    batches = dataset.map(decode, num_parallel_calls=PARALLEL_CALLS, deterministic=True)
+    return _without_autotune(batches.prefetch(PREFETCH_BATCHES))
+
+
+def _without_autotune(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """``dataset`` with tf.data's autotuner set to ``AUTOTUNER`` (off: module docstring; its model
+    thread delays an iterator's deletion to the end of its current sleep, up to 60 s)."""
+    options = tf.data.Options()
+    options.autotune.enabled = AUTOTUNER
+    return dataset.with_options(options)
 
 
 # ---------------------------------------------------------------- record sources
