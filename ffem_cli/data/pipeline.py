@@ -19,7 +19,7 @@
     and tf.data's autotuner is off: its model thread sleeps 10 ms, 20 ms, …
     doubling to 60 s, and in TF 2.21 deleting an iterator waits for the
     sleep in progress, so an epoch whose iterator lived 41 s took 82 s
-    (``bench/pipeline.py --part teardown``).
+    (``bench/pipeline.py --teardown 45``).
   - ``pk=(P, K)``: each batch holds P distinct identities × K images each
     (B = P·K, in identity blocks: rows ``p*K … p*K+K-1`` share a label).
     Identities with a single image cannot give a positive pair and are left
@@ -174,7 +174,7 @@ def train_dataset(
         num_parallel_calls=PARALLEL_CALLS,
         deterministic=True,
     )
-    return _without_autotune(batches.prefetch(PREFETCH_BATCHES))
+    return _prefetched(batches)
 
 
 def eval_dataset(pack: PackDir | str | Path, batch_size: int) -> tf.data.Dataset:
@@ -187,16 +187,15 @@ def eval_dataset(pack: PackDir | str | Path, batch_size: int) -> tf.data.Dataset
     batches = [np.arange(start, min(start + batch_size, count)) for start in range(0, count, batch_size)]
     dataset = _indexed_records(pack.shard_paths, index, batches)
     decode = _eval_batch_decoder(int(manifest["image_size"]))
-    batches = dataset.map(decode, num_parallel_calls=PARALLEL_CALLS, deterministic=True)
-    return _without_autotune(batches.prefetch(PREFETCH_BATCHES))
+    return _prefetched(dataset.map(decode, num_parallel_calls=PARALLEL_CALLS, deterministic=True))
 
 
-def _without_autotune(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    """``dataset`` with tf.data's autotuner set to ``AUTOTUNER`` (off: module docstring; its model
-    thread delays an iterator's deletion to the end of its current sleep, up to 60 s)."""
+def _prefetched(batches: tf.data.Dataset) -> tf.data.Dataset:
+    """``batches`` prefetched ``PREFETCH_BATCHES`` ahead, with tf.data's autotuner set to ``AUTOTUNER``
+    (off: module docstring; its model thread delays an iterator's deletion to the end of its sleep)."""
     options = tf.data.Options()
     options.autotune.enabled = AUTOTUNER
-    return dataset.with_options(options)
+    return batches.prefetch(PREFETCH_BATCHES).with_options(options)
 
 
 # ---------------------------------------------------------------- record sources
