@@ -55,6 +55,7 @@ Figures: docs/benchmarks.md (every recipe tried, with its command).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import subprocess
 import sys
@@ -109,7 +110,8 @@ class Recipe:
     ``[train.metric]`` tables are the stages (the second trained with ``--init-from`` the first), and the ``[pack]``/``[eval]`` settings
     this benchmark reads: ``size``, ``margin``, ``singletons`` (train on the people with one image
     too), ``align`` (5-point alignment on ``ffem detect``'s landmarks) and ``flip`` (test-time flip: the
-    mirrored face's embedding added)."""
+    mirrored face's embedding added). ``[ensemble] members = N`` (default 1) trains the stages N times
+    with ``--seed 0 .. N-1`` and joins the last stages with ``ffem ensemble``."""
 
     path: Path
     stages: tuple[dict, ...]
@@ -118,6 +120,7 @@ class Recipe:
     singletons: bool
     align: bool
     flip: bool
+    members: int = 1
 
     @classmethod
     def load(cls, name_or_path: str) -> Recipe:
@@ -142,6 +145,7 @@ class Recipe:
             bool(pack.get("singletons", False)),
             bool(pack.get("align", False)),
             bool(evaluation.get("flip", False)),
+            int(document.get("ensemble", {}).get("members", 1)),
         )
 
 
@@ -310,21 +314,39 @@ def evaluate(
 def stage_commands(
     recipe: Recipe, output: Path, pack_dir: Path, epochs: int | None
 ) -> list[tuple[str, Path, list[str]]]:
-    """(name, run dir, ``ffem train`` arguments) per stage; each stage's table is written as a config file."""
-    commands, previous = [], None
+    """(name, run dir, ``ffem train`` arguments) per stage, member after member; each stage's table is
+    written once as a config file. One member: stages ``stage1``, ``stage2`` in ``runs/``; N members:
+    ``memberI-stage1`` … in ``runs/memberI/``, trained with ``--seed I``."""
+    configs = []
     for index, table in enumerate(recipe.stages):
-        name = "stage1" if index == 0 else "stage2"
-        config = output / f"{name}.toml"
+        config = output / f"stage{index + 1}.toml"
         atomic.write_text(config, tomli_w.dumps({"train": table}))
-        run = output / "runs" / name
-        args = ["train", "--run", str(run), "--data", str(pack_dir), "--config", str(config)]
-        if previous is not None:
-            args += ["--init-from", str(previous)]
-        if epochs is not None:
-            args += ["--epochs", str(epochs)]
-        commands.append((name, run, args))
-        previous = run
+        configs.append(config)
+    commands = []
+    for member in range(recipe.members):
+        folder, prefix = (
+            (output / "runs", "") if recipe.members == 1 else (output / "runs" / f"member{member}", f"member{member}-")
+        )
+        previous = None
+        for index, config in enumerate(configs):
+            name, run = f"{prefix}stage{index + 1}", folder / f"stage{index + 1}"
+            args = ["train", "--run", str(run), "--data", str(pack_dir), "--config", str(config)]
+            if previous is not None:
+                args += ["--init-from", str(previous)]
+            if epochs is not None:
+                args += ["--epochs", str(epochs)]
+            if recipe.members > 1:
+                args += ["--seed", str(member)]
+            commands.append((name, run, args))
+            previous = run
     return commands
+
+
+def ensemble_command(recipe: Recipe, stages: list[tuple[str, Path, list[str]]], output: Path) -> tuple[Path, list[str]]:
+    """The ensemble's run dir and ``ffem ensemble`` arguments: every member's last stage."""
+    last = [run for index, (_, run, _) in enumerate(stages) if (index + 1) % len(recipe.stages) == 0]
+    run = output / "runs" / "ensemble"
+    return run, ["ensemble", *map(str, last), "--run", str(run)]
 
 
 def partial_fc_stage(stage: tuple[str, Path, list[str]], sample_rate: float) -> tuple[str, Path, list[str]]:
@@ -344,6 +366,7 @@ def main() -> int:
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 epochs per stage")
     parser.add_argument("--epochs", type=int, help="epochs per stage instead of the recipe's (ranking runs)")
+    parser.add_argument("--members", type=int, help="ensemble members instead of the recipe's [ensemble] members")
     parser.add_argument("--output", type=Path, help="output folder (default: a new temporary folder)")
     parser.add_argument(
         "--sample-rate",
@@ -371,6 +394,8 @@ def main() -> int:
         print(f"skipped: {reason}")
         return 0
     recipe = Recipe.load(args.recipe)
+    if args.members is not None:
+        recipe = dataclasses.replace(recipe, members=args.members)
     epochs = 2 if args.quick else args.epochs
     output = args.output or Path(tempfile.mkdtemp(prefix="ffem-lfw-view1-"))
     output.mkdir(parents=True, exist_ok=True)
@@ -437,12 +462,24 @@ def main() -> int:
 
     pairs = (read_lfw_pairs(root / "pairsDevTrain.txt"), read_lfw_pairs(root / "pairsDevTest.txt"))
     test_people = read_lfw_people(root / "peopleDevTest.txt")[0]
-    tick = time.perf_counter()
     results, scored_test = {}, {}
-    for name, run, _ in stages:
+    evaluated = [(name, run) for name, run, _ in stages]
+    if recipe.members > 1:  # each member's last stage with the recipe's flip setting, the ensemble both ways
+        ensemble_run, command = ensemble_command(recipe, stages, output)
+        phases["ensemble"] = run_ffem(command, output / "ensemble.log")
+        joined = set(command[1:-2])
+        evaluated = [(name, run) for name, run in evaluated if str(run) in joined or name.endswith("partial-fc")]
+        evaluated.append(("ensemble", ensemble_run))
+    tick = time.perf_counter()
+    for name, run in evaluated:
         saved = tomllib.loads((run / "run.toml").read_text(encoding="utf-8"))
-        label = f"ffem {saved['model']['backbone']} {name} ({saved['loss']['name']})"
-        for flip in sorted({False, recipe.flip}):
+        if "ensemble" in saved:
+            backbones = ", ".join(member["backbone"] for member in saved["ensemble"]["members"])
+            label = f"ffem ensemble of {len(saved['ensemble']['members'])} ({backbones})"
+        else:
+            label = f"ffem {saved['model']['backbone']} {name} ({saved['loss']['name']})"
+        both = recipe.members == 1 or name == "ensemble"
+        for flip in sorted({False, recipe.flip}) if both else [recipe.flip]:
             key = f"{label}{' + flip' if flip else ''}"
             embedder = load_embedder(run, None, flip=flip)
             results[key], scored_test[key] = evaluate(embedder, pairs, test_people, images, detections)
@@ -470,6 +507,7 @@ def main() -> int:
             "singletons": recipe.singletons,
             "align": recipe.align,
             "flip": recipe.flip,
+            "members": recipe.members,
             "epochs_override": epochs,
         },
         "identities": len(label_map),

@@ -27,6 +27,7 @@ COMMANDS = {
     "pack": ("pack", "pack"),
     "inspect": ("inspect", "inspect"),
     "train": ("train", "train"),
+    "ensemble": ("ensemble", "ensemble"),
     "eval": ("evaluate", "COMMANDS"),
     "export": ("export", "export"),
     "calibrate": ("calibrate", "calibrate"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import sys
 from pathlib import Path
@@ -159,9 +160,31 @@ def test_real_people_dev_train_gives_1184_identities_with_every_image_present(lf
 
 
 def test_partial_fc_stage_repeats_the_last_stage_in_its_own_run_with_a_sample_rate(tmp_path):
-    recipe = lfw_view1.Recipe.load("lfw-small")
+    recipe = dataclasses.replace(lfw_view1.Recipe.load("lfw-small"), members=1)
     stages = lfw_view1.stage_commands(recipe, tmp_path, tmp_path / "pack", epochs=None)
     name, run, command = lfw_view1.partial_fc_stage(stages[-1], 0.3)
     assert name == "stage2-partial-fc" and run == tmp_path / "runs" / "stage2-partial-fc"
     assert command[:3] == ["train", "--run", str(run)] and command[-2:] == ["--sample-rate", "0.3"]
     assert command[3:-2] == stages[-1][2][3:]  # same data, config and --init-from as the full-head stage
+
+
+def test_an_ensemble_recipe_trains_each_member_with_its_own_seed_and_joins_the_last_stages(tmp_path):
+    recipe = dataclasses.replace(lfw_view1.Recipe.load("lfw-small"), members=3)
+    stages = lfw_view1.stage_commands(recipe, tmp_path, tmp_path / "pack", epochs=None)
+    assert [name for name, _, _ in stages] == [f"member{m}-stage{s}" for m in range(3) for s in (1, 2)]
+    for index, (_, run, command) in enumerate(stages):
+        member = index // 2
+        assert run == tmp_path / "runs" / f"member{member}" / f"stage{index % 2 + 1}"
+        assert command[-2:] == ["--seed", str(member)]
+        if index % 2:  # the metric stage starts from the same member's classifier
+            assert command[command.index("--init-from") + 1] == str(stages[index - 1][1])
+    run, command = lfw_view1.ensemble_command(recipe, stages, tmp_path)
+    assert command == ["ensemble", *(str(tmp_path / "runs" / f"member{m}" / "stage2") for m in range(3)),
+                       "--run", str(run)]  # fmt: skip
+    assert lfw_view1.Recipe.load("lfw-small").members == 3
+    single = lfw_view1.stage_commands(dataclasses.replace(recipe, members=1), tmp_path, tmp_path / "pack", None)
+    assert [(name, run) for name, run, _ in single] == [
+        ("stage1", tmp_path / "runs" / "stage1"),
+        ("stage2", tmp_path / "runs" / "stage2"),
+    ]
+    assert all("--seed" not in command for _, _, command in single)
