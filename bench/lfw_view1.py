@@ -19,7 +19,9 @@ whose ``[train]`` table is what ``ffem train --config`` reads).
    for an aligned recipe).
 3. ``ffem train --config`` with the recipe's ``[train]`` table (and its ``[train.classifier]``); a ``[train.metric]``
    table, when present, is a second stage trained ``--init-from`` the first.
-   ``--epochs N`` overrides every stage's epochs (short ranking runs).
+   ``--epochs N`` overrides every stage's epochs (short ranking runs). A recipe with
+   ``[ensemble] members = N`` (``lfw-small``: 3; ``--members N`` overrides) trains the stages N
+   times with ``--seed 0 .. N-1`` and joins the members' last stages with ``ffem ensemble``.
 4. Verification on ``pairsDevTest.txt`` (500 same + 500 different pairs,
    identities disjoint from training). Faces are cut exactly as in training
    (``inference.embedding.FacePrep`` from the run's ``run.toml``, same fixed
@@ -29,7 +31,8 @@ whose ``[train]`` table is what ``ffem train --config`` reads).
    folds = 50 same + 50 different consecutive pairs each) — the HEADLINE,
    mean ± std over folds; and the threshold chosen on ``pairsDevTrain.txt``
    (2,200 pairs of training identities) applied to all of pairsDevTest (the
-   strict View 1 reading; one number).
+   strict View 1 reading; one number). For an ensemble, each member's last stage is evaluated with
+   the recipe's flip setting and the ensemble with and without it.
 5. Recall@1 on ``peopleDevTest.txt`` (1,711 identities, 3,708 images, none
    seen in training): every image whose identity has another image is a
    query, all 3,708 images form the gallery (leave-one-out).
@@ -343,8 +346,10 @@ def stage_commands(
 
 
 def ensemble_command(recipe: Recipe, stages: list[tuple[str, Path, list[str]]], output: Path) -> tuple[Path, list[str]]:
-    """The ensemble's run dir and ``ffem ensemble`` arguments: every member's last stage."""
-    last = [run for index, (_, run, _) in enumerate(stages) if (index + 1) % len(recipe.stages) == 0]
+    """The ensemble's run dir and ``ffem ensemble`` arguments: every member's last stage (``stages``:
+    ``stage_commands``'s list, possibly followed by a Partial FC stage, which is not a member)."""
+    per_member = len(recipe.stages)
+    last = [run for _, run, _ in stages[per_member - 1 : recipe.members * per_member : per_member]]
     run = output / "runs" / "ensemble"
     return run, ["ensemble", *map(str, last), "--run", str(run)]
 

@@ -83,10 +83,12 @@ def test_ensemble_refuses_members_of_different_face_crops(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]  # no temporary folder left
 
 
-def test_ensemble_refuses_one_member_a_missing_run_and_a_foreign_folder(tmp_path):
+def test_ensemble_refuses_one_member_a_repeated_or_missing_run_and_a_foreign_folder(tmp_path):
     first = member_run(tmp_path / "a", 1)
     result = invoke(first, "--run", tmp_path / "ens")
     assert result.exit_code != 0 and "at least two members" in " ".join(result.stderr.split())
+    result = invoke(first, first, "--run", tmp_path / "ens")
+    assert result.exit_code != 0 and "holds the same model as" in " ".join(result.stderr.split())
     result = invoke(first, tmp_path / "nowhere", "--run", tmp_path / "ens")
     assert result.exit_code != 0 and "no such run directory" in " ".join(result.stderr.split())
 

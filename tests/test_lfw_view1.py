@@ -178,7 +178,8 @@ def test_an_ensemble_recipe_trains_each_member_with_its_own_seed_and_joins_the_l
         assert command[-2:] == ["--seed", str(member)]
         if index % 2:  # the metric stage starts from the same member's classifier
             assert command[command.index("--init-from") + 1] == str(stages[index - 1][1])
-    run, command = lfw_view1.ensemble_command(recipe, stages, tmp_path)
+    with_partial_fc = [*stages, lfw_view1.partial_fc_stage(stages[-1], 0.3)]  # --sample-rate: not a member
+    run, command = lfw_view1.ensemble_command(recipe, with_partial_fc, tmp_path)
     assert command == ["ensemble", *(str(tmp_path / "runs" / f"member{m}" / "stage2") for m in range(3)),
                        "--run", str(run)]  # fmt: skip
     assert lfw_view1.Recipe.load("lfw-small").members == 3

@@ -89,7 +89,9 @@ def train(
     ),
     precision: str = typer.Option(None, help="fp32 | mixed_float16 | mixed_bfloat16."),
     xla: bool = typer.Option(None, "--xla/--no-xla", help="Compile the training step with XLA."),
-    seed: int = typer.Option(None, help="Seed of the data order and augmentation."),
+    seed: int = typer.Option(
+        None, help="Seed of the initial weights, the data order and the augmentation (ensemble members: one seed each)."
+    ),
     augment: str = typer.Option(
         None,
         help="flip (default: horizontal flips, as InsightFace trains) | strong (+ random crop/scale, colour jitter) | off.",

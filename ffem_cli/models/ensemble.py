@@ -45,7 +45,7 @@ def build_ensemble(members: list[keras.Model]) -> keras.Model:
 def write_ensemble_run(member_runs: list[Path], output: Path, argv: list[str] | None = None) -> dict:
     """Build the ensemble of the runs ``member_runs`` and write it as the run directory ``output``.
 
-    The members must have been trained on the same face crop (``[data]`` image
+    The members must be different models trained on the same face crop (``[data]`` image
     size, crop mode, margin): it becomes the ensemble's ``[data]``. ``output``
     gets ``embedder.keras`` and a ``run.toml`` whose ``[ensemble]`` table lists
     each member's run and model SHA-256; it is built under a temporary name
@@ -58,6 +58,13 @@ def write_ensemble_run(member_runs: list[Path], output: Path, argv: list[str] | 
     from ffem_cli.train.provenance import collect
 
     sources = [load_model_source(Path(run), None) for run in member_runs]
+    seen: dict[str, Path] = {}
+    for run, source in zip(member_runs, sources, strict=True):
+        if source.model_sha256 in seen:
+            raise FfemError(
+                f"{run} holds the same model as {seen[source.model_sha256]}; an ensemble needs different models"
+            )
+        seen[source.model_sha256] = run
     crops = [(source.prep.image_size, source.prep.crop, source.prep.margin) for source in sources]
     if len(set(crops)) > 1:
         described = ", ".join(
