@@ -345,13 +345,17 @@ def stage_commands(
     return commands
 
 
-def ensemble_command(recipe: Recipe, stages: list[tuple[str, Path, list[str]]], output: Path) -> tuple[Path, list[str]]:
-    """The ensemble's run dir and ``ffem ensemble`` arguments: every member's last stage (``stages``:
-    ``stage_commands``'s list, possibly followed by a Partial FC stage, which is not a member)."""
+def member_last_stages(recipe: Recipe, stages: list[tuple[str, Path, list[str]]]) -> list[Path]:
+    """Each member's last stage run (``stages``: ``stage_commands``'s list, possibly followed by a
+    Partial FC stage, which is not a member)."""
     per_member = len(recipe.stages)
-    last = [run for _, run, _ in stages[per_member - 1 : recipe.members * per_member : per_member]]
+    return [run for _, run, _ in stages[per_member - 1 : recipe.members * per_member : per_member]]
+
+
+def ensemble_command(recipe: Recipe, stages: list[tuple[str, Path, list[str]]], output: Path) -> tuple[Path, list[str]]:
+    """The ensemble's run dir and ``ffem ensemble`` arguments: every member's last stage."""
     run = output / "runs" / "ensemble"
-    return run, ["ensemble", *map(str, last), "--run", str(run)]
+    return run, ["ensemble", *map(str, member_last_stages(recipe, stages)), "--run", str(run)]
 
 
 def partial_fc_stage(stage: tuple[str, Path, list[str]], sample_rate: float) -> tuple[str, Path, list[str]]:
@@ -472,8 +476,8 @@ def main() -> int:
     if recipe.members > 1:  # each member's last stage with the recipe's flip setting, the ensemble both ways
         ensemble_run, command = ensemble_command(recipe, stages, output)
         phases["ensemble"] = run_ffem(command, output / "ensemble.log")
-        joined = set(command[1:-2])
-        evaluated = [(name, run) for name, run in evaluated if str(run) in joined or name.endswith("partial-fc")]
+        joined = set(member_last_stages(recipe, stages))
+        evaluated = [(name, run) for name, run in evaluated if run in joined or name.endswith("partial-fc")]
         evaluated.append(("ensemble", ensemble_run))
     tick = time.perf_counter()
     for name, run in evaluated:
