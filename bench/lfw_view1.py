@@ -113,8 +113,9 @@ class Recipe:
     ``[train.metric]`` tables are the stages (the second trained with ``--init-from`` the first), and the ``[pack]``/``[eval]`` settings
     this benchmark reads: ``size``, ``margin``, ``singletons`` (train on the people with one image
     too), ``align`` (5-point alignment on ``ffem detect``'s landmarks) and ``flip`` (test-time flip: the
-    mirrored face's embedding added). ``[ensemble] members = N`` (default 1) trains the stages N times
-    with ``--seed 0 .. N-1`` and joins the last stages with ``ffem ensemble``."""
+    mirrored face's embedding added). ``[detect] keep`` is ``ffem detect --keep`` (default ``largest``).
+    ``[ensemble] members = N`` (default 1) trains the stages N times with ``--seed 0 .. N-1`` and joins the
+    last stages with ``ffem ensemble``."""
 
     path: Path
     stages: tuple[dict, ...]
@@ -124,6 +125,7 @@ class Recipe:
     align: bool
     flip: bool
     members: int = 1
+    keep: str = "largest"
 
     @classmethod
     def load(cls, name_or_path: str) -> Recipe:
@@ -149,6 +151,7 @@ class Recipe:
             bool(pack.get("align", False)),
             bool(evaluation.get("flip", False)),
             int(document.get("ensemble", {}).get("members", 1)),
+            str(document.get("detect", {}).get("keep", "largest")),
         )
 
 
@@ -417,7 +420,8 @@ def main() -> int:
         if detections_path is None:  # part of the recipe's time
             detections_path = output / "detections.json"
             phases["detect"] = run_ffem(
-                ["detect", str(images), "--output", str(detections_path)], output / "detect.log"
+                ["detect", str(images), "--output", str(detections_path), "--keep", recipe.keep],
+                output / "detect.log",
             )
         detections = load_image_list(detections_path)
 
@@ -515,6 +519,7 @@ def main() -> int:
             "margin": recipe.margin,
             "singletons": recipe.singletons,
             "align": recipe.align,
+            "keep": recipe.keep,
             "flip": recipe.flip,
             "members": recipe.members,
             "epochs_override": epochs,

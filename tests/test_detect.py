@@ -163,7 +163,7 @@ def test_cli_prints_the_summary(tmp_path):
 def test_cli_help_documents_the_face_choice():
     result = CliRunner().invoke(app, ["detect", "--help"])
     assert result.exit_code == 0
-    assert "largest area x" in result.output and "confidence is kept" in result.output
+    assert "largest area x confidence" in result.output and "--keep central" in result.output
 
 
 @pytest.mark.parametrize(
@@ -292,6 +292,33 @@ def test_choose_face_prefers_area_times_confidence_and_clips():
     assert entry.box == (0, 41, 90, 120) and extra == 1 and entry.score == pytest.approx(0.81)
     assert choose_face([], 100, 100) is None
     assert clip_box(np.array([99.7, 5, 120, 6.2]), 100, 100) == (99, 5, 100, 6)
+
+
+def test_choose_face_central_takes_the_face_over_the_centre_else_the_nearest():
+    landmarks = np.zeros((5, 2), dtype=np.float32)
+    big_aside = Face(np.array([0.0, 0, 60, 60]), landmarks, 0.99)  # largest, off the centre (100, 100)
+    small_centre = Face(np.array([80.0, 80, 120, 120]), landmarks, 0.9)
+    tiny_centre = Face(np.array([95.0, 95, 105, 105]), landmarks, 0.99)  # also covers it, smaller
+    faces = [big_aside, small_centre, tiny_centre]
+    assert choose_face(faces, 200, 200)[0].box == (0, 0, 60, 60)  # the default rule: largest
+    entry, extra = choose_face(faces, 200, 200, keep="central")
+    assert entry.box == (80, 80, 120, 120) and extra == 2
+    near = Face(np.array([110.0, 110, 150, 150]), landmarks, 0.9)  # no box covers the centre: the nearest
+    assert choose_face([big_aside, near], 200, 200, keep="central")[0].box == (110, 110, 150, 150)
+
+
+def test_keep_rule_is_checked_and_resume_refuses_another_rule(tmp_path):
+    with pytest.raises(FfemError, match="--keep must be one of largest, central, got 'middle'"):
+        DetectOptions(keep="middle")
+    root = grey_folder(tmp_path / "photos", [f"p{i}/1.jpg" for i in range(3)])
+    output = tmp_path / "l.json"
+    options = DetectOptions(batch_size=1, checkpoint_every=1, workers=1, keep="central")
+    with pytest.raises(RuntimeError):
+        detect_folder(root, output, options, detector=FakeDetector(fail_after=2))
+    with pytest.raises(FfemError, match="made with --keep central, not largest; resume with the same rule"):
+        detect_folder(root, output, DetectOptions(batch_size=1), resume=True, detector=FakeDetector())
+    detect_folder(root, output, options, resume=True, detector=FakeDetector())
+    assert sorted(load_image_list(output)) == [f"p{i}/1.jpg" for i in range(3)]
 
 
 def test_plan_batches_caps_pixels_per_batch():

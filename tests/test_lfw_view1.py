@@ -183,6 +183,7 @@ def test_an_ensemble_recipe_trains_each_member_with_its_own_seed_and_joins_the_l
     assert command == ["ensemble", *(str(tmp_path / "runs" / f"member{m}" / "stage2") for m in range(3)),
                        "--run", str(run)]  # fmt: skip
     assert lfw_view1.Recipe.load("lfw-small").members == 3
+    assert lfw_view1.Recipe.load("lfw-small").keep == "central"  # ffem detect --keep
     single = lfw_view1.stage_commands(dataclasses.replace(recipe, members=1), tmp_path, tmp_path / "pack", None)
     assert [(name, run) for name, run, _ in single] == [
         ("stage1", tmp_path / "runs" / "stage1"),

@@ -65,12 +65,19 @@ def detect(
     follow_symlinks: bool = typer.Option(
         False, "--follow-symlinks", help="Read images through symlinks that leave ROOT (refused by default)."
     ),
+    keep: str = typer.Option(
+        "largest",
+        "--keep",
+        help="Which face of a photo with several to list: largest (area x confidence) or central "
+        "(the face at the photo's centre, for sets cut around their subject such as LFW).",
+    ),
     overwrite: bool = OVERWRITE,
 ) -> None:
     """Find one face per photo with MTCNN and write the image list.
 
-    Where a photo holds several faces, the one with the largest area x
-    confidence is kept (the main subject) and the others are counted. Photos
+    Where a photo holds several faces, one is kept and the others are
+    counted: by default the one with the largest area x confidence (the main
+    subject); with --keep central the one at the photo's centre. Photos
     with no face, too small, corrupt, unreadable or missing go to the rejects
     file with the reason. Labels are 0..N-1 over the sorted names of the
     identities that keep a face. Progress is checkpointed; a killed run
@@ -91,6 +98,7 @@ def detect(
         max_pixels=max_pixels,
         max_side=max_side,
         follow_symlinks=follow_symlinks,
+        keep=keep,
     )
     with progress_updates("detect", unit="img") as progress:
         summary = detect_folder(

@@ -10,9 +10,11 @@ the package's padding-offset correction, which misassigns offsets when an
 image of the batch has no face), and decodes the next batches in a thread
 pool while MTCNN runs on the current one.
 
-Per image the face kept is the one with the largest ``area x confidence``
-(the main subject of a training photo: big and clearly a face); the other
-faces are counted, not kept. Its box is integer pixels ``x1, y1, x2, y2``
+Per image one face is kept, chosen by ``DetectOptions.keep`` (``choose_face``):
+``largest``, the largest ``area x confidence`` (the main subject of a
+training photo: big and clearly a face), or ``central``, the face at the
+photo's centre (sets cut around their subject: LFW, CASIA-WebFace, VGGFace2
+loose crops). The other faces are counted, not kept. Its box is integer pixels ``x1, y1, x2, y2``
 (left, top, right, bottom; right/bottom exclusive) clipped to the image,
 with the five landmarks (float pixels) and the ONet score.
 
@@ -83,6 +85,7 @@ REJECT_REASONS = (
 # Most pixels decoded into one MTCNN call: 16 images of 512x512. Bigger photos
 # get smaller batches so that a batch of camera images stays within memory.
 BATCH_PIXEL_BUDGET = 16 * 512 * 512
+KEEP_RULES = ("largest", "central")
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,8 @@ class DetectOptions:
     ``thresholds`` are the PNet, RNet and ONet confidence thresholds; the
     kept score is the ONet one. ``min_face_size`` is in pixels (smaller faces
     are not searched: fewer pyramid levels, faster). ``workers`` decode
-    threads; ``checkpoint_every`` images between checkpoints.
+    threads; ``checkpoint_every`` images between checkpoints. ``keep``: which
+    face of a photo with several is listed (``KEEP_RULES``, see ``choose_face``).
     """
 
     batch_size: int = 16
@@ -103,8 +107,11 @@ class DetectOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_side: int = 2048
     follow_symlinks: bool = False
+    keep: str = "largest"
 
     def __post_init__(self) -> None:
+        if self.keep not in KEEP_RULES:
+            raise FfemError(f"--keep must be one of {', '.join(KEEP_RULES)}, got {self.keep!r}")
         if self.batch_size < 1:
             raise FfemError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.min_face_size < 12:
@@ -232,16 +239,28 @@ def clip_box(box: np.ndarray, width: int, height: int) -> tuple[int, int, int, i
     return x1, y1, x2, y2
 
 
-def choose_face(faces: list[Face], width: int, height: int) -> tuple[FaceEntry, int] | None:
-    """The face a training list wants: largest clipped area x confidence.
+def choose_face(faces: list[Face], width: int, height: int, keep: str = "largest") -> tuple[FaceEntry, int] | None:
+    """The face to list for a photo, by rule ``keep``.
 
-    Returns ``(entry with label 0, number of other faces)`` or ``None`` when
-    ``faces`` is empty. The caller sets the label.
+    ``largest``: the largest clipped area x confidence. ``central``: of the
+    faces whose clipped box contains the photo's centre, the largest area x
+    confidence; when no box contains it, the face whose box centre is nearest
+    to it. Returns ``(entry with label 0, number of other faces)`` or ``None``
+    when ``faces`` is empty. The caller sets the label.
     """
     if not faces:
         return None
     boxes = [clip_box(face.box, width, height) for face in faces]
-    weights = [(x2 - x1) * (y2 - y1) * face.score for (x1, y1, x2, y2), face in zip(boxes, faces, strict=True)]
+    weights = np.array(
+        [(x2 - x1) * (y2 - y1) * face.score for (x1, y1, x2, y2), face in zip(boxes, faces, strict=True)]
+    )
+    if keep == "central":
+        cx, cy = width / 2, height / 2
+        covering = np.array([x1 <= cx <= x2 and y1 <= cy <= y2 for x1, y1, x2, y2 in boxes])
+        if covering.any():
+            weights = np.where(covering, weights, -1.0)
+        else:
+            weights = -np.array([np.hypot((x1 + x2) / 2 - cx, (y1 + y2) / 2 - cy) for x1, y1, x2, y2 in boxes])
     best = int(np.argmax(weights))
     return FaceEntry(0, boxes[best], faces[best].landmarks, faces[best].score), len(faces) - 1
 
@@ -358,11 +377,14 @@ def _read_json(path: Path) -> Any:
         ) from None
 
 
-def load_previous(output: Path, rejects_path: Path, root: Path) -> tuple[dict[str, FaceEntry], dict[str, Reject]]:
+def load_previous(
+    output: Path, rejects_path: Path, root: Path, keep: str = "largest"
+) -> tuple[dict[str, FaceEntry], dict[str, Reject]]:
     """What an earlier run finished: its checkpoint if present, else the final list and rejects.
 
-    A checkpoint made on another ROOT is refused; its images whose size or
-    modification time changed since are left out (processed again).
+    A checkpoint made on another ROOT, or with another ``--keep`` rule, is
+    refused; its images whose size or modification time changed since are
+    left out (processed again).
     """
     checkpoint = checkpoint_path(output)
     if checkpoint.exists():
@@ -374,6 +396,12 @@ def load_previous(output: Path, rejects_path: Path, root: Path) -> tuple[dict[st
             raise FfemError(
                 f"{checkpoint}: made on {made_on}, not on {root.resolve()}; "
                 "rerun without --resume (or delete the checkpoint) to start over"
+            )
+        made_with = str(raw.get("keep", "largest"))
+        if made_with != keep:
+            raise FfemError(
+                f"{checkpoint}: made with --keep {made_with}, not {keep}; "
+                "resume with the same rule, or rerun without --resume to start over"
             )
         entries = {}
         for rel, value in raw["entries"].items():
@@ -447,6 +475,7 @@ class _Run:
             self.checkpoint,
             {
                 "root": str(self.root.resolve()),
+                "keep": self.options.keep,
                 "entries": {rel: self.entries[rel].to_json() for rel in sorted(self.entries)},
                 "rejects": _rejects_to_json(self.rejects),
                 "stamps": self.stamps,
@@ -467,7 +496,7 @@ class _Run:
                 Face(face.box * np.tile(scale, 2), face.landmarks * scale.astype(np.float32), face.score)
                 for face in faces
             ]
-        chosen = choose_face(faces, width=width, height=height)
+        chosen = choose_face(faces, width=width, height=height, keep=self.options.keep)
         if chosen is None:
             self.rejects[rel] = Reject(
                 "no-face", f"no face >= {self.options.min_face_size}px above threshold {self.options.thresholds[2]}"
@@ -552,7 +581,7 @@ def detect_folder(
     rejects: dict[str, Reject] = {}
     if resume:
         wanted = set(folder.paths)
-        old_entries, old_rejects = load_previous(output, rejects_path, root)
+        old_entries, old_rejects = load_previous(output, rejects_path, root, options.keep)
         entries = {rel: e for rel, e in old_entries.items() if rel in wanted}
         rejects = {rel: r for rel, r in old_rejects.items() if rel in wanted and rel not in entries}
     for rel in folder.paths:
