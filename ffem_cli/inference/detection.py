@@ -5,7 +5,7 @@ first, images of exactly the same size are batched together
 (``detect.plan_batches``: up to ``batch_size`` images and
 ``BATCH_PIXEL_BUDGET`` pixels per MTCNN call), the next batches decode in a
 thread pool while MTCNN runs on the current one, and the face kept is
-``detect.choose_face``'s (largest area x confidence). An image smaller than
+``detect.choose_face``'s by ``options.keep`` (default: largest area x confidence). An image smaller than
 ``min_face_size`` has no face, as ``ffem detect`` rejects it.
 """
 
@@ -84,7 +84,7 @@ def detect_images(
             for group in by_shape.values():
                 found = detect.detect_batch(detector, [image for _, image in group], options)
                 for (index, image), faces in zip(group, found, strict=True):
-                    chosen = detect.choose_face(faces, image.shape[1], image.shape[0])
+                    chosen = detect.choose_face(faces, image.shape[1], image.shape[0], options.keep)
                     yield (
                         index,
                         image,
