@@ -378,7 +378,7 @@ def _read_json(path: Path) -> Any:
 
 
 def load_previous(
-    output: Path, rejects_path: Path, root: Path, keep: str = "largest"
+    output: Path, rejects_path: Path, root: Path, keep: str
 ) -> tuple[dict[str, FaceEntry], dict[str, Reject]]:
     """What an earlier run finished: its checkpoint if present, else the final list and rejects.
 

@@ -42,7 +42,7 @@ def build_ensemble(members: list[keras.Model]) -> keras.Model:
     return keras.Model(pixels, unit, name="ensemble")
 
 
-def write_ensemble_run(member_runs: list[Path], output: Path, argv: list[str] | None = None) -> dict:
+def write_ensemble_run(member_runs: list[Path], output: Path) -> dict:
     """Build the ensemble of the runs ``member_runs`` and write it as the run directory ``output``.
 
     The members must be different models trained on the same face crop (``[data]`` image
@@ -98,7 +98,7 @@ def write_ensemble_run(member_runs: list[Path], output: Path, argv: list[str] | 
                 for source in sources
             ]
         },
-        "provenance": collect([], argv),
+        "provenance": collect([]),
     }
     with atomic.atomic_directory(output) as staged:
         model.save(staged / "embedder.keras")
